@@ -1,0 +1,31 @@
+"""
+The master's configuration: one YAML file, validated completely before
+anything starts.
+"""
+
+from ._load import DSN_ENV, ConfigError, loadConfig, parseConfig
+from ._model import (
+    Config,
+    DatabaseConfig,
+    HTTPConfig,
+    LimitsConfig,
+    MasterConfig,
+    PoolConfig,
+    Role,
+    TokenConfig,
+)
+
+__all__ = [
+    "DSN_ENV",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "HTTPConfig",
+    "LimitsConfig",
+    "MasterConfig",
+    "PoolConfig",
+    "Role",
+    "TokenConfig",
+    "loadConfig",
+    "parseConfig",
+]

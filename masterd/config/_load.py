@@ -1,0 +1,263 @@
+"""
+Load and validate a master's YAML configuration file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+from twisted.internet import endpoints
+
+from ._model import (
+    Config,
+    DatabaseConfig,
+    HTTPConfig,
+    LimitsConfig,
+    MasterConfig,
+    PoolConfig,
+    Role,
+    TokenConfig,
+)
+from ._reader import Problems, Section
+
+#: Environment variables that may carry secrets instead of the file.
+DSN_ENV = "MASTERD_DATABASE_DSN"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class ConfigError(Exception):
+    """
+    The configuration file is unusable; C{lines} says why, one problem a line.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def loadConfig(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """
+    Read, parse and validate the file at C{path}.
+
+    @raise ConfigError: with every problem found, each as
+        C{<file>: <dotted.key>: <what is wrong>}.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{source}: cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{source}: is not UTF-8 text"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{source}: {where}{problem}"]) from None
+    base = Path(path).resolve().parent
+    return parseConfig(raw, source=source, base=base, environ=environ)
+
+
+def parseConfig(
+    raw: object,
+    *,
+    source: str = "<config>",
+    base: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """
+    Validate an already parsed YAML document.
+    """
+    env = os.environ if environ is None else environ
+    if raw is not None and not isinstance(raw, Mapping):
+        Section("", raw, problems := Problems())
+        raise ConfigError([f"{source}: {key}: {message}" for key, message in problems.items])
+    problems = Problems()
+    top = Section("", raw, problems)
+    master = _master(top.section("master"))
+    http = _http(top.section("http"))
+    database = _database(top.section("database"), base or Path.cwd(), env)
+    tokens = _tokens(top.section("auth"), env)
+    limits = _limits(top.section("limits"))
+    top.finish()
+    if problems:
+        raise ConfigError([f"{source}: {key}: {message}" for key, message in problems.items])
+    return Config(
+        source=source,
+        master=master,
+        http=http,
+        database=database,
+        tokens=tokens,
+        limits=limits,
+    )
+
+
+def _master(s: Section) -> MasterConfig:
+    name = s.string("name", socket.gethostname() or "master")
+    if s.has("name") and isinstance(name, str) and name and not _NAME.match(name):
+        s.problems.add(
+            s.key("name"),
+            "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    s.finish()
+    return MasterConfig(name=name)
+
+
+class _ParseOnlyReactor:
+    """
+    Endpoint strings are parsed against no reactor at all: validation must not
+    listen on anything.
+    """
+
+
+def _checkEndpoint(description: str) -> str | None:
+    try:
+        endpoints.serverFromString(_ParseOnlyReactor(), description)  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError) as e:
+        return str(e) or type(e).__name__
+    except Exception as e:  # TLS files that do not load, for example
+        return str(e) or type(e).__name__
+    return None
+
+
+def _http(s: Section) -> HTTPConfig:
+    listen = s.items("listen", list(HTTPConfig().listen))
+    checked: list[str] = []
+    if isinstance(listen, list):
+        if not listen:
+            s.problems.add(s.key("listen"), "must name at least one endpoint")
+        for index, item in enumerate(listen):
+            key = f"{s.key('listen')}[{index}]"
+            if not isinstance(item, str) or not item:
+                s.problems.add(key, "must be a Twisted server endpoint string")
+                continue
+            error = _checkEndpoint(item)
+            if error is not None:
+                s.problems.add(key, f"is not a valid endpoint ({error})")
+                continue
+            checked.append(item)
+    public = s.boolean("public_metrics", False)
+    s.finish()
+    return HTTPConfig(listen=tuple(checked), public_metrics=public)
+
+
+def _database(s: Section, base: Path, env: Mapping[str, str]) -> DatabaseConfig:
+    embedded = s.section("embedded")
+    dataDir = embedded.string("data_dir") if s.has("embedded") else None
+    embedded.finish()
+    dsn = s.string("dsn", None)
+    if env.get(DSN_ENV):
+        dsn = env[DSN_ENV]
+    if (dataDir is None) == (dsn is None):
+        which = "both are given" if dsn is not None else "neither is given"
+        s.problems.add(
+            s.path,
+            f"needs exactly one of database.embedded.data_dir and database.dsn "
+            f"(or ${DSN_ENV}): {which}",
+        )
+    pool = s.section("pool")
+    poolMin = pool.integer("min", PoolConfig().min, minimum=1, maximum=1000)
+    poolMax = pool.integer("max", PoolConfig().max, minimum=1, maximum=1000)
+    acquire = pool.number("acquire_timeout_s", PoolConfig().acquire_timeout_s, positive=True)
+    if isinstance(poolMin, int) and isinstance(poolMax, int) and poolMax < poolMin:
+        pool.problems.add(pool.key("max"), f"must be at least pool.min ({poolMin}), not {poolMax}")
+    pool.finish()
+    connect = s.number("connect_timeout_s", 5.0, positive=True)
+    statement = s.number("statement_timeout_s", 30.0, positive=True)
+    reconnect = s.number("reconnect_max_s", 10.0, positive=True)
+    s.finish()
+    return DatabaseConfig(
+        embedded_data_dir=Path(os.path.normpath(base / dataDir)) if isinstance(dataDir, str) and dataDir else None,
+        dsn=dsn,
+        pool=PoolConfig(min=poolMin, max=poolMax, acquire_timeout_s=acquire),
+        connect_timeout_s=connect,
+        statement_timeout_s=statement,
+        reconnect_max_s=reconnect,
+    )
+
+
+def _tokens(s: Section, env: Mapping[str, str]) -> tuple[TokenConfig, ...]:
+    raw = s.items("tokens", [])
+    s.finish()
+    tokens: list[TokenConfig] = []
+    names: set[str] = set()
+    digests: set[bytes] = set()
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        t = Section(f"{s.key('tokens')}[{index}]", item, s.problems)
+        name = t.string("name")
+        roleName = t.string("role")
+        role = None
+        if isinstance(roleName, str) and roleName:
+            try:
+                role = Role(roleName)
+            except ValueError:
+                t.problems.add(
+                    t.key("role"),
+                    f"must be one of {', '.join(r.value for r in Role)}, not {roleName!r}",
+                )
+        given = [k for k in ("token", "token_sha256", "token_env") if t.has(k)]
+        digest = None
+        if len(given) != 1:
+            t.problems.add(
+                t.path,
+                "needs exactly one of token, token_sha256 and token_env"
+                + (f" (has {', '.join(given)})" if given else ""),
+            )
+            for k in given:
+                t.raw(k)
+        elif given[0] == "token":
+            secret = t.string("token")
+            if isinstance(secret, str) and secret:
+                digest = _tokenDigest(t, "token", secret)
+        elif given[0] == "token_sha256":
+            hexed = t.string("token_sha256")
+            if isinstance(hexed, str) and _SHA256.match(hexed):
+                digest = bytes.fromhex(hexed)
+            elif isinstance(hexed, str):
+                t.problems.add(t.key("token_sha256"), "must be 64 hexadecimal digits")
+        else:
+            variable = t.string("token_env")
+            if isinstance(variable, str) and variable:
+                secret = env.get(variable, "")
+                if not secret:
+                    t.problems.add(
+                        t.key("token_env"), f"environment variable {variable} is not set"
+                    )
+                else:
+                    digest = _tokenDigest(t, "token_env", secret)
+        t.finish()
+        if isinstance(name, str) and name in names:
+            t.problems.add(t.key("name"), f"{name!r} is used by another token")
+        if digest is not None and digest in digests:
+            t.problems.add(t.path, "has the same token as another entry")
+        if isinstance(name, str) and name and role is not None and digest is not None:
+            names.add(name)
+            digests.add(digest)
+            tokens.append(TokenConfig(name=name, role=role, sha256=digest))
+    return tuple(tokens)
+
+
+def _tokenDigest(t: Section, key: str, secret: str) -> bytes | None:
+    if len(secret) < 16:
+        t.problems.add(t.key(key), "must be at least 16 characters long")
+        return None
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def _limits(s: Section) -> LimitsConfig:
+    body = s.integer("max_body_bytes", LimitsConfig().max_body_bytes, minimum=1024)
+    s.finish()
+    return LimitsConfig(max_body_bytes=body)
+

@@ -1,0 +1,73 @@
+"""
+The validated configuration of one master, as immutable values.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+from attrs import frozen
+
+
+class Role(enum.Enum):
+    """
+    What a token may do. Viewers read, operators steer jobs and agents,
+    admins do everything; agents only speak talkback and report their work.
+    """
+
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+    agent = "agent"
+
+
+@frozen
+class TokenConfig:
+    name: str
+    role: Role
+    # Only the SHA-256 of a token is kept in memory, whichever way it came.
+    sha256: bytes
+
+
+@frozen
+class HTTPConfig:
+    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
+    public_metrics: bool = False
+
+
+@frozen
+class PoolConfig:
+    min: int = 2
+    max: int = 10
+    acquire_timeout_s: float = 5.0
+
+
+@frozen
+class DatabaseConfig:
+    embedded_data_dir: Path | None
+    dsn: str | None
+    pool: PoolConfig = PoolConfig()
+    connect_timeout_s: float = 5.0
+    statement_timeout_s: float = 30.0
+    reconnect_max_s: float = 10.0
+
+
+@frozen
+class LimitsConfig:
+    max_body_bytes: int = 1024 * 1024
+
+
+@frozen
+class MasterConfig:
+    name: str
+
+
+@frozen
+class Config:
+    source: str
+    master: MasterConfig
+    http: HTTPConfig
+    database: DatabaseConfig
+    tokens: tuple[TokenConfig, ...]
+    limits: LimitsConfig

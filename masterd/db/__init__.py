@@ -1,0 +1,21 @@
+"""
+PostgreSQL, the single source of truth: the pool, migrations, the embedded
+server and the service that keeps them connected.
+"""
+
+from ._embedded import EmbeddedPostgresService
+from ._migrate import MIGRATION_LOCK, Migration, migrate, packagedMigrations
+from ._pool import DatabaseUnavailable, Pool, Transaction
+from ._service import DatabaseService
+
+__all__ = [
+    "MIGRATION_LOCK",
+    "DatabaseService",
+    "DatabaseUnavailable",
+    "EmbeddedPostgresService",
+    "Migration",
+    "Pool",
+    "Transaction",
+    "migrate",
+    "packagedMigrations",
+]

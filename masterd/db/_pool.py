@@ -1,0 +1,332 @@
+"""
+A pool of asynchronous PostgreSQL connections on txpostgres.
+
+txpostgres' own C{ConnectionPool} has a fixed size, no health state and no
+way to wait with a deadline, so this one keeps its own idle list, grows up to
+C{maxSize}, and fails fast with L{DatabaseUnavailable} once a connection has
+been found dead, until L{Pool.recover} has shown the server answering again.
+A request must get a quick 503, never hang on a database that is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg2
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from txpostgres import txpostgres
+
+T = TypeVar("T")
+
+log = Logger()
+
+
+class DatabaseUnavailable(Exception):
+    """
+    The database cannot be used right now; the caller should answer 503.
+    """
+
+
+def _connectionIsDead(conn: txpostgres.Connection, error: BaseException) -> bool:
+    if isinstance(error, txpostgres.RollbackFailed):
+        return True
+    if not isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return False
+    raw = conn.pollable()
+    return raw is None or bool(raw.closed)
+
+
+class _Connection(txpostgres.Connection):  # type: ignore[misc]
+    """
+    A connection that tells its pool when the server goes away while it sits
+    idle, instead of raising out of the reactor's read loop.
+    """
+
+    onIdleLoss: Callable[[_Connection], None] = staticmethod(lambda conn: None)
+
+    def doRead(self) -> None:
+        try:
+            super().doRead()
+        except psycopg2.Error:
+            self.reactor.removeReader(self)
+            self.onIdleLoss(self)
+
+
+class Transaction:
+    """
+    A cursor inside an open transaction, with awaitable C{execute}.
+    """
+
+    def __init__(self, cursor: txpostgres.Cursor, onQuery: Callable[[float], None]) -> None:
+        self._cursor = cursor
+        self._onQuery = onQuery
+
+    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
+        started = time.perf_counter()
+        try:
+            await self._cursor.execute(sql, params)
+        finally:
+            self._onQuery(time.perf_counter() - started)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._cursor.fetchall()
+        return rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._cursor.fetchone()
+        return row
+
+    @property
+    def rowcount(self) -> int:
+        count: int = self._cursor.rowcount
+        return count
+
+    async def query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        await self.execute(sql, params)
+        return self.fetchall()
+
+
+class Pool:
+    """
+    Connections to one database, lent out one transaction at a time.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        dsn: str,
+        *,
+        minSize: int = 2,
+        maxSize: int = 10,
+        acquireTimeout: float = 5.0,
+        connectTimeout: float = 5.0,
+        statementTimeout: float = 30.0,
+        onQuery: Callable[[float], None] = lambda seconds: None,
+        onDead: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._reactor = reactor
+        self._dsn = dsn
+        self._minSize = minSize
+        self._maxSize = maxSize
+        self._acquireTimeout = acquireTimeout
+        self._connectTimeout = connectTimeout
+        self._statementTimeout = statementTimeout
+        self._onQuery = onQuery
+        self._onDead = onDead
+        self._idle: list[txpostgres.Connection] = []
+        self._size = 0
+        self._waiters: deque[Deferred[txpostgres.Connection]] = deque()
+        self._closing = False
+        self._drained: list[Deferred[None]] = []
+        self.healthy = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def inUse(self) -> int:
+        return self._size - len(self._idle)
+
+    async def _connect(self) -> txpostgres.Connection:
+        conn = _Connection(reactor=self._reactor)
+        conn.onIdleLoss = self._idleLost
+        options = f"-c statement_timeout={int(self._statementTimeout * 1000)}"
+        started = time.perf_counter()
+        connecting = conn.connect(
+            self._dsn,
+            connect_timeout=max(1, int(self._connectTimeout)),
+            options=options,
+            application_name="masterd",
+        )
+        # libpq's connect_timeout does not cover every stage of an
+        # asynchronous connection, so the reactor enforces it too.
+        connecting.addTimeout(self._connectTimeout, self._reactor)  # type: ignore[arg-type]
+        try:
+            await connecting
+        except DeferredTimeout:
+            _closeQuietly(conn)
+            raise DatabaseUnavailable("timed out connecting to the database") from None
+        except psycopg2.Error as e:
+            _closeQuietly(conn)
+            raise DatabaseUnavailable(f"cannot connect to the database: {_firstLine(e)}") from e
+        self._onQuery(time.perf_counter() - started)
+        return conn
+
+    async def open(self) -> None:
+        """
+        Open C{minSize} connections, or raise L{DatabaseUnavailable}.
+        """
+        self._closing = False
+        while self._size < self._minSize:
+            conn = await self._connect()
+            self._size += 1
+            self._release(conn)
+        self.healthy = True
+
+    async def recover(self) -> None:
+        """
+        Show that the server answers again, then accept work once more.
+        """
+        conn = await self._connect()
+        self._size += 1
+        self.healthy = True
+        self._release(conn)
+        await self.open()
+
+    def _idleLost(self, conn: txpostgres.Connection) -> None:
+        if conn in self._idle:
+            self._idle.remove(conn)
+            self._discard(conn)
+            self._markDead()
+
+    def _markDead(self) -> None:
+        """
+        One connection died: the server probably restarted or went away, and
+        every idle connection went with it. Drop them all and fail fast until
+        recovered.
+        """
+        for conn in self._idle:
+            _closeQuietly(conn)
+        self._size -= len(self._idle)
+        self._idle.clear()
+        while self._waiters:
+            self._waiters.popleft().errback(DatabaseUnavailable("the database connection was lost"))
+        if self.healthy:
+            self.healthy = False
+            log.warn("lost the database connection; failing requests fast until it is back")
+            self._onDead()
+
+    async def _acquire(self) -> txpostgres.Connection:
+        if self._closing:
+            raise DatabaseUnavailable("the master is shutting down")
+        if not self.healthy:
+            raise DatabaseUnavailable("the database is not available")
+        while self._idle:
+            conn = self._idle.pop()
+            raw = conn.pollable()
+            if raw is not None and not raw.closed:
+                return conn
+            self._discard(conn)
+            self._markDead()
+            raise DatabaseUnavailable("the database connection was lost")
+        if self._size < self._maxSize:
+            self._size += 1
+            try:
+                return await self._connect()
+            except DatabaseUnavailable:
+                self._size -= 1
+                self._markDead()
+                raise
+        waiter: Deferred[txpostgres.Connection] = Deferred()
+        self._waiters.append(waiter)
+        waiter.addTimeout(self._acquireTimeout, self._reactor)  # type: ignore[arg-type]
+        try:
+            return await waiter
+        except DeferredTimeout:
+            raise DatabaseUnavailable(
+                f"no database connection became free within {self._acquireTimeout:g} s"
+            ) from None
+
+    def _release(self, conn: txpostgres.Connection) -> None:
+        if self._closing:
+            _closeQuietly(conn)
+            self._size -= 1
+            self._checkDrained()
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.called:
+                waiter.callback(conn)
+                return
+        self._idle.append(conn)
+
+    def _discard(self, conn: txpostgres.Connection) -> None:
+        _closeQuietly(conn)
+        self._size -= 1
+        self._checkDrained()
+
+    async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """
+        Run C{work} inside one transaction: committed when it returns, rolled
+        back when it raises.
+        """
+        conn = await self._acquire()
+        cursor = conn.cursor()
+        txn = Transaction(cursor, self._onQuery)
+        try:
+            await txn.execute("BEGIN")
+            result = await work(txn)
+            await txn.execute("COMMIT")
+        except BaseException as e:
+            if _connectionIsDead(conn, e):
+                self._discard(conn)
+                self._markDead()
+                raise DatabaseUnavailable("the database connection was lost") from e
+            try:
+                await txn.execute("ROLLBACK")
+            except Exception:
+                self._discard(conn)
+                self._markDead()
+                raise DatabaseUnavailable("the database connection was lost") from e
+            self._release(conn)
+            raise
+        self._release(conn)
+        return result
+
+    async def query(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """
+        One statement in its own transaction; its rows, if it has any.
+        """
+
+        async def run(txn: Transaction) -> list[tuple[Any, ...]]:
+            await txn.execute(sql, params)
+            if txn._cursor.description is None:
+                return []
+            return txn.fetchall()
+
+        return await self.transaction(run)
+
+    def close(self) -> Deferred[None]:
+        """
+        Refuse new work, let transactions under way finish, close everything.
+        """
+        self._closing = True
+        self.healthy = False
+        for conn in self._idle:
+            _closeQuietly(conn)
+        self._size -= len(self._idle)
+        self._idle.clear()
+        while self._waiters:
+            self._waiters.popleft().errback(DatabaseUnavailable("the master is shutting down"))
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        self._checkDrained()
+        return d
+
+    def _checkDrained(self) -> None:
+        if self._closing and self._size == 0:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+
+def _closeQuietly(conn: txpostgres.Connection) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _firstLine(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,143 @@
+"""
+The database service: a connection pool that keeps trying.
+
+An unreachable database at start is logged and retried with backoff, never a
+crash: the HTTP site still answers (C{/readyz} with 503) meanwhile. A
+connection found dead later sends the pool into fail-fast mode and this
+service back into its reconnect loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from masterd.config import DatabaseConfig
+from masterd.service import StagedService
+
+from ._migrate import Migration, migrate
+from ._pool import DatabaseUnavailable, Pool
+
+log = Logger()
+
+
+class DatabaseService(StagedService):
+    name = "database"
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        config: DatabaseConfig,
+        dsn: Callable[[], str],
+        onQuery: Callable[[float], None] = lambda seconds: None,
+        migrations: list[Migration] | None = None,
+        initialDelay: float = 0.5,
+    ) -> None:
+        self._reactor = reactor
+        self._config = config
+        self._dsn = dsn
+        self._onQuery = onQuery
+        self._migrations = migrations
+        self._initialDelay = initialDelay
+        self.pool: Pool | None = None
+        self._migrated = False
+        self._loop: Deferred[None] | None = None
+        self._sleeping: Deferred[None] | None = None
+        self.attempts = 0
+        self._stopping = False
+
+    @property
+    def ready(self) -> bool:
+        return self.pool is not None and self.pool.healthy and self._migrated
+
+    async def start(self) -> None:
+        c = self._config
+        self.pool = Pool(
+            self._reactor,
+            self._dsn(),
+            minSize=c.pool.min,
+            maxSize=c.pool.max,
+            acquireTimeout=c.pool.acquire_timeout_s,
+            connectTimeout=c.connect_timeout_s,
+            statementTimeout=c.statement_timeout_s,
+            onQuery=self._onQuery,
+            onDead=self._reconnect,
+        )
+        self._reconnect()
+
+    def _reconnect(self) -> None:
+        if self._loop is not None or self.pool is None or self._stopping:
+            return
+        self._loop = Deferred.fromCoroutine(self._connectLoop())
+        self._loop.addErrback(self._loopFailed)
+
+    def _loopFailed(self, reason: Failure) -> None:
+        self._loop = None
+        if not reason.check(CancelledError):
+            self.fatal(reason)
+
+    async def _connectLoop(self) -> None:
+        assert self.pool is not None
+        delay = self._initialDelay
+        while not self._stopping:
+            self.attempts += 1
+            try:
+                if self.pool.size == 0:
+                    await self.pool.open()
+                else:
+                    await self.pool.recover()
+                if not self._migrated:
+                    applied = await migrate(self.pool, self._migrations)
+                    if applied:
+                        log.info("applied migrations {versions}", versions=", ".join(applied))
+                    self._migrated = True
+                break
+            except DatabaseUnavailable as e:
+                log.warn(
+                    "database unavailable ({why}); retrying in {delay:.1f} s",
+                    why=str(e),
+                    delay=delay,
+                )
+            if self._stopping:
+                break
+            self._sleeping = deferLater(self._reactor, delay)  # type: ignore[arg-type]
+            try:
+                await self._sleeping
+            finally:
+                self._sleeping = None
+            delay = min(delay * 2, self._config.reconnect_max_s)
+        self._loop = None
+        if self.ready:
+            log.info("database ready")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._sleeping is not None:
+            self._sleeping.cancel()
+        loop = self._loop
+        if loop is not None:
+            # A connection attempt under way ends within the connect timeout.
+            try:
+                await loop
+            except Exception:
+                pass
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def ping(self) -> bool:
+        """
+        Does the database answer right now?
+        """
+        if self.pool is None or not self.ready:
+            return False
+        try:
+            rows: Any = await self.pool.query("SELECT 1")
+        except DatabaseUnavailable:
+            return False
+        return bool(rows == [(1,)])

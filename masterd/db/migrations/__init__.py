@@ -1,0 +1,3 @@
+"""
+Schema migrations: ordered C{NNNN_name.sql} files, applied once each.
+"""

@@ -1,0 +1,32 @@
+"""
+The master's HTTP side: one Klein application on one site.
+"""
+
+from ._api import MasterAPI, Readiness
+from ._errors import installErrorHandlers
+from ._auth import Authenticator, Principal, requires
+from ._json import APIError, badRequest, encodeJSON, errorResponse, jsonResponse, readJSON
+from ._klein import RoutedKlein, routeTemplate
+from ._request import UNMATCHED, MasterRequest
+from ._site import HTTPService, MasterSite
+
+__all__ = [
+    "UNMATCHED",
+    "APIError",
+    "Authenticator",
+    "HTTPService",
+    "MasterAPI",
+    "MasterRequest",
+    "MasterSite",
+    "Principal",
+    "Readiness",
+    "RoutedKlein",
+    "badRequest",
+    "encodeJSON",
+    "errorResponse",
+    "installErrorHandlers",
+    "jsonResponse",
+    "readJSON",
+    "requires",
+    "routeTemplate",
+]

@@ -1,0 +1,92 @@
+"""
+The master's HTTP application: health, readiness, metrics and the JSON API
+under C{/api/v1}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from attrs import define, field
+from twisted.web.iweb import IRequest
+
+from masterd._version import __version__
+from masterd.config import Role
+from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
+
+from ._auth import Authenticator, requires
+from ._errors import installErrorHandlers
+from ._json import APIError, errorResponse, jsonResponse
+from ._klein import RoutedKlein
+
+
+class Readiness(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def ping(self) -> bool: ...
+
+
+@define(slots=False)
+class MasterAPI:
+    """
+    Holds what the routes need; C{app} is the one Klein application.
+    """
+
+    name: str
+    stats: MasterStats
+    auth: Authenticator
+    database: Readiness
+    publicMetrics: bool = False
+    version: str = __version__
+    _registry: Any = field(init=False, default=None)
+
+    app = RoutedKlein()
+
+    def __attrs_post_init__(self) -> None:
+        self._registry = prometheusRegistry(
+            self.stats, self.name, self.version, lambda: self.database.ready
+        )
+
+    # -- health, for load balancers: no auth ------------------------------
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: IRequest) -> bytes:
+        return jsonResponse(request, {"status": "ok", "master": self.name})
+
+    @app.route("/readyz", methods=["GET"])
+    async def readyz(self, request: IRequest) -> bytes:
+        if await self.database.ping():
+            return jsonResponse(request, {"status": "ready", "master": self.name})
+        return errorResponse(
+            request,
+            APIError(503, "not_ready", "the database is not available", {"database": "down"}),
+        )
+
+    # -- metrics ------------------------------------------------------------
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        if not self.publicMetrics:
+            self.auth.require(request, Role.viewer)
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        body: bytes = renderPrometheus(self._registry)
+        return body
+
+    # -- the master itself ------------------------------------------------------
+
+    @app.route("/api/v1/master", methods=["GET"])
+    @requires(Role.viewer)
+    def master(self, request: IRequest) -> bytes:
+        document: dict[str, Any] = {
+            "name": self.name,
+            "href": "/api/v1/master",
+            "version": self.version,
+        }
+        document.update(self.stats.snapshot())
+        database = document["database"]
+        database["ready"] = self.database.ready
+        return jsonResponse(request, document)
+
+
+installErrorHandlers(MasterAPI.app)

@@ -1,0 +1,109 @@
+"""
+Bearer tokens and roles.
+
+Only SHA-256 digests of tokens are held; a presented token is hashed and
+compared with every configured digest in constant time, so neither the
+comparison nor the position of the match leaks through timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable
+from functools import wraps
+from typing import Any, TypeVar
+
+from attrs import frozen
+from twisted.web.iweb import IRequest
+
+from masterd.config import Role, TokenConfig
+
+from ._json import APIError
+
+#: What each role may also act as.
+_GRANTS: dict[Role, frozenset[Role]] = {
+    Role.viewer: frozenset({Role.viewer}),
+    Role.operator: frozenset({Role.viewer, Role.operator}),
+    Role.admin: frozenset(Role),
+    Role.agent: frozenset({Role.agent}),
+}
+
+
+@frozen
+class Principal:
+    name: str
+    role: Role
+
+    def may(self, role: Role) -> bool:
+        return role in _GRANTS[self.role]
+
+
+def _unauthorized(message: str) -> APIError:
+    return APIError(
+        401, "unauthorized", message, headers={b"www-authenticate": b'Bearer realm="masterd"'}
+    )
+
+
+class Authenticator:
+    def __init__(self, tokens: Iterable[TokenConfig]) -> None:
+        self._tokens = tuple(tokens)
+
+    def identify(self, token: str) -> Principal | None:
+        """
+        The principal a token belongs to, if any.
+        """
+        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        found: TokenConfig | None = None
+        for candidate in self._tokens:
+            if hmac.compare_digest(digest, candidate.sha256):
+                found = candidate
+        return None if found is None else Principal(found.name, found.role)
+
+    def authenticate(self, request: IRequest) -> Principal:
+        header = request.getHeader(b"authorization")
+        if header is None:
+            raise _unauthorized("this needs an Authorization: Bearer <token> header")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+        try:
+            text = token.strip().decode("utf-8")
+        except UnicodeDecodeError:
+            raise _unauthorized("the token is not valid") from None
+        principal = self.identify(text)
+        if principal is None:
+            raise _unauthorized("the token is not valid")
+        return principal
+
+    def require(self, request: IRequest, role: Role) -> Principal:
+        principal = self.authenticate(request)
+        if not principal.may(role):
+            raise APIError(
+                403,
+                "forbidden",
+                f"this needs the {role.value} role; token {principal.name!r} has "
+                f"{principal.role.value}",
+            )
+        return principal
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def requires(role: Role) -> Callable[[F], F]:
+    """
+    Decorate a route method of an object with an C{auth} attribute: the
+    request must carry a token whose role grants C{role}. The principal is
+    left on the request as C{request.principal}.
+    """
+
+    def decorate(f: F) -> F:
+        @wraps(f)
+        def check(self: Any, request: IRequest, *args: Any, **kwargs: Any) -> Any:
+            request.principal = self.auth.require(request, role)  # type: ignore[attr-defined]
+            return f(self, request, *args, **kwargs)
+
+        return check  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,74 @@
+"""
+The error handlers every Klein application of the master installs, so that
+every error is JSON: C{{"error", "message", "details"}}, never an HTML page,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from masterd.db import DatabaseUnavailable
+
+from ._json import APIError, errorResponse
+from ._request import UNMATCHED
+
+
+def _apiError(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, APIError)
+    return errorResponse(request, error)
+
+
+def _databaseUnavailable(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    request.setHeader(b"retry-after", b"5")
+    return errorResponse(
+        request,
+        APIError(503, "database_unavailable", f"try again shortly: {failure.value}"),
+    )
+
+
+def _notFound(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    request.route = UNMATCHED  # type: ignore[attr-defined]
+    path = request.path.decode("utf-8", "replace")  # type: ignore[attr-defined]
+    return errorResponse(request, APIError(404, "not_found", f"no such resource: {path}"))
+
+
+def _methodNotAllowed(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, MethodNotAllowed)
+    allowed = sorted(error.valid_methods or [])
+    method = request.method.decode("ascii", "replace")
+    return errorResponse(
+        request,
+        APIError(
+            405,
+            "method_not_allowed",
+            f"{method} is not allowed here; use {', '.join(allowed)}",
+            {"allowed": allowed},
+            headers={b"allow": ", ".join(allowed).encode("ascii")},
+        ),
+    )
+
+
+def _unhandled(instance: Any, request: IRequest, failure: Failure) -> bytes:
+    request.recordException(failure)  # type: ignore[attr-defined]
+    return errorResponse(
+        request, APIError(500, "internal_error", "the master failed to handle this request")
+    )
+
+
+def installErrorHandlers(app: Klein) -> None:
+    """
+    Register the JSON error handlers on C{app}; the catch-all comes last.
+    """
+    app.handle_errors(APIError)(_apiError)
+    app.handle_errors(DatabaseUnavailable)(_databaseUnavailable)
+    app.handle_errors(NotFound)(_notFound)
+    app.handle_errors(MethodNotAllowed)(_methodNotAllowed)
+    app.handle_errors(Exception)(_unhandled)

@@ -1,0 +1,99 @@
+"""
+JSON in and out: one helper writes every response body, one reads every
+request body, and every error has the same shape::
+
+    {"error": "<code>", "message": "<text for a person>", "details": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class APIError(Exception):
+    """
+    An error answered to the client as JSON with an HTTP status.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[bytes, bytes] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, "details": self.details}
+
+
+def badRequest(field: str, message: str, code: str = "invalid_field") -> APIError:
+    """
+    A 400 that names the field at fault (dotted, like C{requirements.cpus}).
+    """
+    return APIError(400, code, f"{field}: {message}", {"field": field})
+
+
+def encodeJSON(body: Any) -> bytes:
+    return _encoder.encode(body).encode("utf-8")
+
+
+def jsonResponse(request: IRequest, body: Any, status: int = 200) -> bytes:
+    """
+    Set the status and content type, and return the encoded body.
+    """
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return encodeJSON(body)
+
+
+def errorResponse(request: IRequest, error: APIError) -> bytes:
+    for name, value in error.headers.items():
+        request.setHeader(name, value)
+    return jsonResponse(request, error.body(), error.status)
+
+
+def readJSON(request: IRequest) -> Any:
+    """
+    The request body as JSON, or a 400 that says what is wrong with it.
+    """
+    content = request.content  # type: ignore[attr-defined]
+    if content is None:
+        raise APIError(400, "invalid_json", "the request has no body")
+    content.seek(0)
+    raw = content.read()
+    if not raw.strip():
+        raise APIError(400, "invalid_json", "the request body is empty; a JSON document is needed")
+    contentType = request.getHeader(b"content-type")
+    if contentType is not None and not contentType.split(b";")[0].strip().lower().endswith(
+        b"json"
+    ):
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json, not {contentType.decode('latin-1')}",
+        )
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise APIError(400, "invalid_json", "the request body is not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise APIError(
+            400,
+            "invalid_json",
+            f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
+            {"line": e.lineno, "column": e.colno},
+        ) from None

@@ -1,0 +1,144 @@
+"""
+The master's HTTP site and the service that listens with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from masterd.service import FatalStartError, StagedService
+from masterd.stats import MasterStats
+
+from ._request import MasterRequest
+
+log = Logger()
+
+
+class MasterSite(Site):
+    """
+    A site that knows its counters and body limit, and keeps track of its
+    open connections so that stopping can wait for them to close.
+    """
+
+    requestFactory = MasterRequest
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(
+        self,
+        resource: IResource,
+        stats: MasterStats | None,
+        maxBodyBytes: int,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__(resource, reactor=reactor)
+        self.stats = stats
+        self.maxBodyBytes = maxBodyBytes
+        self.connections: set[Any] = set()
+        self._allClosed: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress) -> Any:
+        protocol = super().buildProtocol(addr)
+        if protocol is None:
+            return None
+        original = protocol.connectionLost
+
+        def connectionLost(reason: Any) -> None:
+            self.connections.discard(protocol)
+            try:
+                original(reason)
+            finally:
+                if not self.connections:
+                    waiting, self._allClosed = self._allClosed, []
+                    for d in waiting:
+                        d.callback(None)
+
+        protocol.connectionLost = connectionLost
+        self.connections.add(protocol)
+        return protocol
+
+    def closeConnections(self, reactor: IReactorTime, timeout: float = 5.0) -> Deferred[None]:
+        """
+        Close every open connection (idle keep-alive ones at once, busy ones
+        once their response is written) and fire when all are gone; abort
+        whatever is left after C{timeout} seconds.
+        """
+        d: Deferred[None] = Deferred()
+        if not self.connections:
+            d.callback(None)
+            return d
+        self._allClosed.append(d)
+        for protocol in list(self.connections):
+            channel = getattr(protocol, "_channel", protocol)
+            if getattr(channel, "requests", None):
+                # Let the response under way finish, then close.
+                channel.persistent = False
+            else:
+                protocol.loseConnection()
+
+        def abort() -> None:
+            for protocol in list(self.connections):
+                if protocol.transport is not None:
+                    protocol.transport.abortConnection()
+
+        call = reactor.callLater(timeout, abort)
+        d.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
+        return d
+
+
+def describeAddress(port: IListeningPort) -> str:
+    host = port.getHost()
+    if hasattr(host, "port"):
+        return f"{getattr(host, 'host', '?')}:{host.port}"
+    return str(host)
+
+
+class HTTPService(StagedService):
+    """
+    Listens on every configured endpoint; stops listening, then closes the
+    connections, then returns.
+    """
+
+    name = "http"
+
+    def __init__(self, reactor: Any, site: MasterSite, listen: tuple[str, ...]) -> None:
+        self._reactor = reactor
+        self.site = site
+        self._listen = listen
+        self.ports: list[IListeningPort] = []
+
+    async def start(self) -> None:
+        for description in self._listen:
+            endpoint = endpoints.serverFromString(self._reactor, description)
+            try:
+                port = await endpoint.listen(self.site)
+            except Exception as e:
+                await self._stopListening()
+                raise FatalStartError(f"cannot listen on {description}: {e}") from e
+            self.ports.append(port)
+            log.info(
+                "listening on {address} ({endpoint})",
+                address=describeAddress(port),
+                endpoint=description,
+            )
+
+    async def _stopListening(self) -> None:
+        ports, self.ports = self.ports, []
+        await DeferredList([Deferred.fromCoroutine(_stop(p)) for p in ports])
+
+    async def stop(self) -> None:
+        await self._stopListening()
+        await self.site.closeConnections(self._reactor)
+
+
+async def _stop(port: IListeningPort) -> None:
+    result = port.stopListening()
+    if isinstance(result, Deferred):
+        await result

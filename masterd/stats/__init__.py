@@ -1,0 +1,26 @@
+"""
+Counters the master keeps about itself (the seed's "Master Information").
+"""
+
+from ._counters import (
+    ExceptionRecord,
+    ExceptionStats,
+    MasterStats,
+    QueryStats,
+    RequestStats,
+    RouteCounter,
+)
+from ._prometheus import prometheusRegistry, renderPrometheus
+from ._service import StatsService
+
+__all__ = [
+    "ExceptionRecord",
+    "ExceptionStats",
+    "MasterStats",
+    "QueryStats",
+    "RequestStats",
+    "RouteCounter",
+    "StatsService",
+    "prometheusRegistry",
+    "renderPrometheus",
+]

@@ -1,0 +1,84 @@
+"""
+The master's counters in the Prometheus text format, from a registry of the
+master's own (never the process-global one, which tests and embedding
+applications share).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ._counters import MasterStats
+
+
+class _MasterCollector(Collector):
+    def __init__(self, stats: MasterStats, name: str, version: str, ready: Callable[[], bool]):
+        self._stats = stats
+        self._name = name
+        self._version = version
+        self._ready = ready
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        info = GaugeMetricFamily(
+            "masterd_info", "This master's name and version.", labels=["master", "version"]
+        )
+        info.add_metric([self._name, self._version], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "masterd_start_time_seconds", "When this master started (POSIX time).",
+            value=s.startedAt,
+        )
+        yield GaugeMetricFamily(
+            "masterd_database_ready", "1 when the database answers.",
+            value=1 if self._ready() else 0,
+        )
+        labels = ["method", "route", "status"]
+        count = CounterMetricFamily(
+            "masterd_http_requests", "HTTP requests handled.", labels=labels
+        )
+        seconds = CounterMetricFamily(
+            "masterd_http_request_duration_seconds", "Time spent on HTTP requests.", labels=labels
+        )
+        longest = GaugeMetricFamily(
+            "masterd_http_request_duration_max_seconds", "The longest HTTP request.", labels=labels
+        )
+        for (method, route, status), c in sorted(s.requests.byRoute.items()):
+            key = [method, route, str(status)]
+            count.add_metric(key, c.count)
+            seconds.add_metric(key, c.totalSeconds)
+            longest.add_metric(key, c.maxSeconds)
+        yield count
+        yield seconds
+        yield longest
+        yield GaugeMetricFamily(
+            "masterd_http_requests_in_flight", "HTTP requests under way.",
+            value=s.requests.inFlight,
+        )
+        yield CounterMetricFamily(
+            "masterd_unhandled_exceptions", "Unhandled exceptions raised while serving.",
+            value=s.exceptions.total,
+        )
+        yield CounterMetricFamily(
+            "masterd_database_queries", "Database statements run.", value=s.queries.count
+        )
+        yield CounterMetricFamily(
+            "masterd_database_query_duration_seconds", "Time spent in database statements.",
+            value=s.queries.totalSeconds,
+        )
+
+
+def prometheusRegistry(
+    stats: MasterStats, name: str, version: str, ready: Callable[[], bool]
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_MasterCollector(stats, name, version, ready))
+    return registry
+
+
+def renderPrometheus(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

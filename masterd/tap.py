@@ -1,0 +1,101 @@
+"""
+C{twistd masterd}: command-line options and the service tree of one master.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from attrs import define
+from twisted.application.service import IService
+from twisted.python import usage
+
+from masterd.config import Config, ConfigError, loadConfig
+from masterd.db import DatabaseService, EmbeddedPostgresService
+from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
+from masterd.service import MasterService
+from masterd.stats import MasterStats, StatsService
+
+
+class Options(usage.Options):
+    synopsis = "[-c CONFIG]"
+    longdesc = "Run a masterd render farm master. See docs/configuration.md."
+    optParameters = [
+        ["config", "c", "etc/master.yaml", "The YAML configuration file."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self["parsed"] = loadConfig(self["config"])
+        except ConfigError as e:
+            # One line a problem, and no traceback: the config is the user's
+            # to fix, not ours.
+            for line in e.lines:
+                sys.stderr.write(f"{line}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
+
+@define
+class Master:
+    """
+    One master's parts, for whoever wants to look inside (the tests do).
+    """
+
+    root: MasterService
+    stats: MasterStats
+    database: DatabaseService
+    http: HTTPService
+    api: MasterAPI
+    embedded: EmbeddedPostgresService | None
+
+
+def buildMaster(config: Config, reactor: Any) -> Master:
+    """
+    The service tree, in dependency order: (embedded PostgreSQL,) database,
+    stats, http.
+    """
+    root = MasterService(reactor)
+    stats = MasterStats(now=time.time)
+
+    embedded: EmbeddedPostgresService | None = None
+    if config.database.embedded_data_dir is not None:
+        embedded = EmbeddedPostgresService(reactor, config.database.embedded_data_dir)
+        embedded.setServiceParent(root)
+
+        def dsn() -> str:
+            assert embedded is not None and embedded.dsn is not None
+            return embedded.dsn
+
+    else:
+        configured = config.database.dsn
+        assert configured is not None
+
+        def dsn() -> str:
+            return configured
+
+    database = DatabaseService(reactor, config.database, dsn, onQuery=stats.queries.record)
+    database.setServiceParent(root)
+    StatsService(stats).setServiceParent(root)
+
+    api = MasterAPI(
+        name=config.master.name,
+        stats=stats,
+        auth=Authenticator(config.tokens),
+        database=database,
+        publicMetrics=config.http.public_metrics,
+    )
+    site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
+    http = HTTPService(reactor, site, config.http.listen)
+    http.setServiceParent(root)
+    return Master(root, stats, database, http, api, embedded)
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    master = buildMaster(options["parsed"], reactor)
+    master.root.registerExitCode()
+    return master.root

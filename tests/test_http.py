@@ -1,0 +1,302 @@
+"""
+The HTTP application in memory: health, auth, error shapes, counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from attrs import define
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IRequest
+
+from masterd.config import Role, TokenConfig
+from masterd.http import (
+    Authenticator,
+    MasterAPI,
+    MasterSite,
+    RoutedKlein,
+    installErrorHandlers,
+    jsonResponse,
+    readJSON,
+    requires,
+    routeTemplate,
+)
+from masterd.stats import MasterStats
+
+from ._http import FakeReadiness, MemoryHTTP
+
+TOKENS = {
+    "viewer": "viewer-token-0123456789",
+    "operator": "operator-token-0123456789",
+    "admin": "admin-token-0123456789",
+    "agent": "agent-token-0123456789",
+}
+
+
+def authenticator() -> Authenticator:
+    return Authenticator(
+        TokenConfig(name, Role(name), hashlib.sha256(token.encode()).digest())
+        for name, token in TOKENS.items()
+    )
+
+
+class Boom(Exception):
+    pass
+
+
+@define(slots=False)
+class ProbeAPI:
+    """
+    Routes that exist only to exercise the shared machinery.
+    """
+
+    auth: Authenticator
+    app = RoutedKlein()
+
+    @app.route("/probe/boom", methods=["GET"])
+    def boom(self, request: IRequest) -> bytes:
+        raise Boom("on purpose")
+
+    @app.route("/probe/items/<int:itemID>", methods=["GET"])
+    def item(self, request: IRequest, itemID: int) -> bytes:
+        return jsonResponse(request, {"id": itemID})
+
+    @app.route("/probe/echo", methods=["POST"])
+    @requires(Role.operator)
+    def echo(self, request: IRequest) -> bytes:
+        return jsonResponse(request, {"got": readJSON(request)}, 201)
+
+
+installErrorHandlers(ProbeAPI.app)
+
+
+class HTTPTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.now = 1_800_000_000.0
+        self.stats = MasterStats(now=lambda: self.now)
+        self.readiness = FakeReadiness(True)
+        self.api = MasterAPI(
+            name="m1", stats=self.stats, auth=authenticator(), database=self.readiness
+        )
+        self.http = MemoryHTTP(self, MasterSite(self.api.app.resource(), self.stats, 4096))
+        self.probe = MemoryHTTP(
+            self, MasterSite(ProbeAPI(authenticator()).app.resource(), self.stats, 4096)
+        )
+
+    def assertError(self, response: Any, status: int, code: str) -> dict[str, Any]:
+        self.assertEqual(response.code, status, response.body)
+        self.assertEqual(response.header("content-type"), "application/json; charset=utf-8")
+        body: dict[str, Any] = response.json()
+        self.assertEqual(sorted(body), ["details", "error", "message"])
+        self.assertEqual(body["error"], code)
+        self.assertIsInstance(body["message"], str)
+        self.assertNotIn("Traceback", response.body.decode())
+        return body
+
+    def test_healthz(self) -> None:
+        response = self.http.request("GET", "/healthz")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.json()["status"], "ok")
+
+    def test_readyz(self) -> None:
+        self.assertEqual(self.http.request("GET", "/readyz").code, 200)
+        self.readiness.ready = False
+        body = self.assertError(self.http.request("GET", "/readyz"), 503, "not_ready")
+        self.assertEqual(body["details"], {"database": "down"})
+
+    def test_authMissing(self) -> None:
+        response = self.http.request("GET", "/api/v1/master")
+        self.assertError(response, 401, "unauthorized")
+        self.assertEqual(response.header("www-authenticate"), 'Bearer realm="masterd"')
+
+    def test_authWrong(self) -> None:
+        self.assertError(
+            self.http.request("GET", "/api/v1/master", token="nope-nope-nope-nope"),
+            401,
+            "unauthorized",
+        )
+        self.assertError(
+            self.http.request(
+                "GET", "/api/v1/master", headers={"Authorization": ["Basic dXNlcjpwdw=="]}
+            ),
+            401,
+            "unauthorized",
+        )
+
+    def test_authInsufficientRole(self) -> None:
+        body = self.assertError(
+            self.http.request("GET", "/api/v1/master", token=TOKENS["agent"]), 403, "forbidden"
+        )
+        self.assertIn("viewer", body["message"])
+        body = self.assertError(
+            self.probe.request("POST", "/probe/echo", token=TOKENS["viewer"], body=b"{}"),
+            403,
+            "forbidden",
+        )
+
+    def test_rolesGranted(self) -> None:
+        for name in ("viewer", "operator", "admin"):
+            response = self.http.request("GET", "/api/v1/master", token=TOKENS[name])
+            self.assertEqual(response.code, 200, name)
+        response = self.probe.request(
+            "POST", "/probe/echo", token=TOKENS["admin"], body=b'{"a": 1}'
+        )
+        self.assertEqual((response.code, response.json()), (201, {"got": {"a": 1}}))
+
+    def test_notFound(self) -> None:
+        body = self.assertError(self.http.request("GET", "/api/v1/nothing"), 404, "not_found")
+        self.assertIn("/api/v1/nothing", body["message"])
+
+    def test_methodNotAllowed(self) -> None:
+        response = self.http.request("DELETE", "/api/v1/master", token=TOKENS["admin"])
+        body = self.assertError(response, 405, "method_not_allowed")
+        self.assertEqual(body["details"]["allowed"], ["GET", "HEAD"])
+        self.assertEqual(response.header("allow"), "GET, HEAD")
+
+    def test_bodyTooLarge(self) -> None:
+        """
+        The limit holds before routing and authentication; the body is
+        dropped, not stored.
+        """
+        response = self.probe.request(
+            "POST", "/probe/echo", token=TOKENS["admin"], body=b"x" * 5000
+        )
+        body = self.assertError(response, 413, "payload_too_large")
+        self.assertEqual(body["details"], {"limit_bytes": 4096})
+        response = self.http.request("POST", "/api/v1/master", body=b"x" * 5000)
+        self.assertError(response, 413, "payload_too_large")
+
+    def test_chunkedBodyTooLarge(self) -> None:
+        response = self.probe.request(
+            "POST", "/probe/echo", token=TOKENS["admin"], body=b"y" * 9000, chunked=True
+        )
+        self.assertError(response, 413, "payload_too_large")
+
+    def test_malformedJSON(self) -> None:
+        body = self.assertError(
+            self.probe.request("POST", "/probe/echo", token=TOKENS["admin"], body=b'{"a": '),
+            400,
+            "invalid_json",
+        )
+        self.assertIn("line 1", body["message"])
+        self.assertError(
+            self.probe.request("POST", "/probe/echo", token=TOKENS["admin"], body=b""),
+            400,
+            "invalid_json",
+        )
+        self.assertError(
+            self.probe.request("POST", "/probe/echo", token=TOKENS["admin"], body=b"\xff{}"),
+            400,
+            "invalid_json",
+        )
+        self.assertError(
+            self.probe.request(
+                "POST",
+                "/probe/echo",
+                token=TOKENS["admin"],
+                body=b"a=1",
+                headers={"Content-Type": ["application/x-www-form-urlencoded"]},
+            ),
+            415,
+            "unsupported_media_type",
+        )
+
+    def test_unhandledException(self) -> None:
+        body = self.assertError(self.probe.request("GET", "/probe/boom"), 500, "internal_error")
+        self.assertNotIn("on purpose", body["message"])
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+
+    def test_counters(self) -> None:
+        """
+        After a known sequence of requests the counters say exactly that,
+        grouped by route template, with the raising route's exception kept.
+        """
+        self.http.request("GET", "/healthz")
+        self.http.request("GET", "/healthz")
+        self.http.request("GET", "/nowhere")
+        self.http.request("GET", "/api/v1/master")
+        self.probe.request("GET", "/probe/items/17")
+        self.probe.request("GET", "/probe/items/18")
+        self.now += 2.5
+        self.probe.request("GET", "/probe/boom")
+        self.flushLoggedErrors(Boom)
+        self.now += 10
+        master = self.http.request("GET", "/api/v1/master", token=TOKENS["viewer"]).json()
+
+        self.assertEqual(master["name"], "m1")
+        self.assertEqual(master["started_at"], "2027-01-15T08:00:00.000Z")
+        self.assertEqual(master["uptime_s"], 12.5)
+        requests = master["requests"]
+        self.assertEqual(requests["total"], 7)
+        self.assertEqual(requests["in_flight"], 1)  # this very request
+        self.assertEqual(
+            [(r["method"], r["route"], r["status"], r["count"]) for r in requests["by_route"]],
+            [
+                ("GET", "/api/v1/master", 401, 1),
+                ("GET", "/healthz", 200, 2),
+                ("GET", "/probe/boom", 500, 1),
+                ("GET", "/probe/items/<itemID>", 200, 2),
+                ("GET", "<unmatched>", 404, 1),
+            ],
+        )
+        for row in requests["by_route"]:
+            self.assertGreaterEqual(row["max_ms"], row["avg_ms"])
+            self.assertGreaterEqual(row["avg_ms"], 0)
+        exceptions = master["exceptions"]
+        self.assertEqual(exceptions["total"], 1)
+        [recent] = exceptions["recent"]
+        self.assertEqual(
+            recent,
+            {
+                "at": recent["at"],
+                "route": "/probe/boom",
+                "type": "Boom",
+                "message": "on purpose",
+            },
+        )
+        self.assertTrue(recent["at"].endswith("Z"))
+        self.assertEqual(master["database"]["queries"], 0)
+
+        after = self.http.request("GET", "/api/v1/master", token=TOKENS["viewer"]).json()
+        self.assertEqual(after["requests"]["total"], 8)
+        self.assertEqual(after["requests"]["in_flight"], 1)
+
+    def test_exceptionsKeepLatest50(self) -> None:
+        for _ in range(55):
+            self.probe.request("GET", "/probe/boom")
+        self.flushLoggedErrors(Boom)
+        master = self.http.request("GET", "/api/v1/master", token=TOKENS["viewer"]).json()
+        self.assertEqual(master["exceptions"]["total"], 55)
+        self.assertEqual(len(master["exceptions"]["recent"]), 50)
+
+    def test_metricsProtected(self) -> None:
+        self.assertError(self.http.request("GET", "/metrics"), 401, "unauthorized")
+        self.http.request("GET", "/healthz")
+        response = self.http.request("GET", "/metrics", token=TOKENS["viewer"])
+        self.assertEqual(response.code, 200)
+        self.assertTrue(response.header("content-type").startswith("text/plain"))
+        text = response.body.decode()
+        self.assertIn(
+            'masterd_http_requests_total{method="GET",route="/healthz",status="200"} 1.0', text
+        )
+        self.assertIn('masterd_info{master="m1"', text)
+        self.assertIn("masterd_database_ready 1.0", text)
+
+    def test_metricsPublic(self) -> None:
+        api = MasterAPI(
+            name="m1",
+            stats=self.stats,
+            auth=authenticator(),
+            database=self.readiness,
+            publicMetrics=True,
+        )
+        http = MemoryHTTP(self, MasterSite(api.app.resource(), self.stats, 4096))
+        self.assertEqual(http.request("GET", "/metrics").code, 200)
+
+
+class RouteTemplateTests(SynchronousTestCase):
+    def test_converters(self) -> None:
+        self.assertEqual(routeTemplate("/api/v1/jobs/<int:id>"), "/api/v1/jobs/<id>")
+        self.assertEqual(routeTemplate("/a/<string(length=2):x>/<y>"), "/a/<x>/<y>")
