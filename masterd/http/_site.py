@@ -81,7 +81,7 @@ class MasterSite(Site):
                 # Let the response under way finish, then close.
                 channel.persistent = False
             else:
-                protocol.loseConnection()
+                channel.loseConnection()
 
         def abort() -> None:
             for protocol in list(self.connections):

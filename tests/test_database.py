@@ -1,0 +1,291 @@
+"""
+The pool, migrations and the database service, against real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from masterd.config import DatabaseConfig, PoolConfig, parseConfig
+from masterd.db import (
+    DatabaseService,
+    DatabaseUnavailable,
+    Migration,
+    Pool,
+    Transaction,
+    migrate,
+    packagedMigrations,
+)
+
+from masterd.tap import buildMaster
+
+from ._postgres import freshDatabase
+
+
+async def waitFor(condition: Any, timeout: float = 30.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {condition}")
+        await deferLater(reactor, step)
+
+
+def d(coroutine: Any) -> Deferred[Any]:
+    return Deferred.fromCoroutine(coroutine)
+
+
+class MigrationTests(TestCase):
+    async def pool(self, dsn: str) -> Pool:
+        pool = Pool(reactor, dsn, minSize=1, maxSize=2)
+        await pool.open()
+        self.addCleanup(pool.close)
+        return pool
+
+    def test_packaged(self) -> Deferred[None]:
+        async def run() -> None:
+            migrations = packagedMigrations()
+            self.assertEqual(migrations[0].version, "0001")
+            self.assertEqual(
+                [m.version for m in migrations], sorted(m.version for m in migrations)
+            )
+
+        return d(run())
+
+    def test_raceAppliesOnce(self) -> Deferred[None]:
+        """
+        Several appliers at once, on separate connections: every migration is
+        applied by exactly one of them and recorded once.
+        """
+
+        async def run() -> None:
+            dsn = await freshDatabase(self, migrated=False)
+            pools = [await self.pool(dsn) for _ in range(4)]
+            results = await gatherResults([d(migrate(p)) for p in pools])
+            versions = [m.version for m in packagedMigrations()]
+            applied = [r for r in results if r]
+            self.assertEqual(applied, [versions])
+            rows = await pools[0].query("SELECT version FROM schema_migrations ORDER BY version")
+            self.assertEqual([r[0] for r in rows], versions)
+            self.assertEqual(await migrate(pools[1]), [])
+
+        return d(run())
+
+    def test_failedMigrationLeavesNothing(self) -> Deferred[None]:
+        async def run() -> None:
+            dsn = await freshDatabase(self, migrated=False)
+            pool = await self.pool(dsn)
+            bad = [
+                Migration("0001", "good", "CREATE TABLE first (x int)"),
+                Migration("0002", "bad", "CREATE TABLE second (x nosuchtype)"),
+            ]
+            with self.assertRaises(Exception):
+                await migrate(pool, bad)
+            rows = await pool.query(
+                "SELECT count(*) FROM information_schema.tables"
+                " WHERE table_name IN ('first', 'second', 'schema_migrations')"
+            )
+            self.assertEqual(rows, [(0,)])
+
+        return d(run())
+
+
+class PoolTests(TestCase):
+    def test_transactionCommitsAndRollsBack(self) -> Deferred[None]:
+        async def run() -> None:
+            dsn = await freshDatabase(self)
+            queries: list[float] = []
+            pool = Pool(reactor, dsn, minSize=1, maxSize=2, onQuery=queries.append)
+            await pool.open()
+            self.addCleanup(pool.close)
+            await pool.query("CREATE TABLE t (x int)")
+
+            async def insertThenFail(txn: Transaction) -> None:
+                await txn.execute("INSERT INTO t VALUES (1)")
+                raise ValueError("no")
+
+            with self.assertRaises(ValueError):
+                await pool.transaction(insertThenFail)
+
+            async def insert(txn: Transaction) -> int:
+                await txn.execute("INSERT INTO t VALUES (2), (3)")
+                return txn.rowcount
+
+            self.assertEqual(await pool.transaction(insert), 2)
+            self.assertEqual(await pool.query("SELECT x FROM t ORDER BY x"), [(2,), (3,)])
+            self.assertGreater(len(queries), 5)
+            self.assertEqual(pool.inUse, 0)
+
+        return d(run())
+
+    def test_acquireTimeout(self) -> Deferred[None]:
+        """
+        When every connection is busy, a caller waits at most the acquire
+        timeout, then gets DatabaseUnavailable.
+        """
+
+        async def run() -> None:
+            dsn = await freshDatabase(self)
+            pool = Pool(reactor, dsn, minSize=1, maxSize=1, acquireTimeout=0.2)
+            await pool.open()
+            self.addCleanup(pool.close)
+            release: Deferred[None] = Deferred()
+
+            async def hold(txn: Transaction) -> None:
+                await release
+
+            holding = d(pool.transaction(hold))
+            with self.assertRaises(DatabaseUnavailable) as caught:
+                await pool.query("SELECT 1")
+            self.assertIn("no database connection became free", str(caught.exception))
+            release.callback(None)
+            await holding
+            self.assertEqual(await pool.query("SELECT 1"), [(1,)])
+
+        return d(run())
+
+    def test_unreachable(self) -> Deferred[None]:
+        async def run() -> None:
+            missing = tempfile.mkdtemp()
+            pool = Pool(reactor, f"host={missing} dbname=x user=postgres", minSize=1)
+            with self.assertRaises(DatabaseUnavailable):
+                await pool.open()
+            self.assertFalse(pool.healthy)
+            with self.assertRaises(DatabaseUnavailable):
+                await pool.query("SELECT 1")
+
+        return d(run())
+
+
+def _config(**kw: Any) -> DatabaseConfig:
+    return DatabaseConfig(
+        embedded_data_dir=None,
+        dsn="unused",
+        pool=PoolConfig(min=1, max=3, acquire_timeout_s=5),
+        connect_timeout_s=2,
+        reconnect_max_s=0.2,
+        **kw,
+    )
+
+
+class DatabaseServiceTests(TestCase):
+    def test_retriesUntilReachable(self) -> Deferred[None]:
+        """
+        An unreachable database at start is retried, not fatal; once it
+        answers the service migrates and is ready.
+        """
+
+        async def run() -> None:
+            dsn = await freshDatabase(self, migrated=False)
+            target = {"dsn": f"host={tempfile.mkdtemp()} dbname=x user=postgres"}
+            fatal: list[Any] = []
+            service = DatabaseService(
+                reactor, _config(), lambda: target["dsn"], initialDelay=0.05
+            )
+            service.fatal = fatal.append
+            await service.start()
+            self.addCleanup(lambda: d(service.stop()))
+            await waitFor(lambda: service.attempts >= 3)
+            self.assertFalse(service.ready)
+            self.assertFalse(await service.ping())
+            # Point the pool at the real database, as if it had come up.
+            assert service.pool is not None
+            service.pool._dsn = dsn
+            await waitFor(lambda: service.ready)
+            self.assertTrue(await service.ping())
+            self.assertEqual(fatal, [])
+            self.flushLoggedErrors()
+
+        return d(run())
+
+
+class ServerRestartTests(TestCase):
+    """
+    A whole master (in this process, on a real socket) whose database server
+    stops and comes back: /readyz says 503 at once while it is gone, the
+    pool fails fast, and the master reconnects by itself.
+    """
+
+    timeout = 90
+
+    def test_lostAndRecovered(self) -> Deferred[None]:
+        async def run() -> None:
+            import socket
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import pgserver
+
+            directory = os.path.join(tempfile.mkdtemp(prefix="masterd-restart-"), "data")
+            server = await deferToThread(pgserver.get_server, directory, "delete")
+            info = server.get_postmaster_info()
+            config = parseConfig(
+                {
+                    "http": {"listen": ["tcp:0:interface=127.0.0.1"]},
+                    "database": {
+                        "dsn": f"host={info.socket_dir} user=postgres dbname=postgres",
+                        "reconnect_max_s": 0.2,
+                    },
+                },
+                environ={},
+            )
+            master = buildMaster(config, reactor)
+            master.root.startService()
+            stopped = False
+
+            async def stop() -> None:
+                if not stopped:
+                    await master.root.stopService()
+
+            self.addCleanup(lambda: d(stop()))
+            await waitFor(lambda: master.database.ready)
+            port = master.http.ports[0].getHost().port
+            base = f"http://127.0.0.1:{port}"
+            self.assertEqual(await status(base + "/readyz"), 200)
+
+            # Stop the server (fast shutdown), keeping the data directory.
+            server.cleanup_mode = "stop"
+            await deferToThread(server.cleanup)
+            started = time.monotonic()
+            self.assertEqual(await status(base + "/readyz"), 503)
+            pool = master.database.pool
+            assert pool is not None
+            with self.assertRaises(DatabaseUnavailable):
+                await pool.query("SELECT 1")
+            self.assertLess(time.monotonic() - started, 3.0)
+            self.assertEqual(await status(base + "/healthz"), 200)
+
+            server = await deferToThread(pgserver.get_server, directory, "delete")
+            self.addCleanup(deferToThread, server.cleanup)
+            await waitFor(lambda: master.database.ready)
+            self.assertEqual(await status(base + "/readyz"), 200)
+
+            # An idle keep-alive connection does not hold up the stop.
+            client = socket.create_connection(("127.0.0.1", port))
+            self.addCleanup(client.close)
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            await waitFor(lambda: len(master.http.site.connections) == 1)
+            stopped = True
+            await master.root.stopService()
+            self.assertEqual(master.http.site.connections, set())
+            self.assertEqual(pool.size, 0)
+            self.flushLoggedErrors()
+
+        return d(run())
+
+
+async def status(url: str) -> int:
+    response = await treq.get(url, persistent=False)
+    await response.content()
+    code: int = response.code
+    return code
