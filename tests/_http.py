@@ -12,9 +12,9 @@ import treq
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
-from twisted.trial.unittest import SynchronousTestCase
 
 from masterd.http import MasterSite
 
@@ -91,7 +91,9 @@ class MemoryHTTP:
         if token is not None:
             allHeaders["Authorization"] = [f"Bearer {token}"]
         d: Deferred[Any] = self.client.request(
-            method, "http://127.0.0.1" + path, headers=allHeaders,
+            method,
+            "http://127.0.0.1" + path,
+            headers=allHeaders,
             data=None if body is None else SyncProducer(body, chunked),
         )
         self.agent.flush()

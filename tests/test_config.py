@@ -97,7 +97,9 @@ class ConfigTests(SynchronousTestCase):
         lines = self.problems(raw)
         self.assertEqual(len(lines), 2)
         self.assertTrue(lines[0].startswith("m.yaml: http.listen[0]: is not a valid endpoint"))
-        self.assertEqual(lines[1], "m.yaml: http.listen[1]: must be a Twisted server endpoint string")
+        self.assertEqual(
+            lines[1], "m.yaml: http.listen[1]: must be a Twisted server endpoint string"
+        )
 
     def test_databaseExactlyOne(self) -> None:
         raw = good()

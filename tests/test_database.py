@@ -9,6 +9,7 @@ import tempfile
 import time
 from typing import Any
 
+import psycopg2.errors
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -26,7 +27,6 @@ from masterd.db import (
     migrate,
     packagedMigrations,
 )
-
 from masterd.tap import buildMaster
 
 from ._postgres import freshDatabase
@@ -55,9 +55,7 @@ class MigrationTests(TestCase):
         async def run() -> None:
             migrations = packagedMigrations()
             self.assertEqual(migrations[0].version, "0001")
-            self.assertEqual(
-                [m.version for m in migrations], sorted(m.version for m in migrations)
-            )
+            self.assertEqual([m.version for m in migrations], sorted(m.version for m in migrations))
 
         return d(run())
 
@@ -88,7 +86,7 @@ class MigrationTests(TestCase):
                 Migration("0001", "good", "CREATE TABLE first (x int)"),
                 Migration("0002", "bad", "CREATE TABLE second (x nosuchtype)"),
             ]
-            with self.assertRaises(Exception):
+            with self.assertRaises(psycopg2.errors.UndefinedObject):
                 await migrate(pool, bad)
             rows = await pool.query(
                 "SELECT count(*) FROM information_schema.tables"
@@ -188,9 +186,7 @@ class DatabaseServiceTests(TestCase):
             dsn = await freshDatabase(self, migrated=False)
             target = {"dsn": f"host={tempfile.mkdtemp()} dbname=x user=postgres"}
             fatal: list[Any] = []
-            service = DatabaseService(
-                reactor, _config(), lambda: target["dsn"], initialDelay=0.05
-            )
+            service = DatabaseService(reactor, _config(), lambda: target["dsn"], initialDelay=0.05)
             service.fatal = fatal.append
             await service.start()
             self.addCleanup(lambda: d(service.stop()))

@@ -100,9 +100,7 @@ class MasterServiceTests(SynchronousTestCase):
 
 class TreeTests(SynchronousTestCase):
     def test_dependencyOrder(self) -> None:
-        config = parseConfig(
-            {"database": {"embedded": {"data_dir": "/tmp/x"}}}, environ={}
-        )
+        config = parseConfig({"database": {"embedded": {"data_dir": "/tmp/x"}}}, environ={})
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
             [s.name for s in master.root], ["embedded-postgres", "database", "stats", "http"]
@@ -117,8 +115,9 @@ class PluginTests(SynchronousTestCase):
         """
         twistd finds the masterd plugin through twisted.plugins.
         """
-        from twisted import plugins
         from twisted.application.service import IServiceMaker
+
+        from twisted import plugins
 
         found = {p.tapname: p for p in getPlugins(IServiceMaker, plugins)}
         self.assertIn("masterd", found)

@@ -124,7 +124,7 @@ class _ParseOnlyReactor:
 
 def _checkEndpoint(description: str) -> str | None:
     try:
-        endpoints.serverFromString(_ParseOnlyReactor(), description)  # type: ignore[arg-type]
+        endpoints.serverFromString(_ParseOnlyReactor(), description)
     except (ValueError, KeyError, TypeError) as e:
         return str(e) or type(e).__name__
     except Exception as e:  # TLS files that do not load, for example
@@ -179,7 +179,9 @@ def _database(s: Section, base: Path, env: Mapping[str, str]) -> DatabaseConfig:
     reconnect = s.number("reconnect_max_s", 10.0, positive=True)
     s.finish()
     return DatabaseConfig(
-        embedded_data_dir=Path(os.path.normpath(base / dataDir)) if isinstance(dataDir, str) and dataDir else None,
+        embedded_data_dir=Path(os.path.normpath(base / dataDir))
+        if isinstance(dataDir, str) and dataDir
+        else None,
         dsn=dsn,
         pool=PoolConfig(min=poolMin, max=poolMax, acquire_timeout_s=acquire),
         connect_timeout_s=connect,
@@ -260,4 +262,3 @@ def _limits(s: Section) -> LimitsConfig:
     body = s.integer("max_body_bytes", LimitsConfig().max_body_bytes, minimum=1024)
     s.finish()
     return LimitsConfig(max_body_bytes=body)
-

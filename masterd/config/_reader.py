@@ -92,9 +92,7 @@ class Section:
                 self.problems.add(self.key(name), "is required")
             return None if default is _MISSING else default
         if not check(value):
-            self.problems.add(
-                self.key(name), f"must be {expected}, not {_typeName(value)}"
-            )
+            self.problems.add(self.key(name), f"must be {expected}, not {_typeName(value)}")
             return None if default is _MISSING else default
         return value
 
@@ -144,9 +142,7 @@ class Section:
         value = self._bounded(name, value, minimum, maximum)
         return float(value) if isinstance(value, int | float) else value
 
-    def _bounded(
-        self, name: str, value: Any, minimum: float | None, maximum: float | None
-    ) -> Any:
+    def _bounded(self, name: str, value: Any, minimum: float | None, maximum: float | None) -> Any:
         if not isinstance(value, int | float) or not self.has(name):
             return value
         if minimum is not None and value < minimum:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -31,11 +31,11 @@ def _startServer(dataDir: Path) -> tuple[Any, str]:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (services, CI);
         # pgserver then uses /tmp/runtime-<uid>, which is what we want.
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver.postgres_server import get_server
     import psycopg2
 
     dataDir.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(dataDir, cleanup_mode="stop")
+    server = get_server(dataDir, cleanup_mode="stop")
     info = server.get_postmaster_info()
     host = str(info.socket_dir) if info.socket_dir is not None else "127.0.0.1"
     port = info.port or 5432
@@ -70,7 +70,6 @@ class EmbeddedPostgresService(StagedService):
 
     def _inThread(self, f: Any, *args: Any) -> Any:
         reactor: Any = self._reactor
-        assert IReactorFromThreads.providedBy(reactor)
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     async def start(self) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg2
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txpostgres import txpostgres
@@ -148,7 +149,7 @@ class Pool:
         )
         # libpq's connect_timeout does not cover every stage of an
         # asynchronous connection, so the reactor enforces it too.
-        connecting.addTimeout(self._connectTimeout, self._reactor)  # type: ignore[arg-type]
+        connecting.addTimeout(self._connectTimeout, self._reactor)
         try:
             await connecting
         except DeferredTimeout:
@@ -227,7 +228,7 @@ class Pool:
                 raise
         waiter: Deferred[txpostgres.Connection] = Deferred()
         self._waiters.append(waiter)
-        waiter.addTimeout(self._acquireTimeout, self._reactor)  # type: ignore[arg-type]
+        waiter.addTimeout(self._acquireTimeout, self._reactor)
         try:
             return await waiter
         except DeferredTimeout:

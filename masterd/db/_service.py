@@ -106,7 +106,7 @@ class DatabaseService(StagedService):
                 )
             if self._stopping:
                 break
-            self._sleeping = deferLater(self._reactor, delay)  # type: ignore[arg-type]
+            self._sleeping = deferLater(self._reactor, delay)
             try:
                 await self._sleeping
             finally:

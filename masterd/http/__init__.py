@@ -3,8 +3,8 @@ The master's HTTP side: one Klein application on one site.
 """
 
 from ._api import MasterAPI, Readiness
-from ._errors import installErrorHandlers
 from ._auth import Authenticator, Principal, requires
+from ._errors import installErrorHandlers
 from ._json import APIError, badRequest, encodeJSON, errorResponse, jsonResponse, readJSON
 from ._klein import RoutedKlein, routeTemplate
 from ._request import UNMATCHED, MasterRequest

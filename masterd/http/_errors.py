@@ -19,13 +19,13 @@ from ._json import APIError, errorResponse
 from ._request import UNMATCHED
 
 
-def _apiError(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, APIError)
     return errorResponse(request, error)
 
 
-def _databaseUnavailable(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _databaseUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes:
     request.setHeader(b"retry-after", b"5")
     return errorResponse(
         request,
@@ -33,13 +33,13 @@ def _databaseUnavailable(instance: Any, request: IRequest, failure: Failure) -> 
     )
 
 
-def _notFound(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _notFound(self: Any, request: IRequest, failure: Failure) -> bytes:
     request.route = UNMATCHED  # type: ignore[attr-defined]
-    path = request.path.decode("utf-8", "replace")  # type: ignore[attr-defined]
+    path = request.path.decode("utf-8", "replace")
     return errorResponse(request, APIError(404, "not_found", f"no such resource: {path}"))
 
 
-def _methodNotAllowed(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _methodNotAllowed(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, MethodNotAllowed)
     allowed = sorted(error.valid_methods or [])
@@ -56,7 +56,7 @@ def _methodNotAllowed(instance: Any, request: IRequest, failure: Failure) -> byt
     )
 
 
-def _unhandled(instance: Any, request: IRequest, failure: Failure) -> bytes:
+def _unhandled(self: Any, request: IRequest, failure: Failure) -> bytes:
     request.recordException(failure)  # type: ignore[attr-defined]
     return errorResponse(
         request, APIError(500, "internal_error", "the master failed to handle this request")

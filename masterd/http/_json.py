@@ -70,7 +70,7 @@ def readJSON(request: IRequest) -> Any:
     """
     The request body as JSON, or a 400 that says what is wrong with it.
     """
-    content = request.content  # type: ignore[attr-defined]
+    content = request.content
     if content is None:
         raise APIError(400, "invalid_json", "the request has no body")
     content.seek(0)
@@ -78,9 +78,7 @@ def readJSON(request: IRequest) -> Any:
     if not raw.strip():
         raise APIError(400, "invalid_json", "the request body is empty; a JSON document is needed")
     contentType = request.getHeader(b"content-type")
-    if contentType is not None and not contentType.split(b";")[0].strip().lower().endswith(
-        b"json"
-    ):
+    if contentType is not None and not contentType.split(b";")[0].strip().lower().endswith(b"json"):
         raise APIError(
             415,
             "unsupported_media_type",

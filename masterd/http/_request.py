@@ -51,7 +51,7 @@ class MasterRequest(server.Request):
     _counted = False
 
     def _limits(self) -> tuple[MasterStats | None, int]:
-        site = self.channel.site
+        site = getattr(self.channel, "site", None)
         return getattr(site, "stats", None), getattr(site, "maxBodyBytes", 1 << 20)
 
     def gotLength(self, length: int | None) -> None:
@@ -81,8 +81,12 @@ class MasterRequest(server.Request):
             self._counted = True
             self.notifyFinish().addBoth(self._finished, stats)
         if self._tooLarge:
-            self.site = self.channel.site
+            self.site = getattr(self.channel, "site", None)
+            # The client may still be sending: close once answered, rather
+            # than read on into an unbounded body.
             self.setHeader(b"connection", b"close")
+            if self.channel is not None:
+                self.channel.persistent = False
             self._writeError(
                 APIError(
                     413,
@@ -96,9 +100,7 @@ class MasterRequest(server.Request):
 
     def _finished(self, result: object, stats: MasterStats) -> None:
         method = self.method.decode("ascii", "replace")
-        stats.requests.finished(
-            method, self.route, self.code, time.perf_counter() - self._started
-        )
+        stats.requests.finished(method, self.route, self.code, time.perf_counter() - self._started)
 
     def _writeError(self, error: APIError) -> None:
         body = encodeJSON(error.body())
@@ -129,7 +131,7 @@ class MasterRequest(server.Request):
                 str(reason.value)[:500],
             )
 
-    def processingFailed(self, reason: Failure) -> Deferred[None] | None:  # type: ignore[override]
+    def processingFailed(self, reason: Failure) -> Deferred[None] | None:
         """
         The last resort, for errors outside the application's own handlers.
         """

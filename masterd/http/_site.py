@@ -44,7 +44,7 @@ class MasterSite(Site):
         self.connections: set[Any] = set()
         self._allClosed: list[Deferred[None]] = []
 
-    def buildProtocol(self, addr: IAddress) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         protocol = super().buildProtocol(addr)
         if protocol is None:
             return None
@@ -89,7 +89,13 @@ class MasterSite(Site):
                     protocol.transport.abortConnection()
 
         call = reactor.callLater(timeout, abort)
-        d.addBoth(lambda result: (call.active() and call.cancel(), result)[1])
+
+        def cancelAbort(result: object) -> object:
+            if call.active():
+                call.cancel()
+            return result
+
+        d.addBoth(cancelAbort)
         return d
 
 

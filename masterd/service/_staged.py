@@ -64,7 +64,7 @@ class MasterService(MultiService):
         self.exitCode = 0
         self.failure: Failure | None = None
 
-    def addService(self, service: Service) -> None:  # type: ignore[override]
+    def addService(self, service: Service) -> None:
         if not isinstance(service, StagedService):
             raise TypeError(f"{service!r} is not a StagedService")
         service.fatal = self._fatal
@@ -137,5 +137,10 @@ class MasterService(MultiService):
 
 async def _settled(d: Deferred[None]) -> None:
     waiter: Deferred[None] = Deferred()
-    d.addBoth(lambda result: (waiter.callback(None), result)[1])
+
+    def settle(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(settle)
     await waiter

@@ -30,11 +30,13 @@ class _MasterCollector(Collector):
         info.add_metric([self._name, self._version], 1)
         yield info
         yield GaugeMetricFamily(
-            "masterd_start_time_seconds", "When this master started (POSIX time).",
+            "masterd_start_time_seconds",
+            "When this master started (POSIX time).",
             value=s.startedAt,
         )
         yield GaugeMetricFamily(
-            "masterd_database_ready", "1 when the database answers.",
+            "masterd_database_ready",
+            "1 when the database answers.",
             value=1 if self._ready() else 0,
         )
         labels = ["method", "route", "status"]
@@ -56,18 +58,21 @@ class _MasterCollector(Collector):
         yield seconds
         yield longest
         yield GaugeMetricFamily(
-            "masterd_http_requests_in_flight", "HTTP requests under way.",
+            "masterd_http_requests_in_flight",
+            "HTTP requests under way.",
             value=s.requests.inFlight,
         )
         yield CounterMetricFamily(
-            "masterd_unhandled_exceptions", "Unhandled exceptions raised while serving.",
+            "masterd_unhandled_exceptions",
+            "Unhandled exceptions raised while serving.",
             value=s.exceptions.total,
         )
         yield CounterMetricFamily(
             "masterd_database_queries", "Database statements run.", value=s.queries.count
         )
         yield CounterMetricFamily(
-            "masterd_database_query_duration_seconds", "Time spent in database statements.",
+            "masterd_database_query_duration_seconds",
+            "Time spent in database statements.",
             value=s.queries.totalSeconds,
         )
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -108,6 +107,8 @@ def twistd() -> str:
     return found
 
 
+_SUSPICIOUS = re.compile(r"traceback|unhandled|error|fail|critical", re.I)
+_ACCESS = re.compile(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) [^"]*" \d{3} ')
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -193,8 +194,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"baseline: {e}\n{tail(baselineLog)}")
             return 1
 
-        print(f"master ready after {startup:.1f} s; body {len(body)} bytes; wrk -t{args.threads}"
-              f" -c{args.connections} -d{args.duration:g}s (after a 2 s warm-up each)")
+        print(
+            f"master ready after {startup:.1f} s; body {len(body)} bytes; wrk -t{args.threads}"
+            f" -c{args.connections} -d{args.duration:g}s (after a 2 s warm-up each)"
+        )
         results: dict[str, dict[str, Any]] = {}
         for name, url in (("master", masterURL + PATH), ("baseline", baseURL + PATH)):
             wrk(url, args, 2)
@@ -211,6 +214,13 @@ def run(args: argparse.Namespace) -> int:
         if after["exceptions"]["total"]:
             print(f"master recorded {after['exceptions']['total']} unhandled exceptions:")
             print(json.dumps(after["exceptions"]["recent"][:3], indent=2))
+        suspicious = [
+            line for line in masterLog.read_text(errors="replace").splitlines()
+            if _SUSPICIOUS.search(line) and not _ACCESS.search(line)
+        ]  # fmt: skip
+        if suspicious:
+            print(f"master log has {len(suspicious)} suspicious lines, e.g.:")
+            print("\n".join(suspicious[:10]))
 
         ratio = m["rps"] / b["rps"]
         print(f"\n{'':10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
@@ -222,6 +232,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stop(master)
         stop(baseline)
+        if master is not None and master.returncode != 0:
+            print(f"master exited with status {master.returncode}; tail of its log:")
+            print(tail(masterLog))
         shutil.rmtree(tmp, ignore_errors=True)
 
 
