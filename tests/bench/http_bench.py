@@ -45,7 +45,7 @@ def baselineServer(port: int, bodyFile: str) -> None:
     """
     A plain twisted.web leaf resource with a fixed JSON body, default reactor.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
@@ -60,8 +60,9 @@ def baselineServer(port: int, bodyFile: str) -> None:
 
     site = Site(Fixed())
     site.noisy = False
-    reactor.listenTCP(port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor: Any = installed
+    reactor.listenTCP(port, site, interface="127.0.0.1")
+    reactor.run()
 
 
 def freePort() -> int:
