@@ -88,6 +88,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         publicMetrics=config.http.public_metrics,
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
+    site.accessLog = config.http.access_log
     http = HTTPService(reactor, site, config.http.listen)
     http.setServiceParent(root)
     return Master(root, stats, database, http, api, embedded)

@@ -44,6 +44,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertTrue(config.master.name)
         self.assertEqual(config.http.listen, ("tcp:8080:interface=127.0.0.1",))
         self.assertEqual(config.http.public_metrics, False)
+        self.assertEqual(config.http.access_log, True)
         self.assertEqual((config.database.pool.min, config.database.pool.max), (2, 10))
         self.assertEqual(config.limits.max_body_bytes, 1024 * 1024)
         self.assertEqual(config.tokens, ())

@@ -72,8 +72,9 @@ class ProcessTests(TestCase):
             port = await again.waitForPort()
             await _waitReady(f"http://127.0.0.1:{port}")
             self.assertNotIn("applying migration", again.log())
-            again.terminate()
-            self.assertIn(await again.wait(), (0, -signal.SIGTERM), again.log())
+            again.process.send_signal(signal.SIGINT)  # Ctrl-C
+            self.assertIn(await again.wait(), (0, -signal.SIGINT), again.log())
+            self.assertIn("master stopped", again.log())
             self.assertIsNone(postmasterPID(dataDir))
 
         return Deferred.fromCoroutine(run())

@@ -149,8 +149,9 @@ def _http(s: Section) -> HTTPConfig:
                 continue
             checked.append(item)
     public = s.boolean("public_metrics", False)
+    accessLog = s.boolean("access_log", True)
     s.finish()
-    return HTTPConfig(listen=tuple(checked), public_metrics=public)
+    return HTTPConfig(listen=tuple(checked), public_metrics=public, access_log=accessLog)
 
 
 def _database(s: Section, base: Path, env: Mapping[str, str]) -> DatabaseConfig:

@@ -34,6 +34,7 @@ class TokenConfig:
 class HTTPConfig:
     listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
     public_metrics: bool = False
+    access_log: bool = True
 
 
 @frozen

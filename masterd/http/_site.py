@@ -39,10 +39,15 @@ class MasterSite(Site):
         reactor: Any = None,
     ) -> None:
         super().__init__(resource, reactor=reactor)
+        self.accessLog = True
         self.stats = stats
         self.maxBodyBytes = maxBodyBytes
         self.connections: set[Any] = set()
         self._allClosed: list[Deferred[None]] = []
+
+    def log(self, request: Any) -> None:
+        if self.accessLog:
+            super().log(request)
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         protocol = super().buildProtocol(addr)
