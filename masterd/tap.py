@@ -14,7 +14,9 @@ from twisted.python import usage
 
 from masterd.config import Config, ConfigError, loadConfig
 from masterd.db import DatabaseService, EmbeddedPostgresService
+from masterd.events import EventBus
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
+from masterd.jobs import JobStore
 from masterd.service import MasterService
 from masterd.stats import MasterStats, StatsService
 
@@ -49,6 +51,8 @@ class Master:
     database: DatabaseService
     http: HTTPService
     api: MasterAPI
+    events: EventBus
+    jobs: JobStore
     embedded: EmbeddedPostgresService | None
 
 
@@ -80,18 +84,22 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     database.setServiceParent(root)
     StatsService(stats).setServiceParent(root)
 
+    events = EventBus()
+    jobs = JobStore(database.pool, events)
     api = MasterAPI(
         name=config.master.name,
         stats=stats,
         auth=Authenticator(config.tokens),
         database=database,
+        jobs=jobs,
         publicMetrics=config.http.public_metrics,
+        maxFrames=config.limits.max_frames_per_job,
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
-    site.accessLog = config.http.access_log
+    site.accessLog.enabled = config.http.access_log
     http = HTTPService(reactor, site, config.http.listen)
     http.setServiceParent(root)
-    return Master(root, stats, database, http, api, embedded)
+    return Master(root, stats, database, http, api, events, jobs, embedded)
 
 
 def makeService(options: Options) -> IService:

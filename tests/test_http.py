@@ -8,10 +8,13 @@ import hashlib
 from typing import Any
 
 from attrs import define
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 
 from masterd.config import Role, TokenConfig
+from masterd.db import Pool
+from masterd.events import EventBus
 from masterd.http import (
     Authenticator,
     MasterAPI,
@@ -23,6 +26,7 @@ from masterd.http import (
     requires,
     routeTemplate,
 )
+from masterd.jobs import JobStore
 from masterd.stats import MasterStats
 
 from ._http import FakeReadiness, MemoryHTTP
@@ -40,6 +44,13 @@ def authenticator() -> Authenticator:
         TokenConfig(name, Role(name), hashlib.sha256(token.encode()).digest())
         for name, token in TOKENS.items()
     )
+
+
+def unconnectedJobs() -> JobStore:
+    """
+    A job store whose pool never connects: these tests need no database.
+    """
+    return JobStore(Pool(MemoryReactorClock(), "dbname=none"), EventBus())
 
 
 class Boom(Exception):
@@ -78,7 +89,11 @@ class HTTPTests(SynchronousTestCase):
         self.stats = MasterStats(now=lambda: self.now)
         self.readiness = FakeReadiness(True)
         self.api = MasterAPI(
-            name="m1", stats=self.stats, auth=authenticator(), database=self.readiness
+            name="m1",
+            stats=self.stats,
+            auth=authenticator(),
+            database=self.readiness,
+            jobs=unconnectedJobs(),
         )
         self.http = MemoryHTTP(self, MasterSite(self.api.app.resource(), self.stats, 4096))
         self.probe = MemoryHTTP(
@@ -290,6 +305,7 @@ class HTTPTests(SynchronousTestCase):
             stats=self.stats,
             auth=authenticator(),
             database=self.readiness,
+            jobs=unconnectedJobs(),
             publicMetrics=True,
         )
         http = MemoryHTTP(self, MasterSite(api.app.resource(), self.stats, 4096))

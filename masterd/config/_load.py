@@ -261,5 +261,8 @@ def _tokenDigest(t: Section, key: str, secret: str) -> bytes | None:
 
 def _limits(s: Section) -> LimitsConfig:
     body = s.integer("max_body_bytes", LimitsConfig().max_body_bytes, minimum=1024)
+    frames = s.integer(
+        "max_frames_per_job", LimitsConfig().max_frames_per_job, minimum=1, maximum=100_000_000
+    )
     s.finish()
-    return LimitsConfig(max_body_bytes=body)
+    return LimitsConfig(max_body_bytes=body, max_frames_per_job=frames)

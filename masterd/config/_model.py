@@ -57,6 +57,7 @@ class DatabaseConfig:
 @frozen
 class LimitsConfig:
     max_body_bytes: int = 1024 * 1024
+    max_frames_per_job: int = 1_000_000
 
 
 @frozen

@@ -102,7 +102,7 @@ class Pool:
     def __init__(
         self,
         reactor: IReactorTime,
-        dsn: str,
+        dsn: str | Callable[[], str],
         *,
         minSize: int = 2,
         maxSize: int = 10,
@@ -141,8 +141,9 @@ class Pool:
         conn.onIdleLoss = self._idleLost
         options = f"-c statement_timeout={int(self._statementTimeout * 1000)}"
         started = time.perf_counter()
+        dsn = self._dsn if isinstance(self._dsn, str) else self._dsn()
         connecting = conn.connect(
-            self._dsn,
+            dsn,
             connect_timeout=max(1, int(self._connectTimeout)),
             options=options,
             application_name="masterd",

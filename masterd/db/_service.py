@@ -45,34 +45,37 @@ class DatabaseService(StagedService):
         self._onQuery = onQuery
         self._migrations = migrations
         self._initialDelay = initialDelay
-        self.pool: Pool | None = None
-        self._migrated = False
-        self._loop: Deferred[None] | None = None
-        self._sleeping: Deferred[None] | None = None
-        self.attempts = 0
-        self._stopping = False
-
-    @property
-    def ready(self) -> bool:
-        return self.pool is not None and self.pool.healthy and self._migrated
-
-    async def start(self) -> None:
-        c = self._config
-        self.pool = Pool(
-            self._reactor,
-            self._dsn(),
+        c = config
+        # The pool exists from the start (so that stores can hold it); it
+        # connects only when started, to a DSN known only then.
+        self.pool: Pool = Pool(
+            reactor,
+            dsn,
             minSize=c.pool.min,
             maxSize=c.pool.max,
             acquireTimeout=c.pool.acquire_timeout_s,
             connectTimeout=c.connect_timeout_s,
             statementTimeout=c.statement_timeout_s,
-            onQuery=self._onQuery,
+            onQuery=onQuery,
             onDead=self._reconnect,
         )
+        self._migrated = False
+        self._loop: Deferred[None] | None = None
+        self._sleeping: Deferred[None] | None = None
+        self.attempts = 0
+        self._stopping = False
+        self._started = False
+
+    @property
+    def ready(self) -> bool:
+        return self.pool.healthy and self._migrated
+
+    async def start(self) -> None:
+        self._started = True
         self._reconnect()
 
     def _reconnect(self) -> None:
-        if self._loop is not None or self.pool is None or self._stopping:
+        if self._loop is not None or not self._started or self._stopping:
             return
         self._loop = Deferred.fromCoroutine(self._connectLoop())
         self._loop.addErrback(self._loopFailed)
@@ -83,7 +86,6 @@ class DatabaseService(StagedService):
             self.fatal(reason)
 
     async def _connectLoop(self) -> None:
-        assert self.pool is not None
         delay = self._initialDelay
         while not self._stopping:
             self.attempts += 1
@@ -127,14 +129,13 @@ class DatabaseService(StagedService):
                 await loop
             except Exception:
                 pass
-        if self.pool is not None:
-            await self.pool.close()
+        await self.pool.close()
 
     async def ping(self) -> bool:
         """
         Does the database answer right now?
         """
-        if self.pool is None or not self.ready:
+        if not self.ready:
             return False
         try:
             rows: Any = await self.pool.query("SELECT 1")

@@ -12,12 +12,14 @@ from twisted.web.iweb import IRequest
 
 from masterd._version import __version__
 from masterd.config import Role
+from masterd.jobs import JobStore
 from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
 
+from ._app import app
 from ._auth import Authenticator, requires
 from ._errors import installErrorHandlers
+from ._jobs import JobRoutes
 from ._json import APIError, errorResponse, jsonResponse
-from ._klein import RoutedKlein
 
 
 class Readiness(Protocol):
@@ -28,20 +30,23 @@ class Readiness(Protocol):
 
 
 @define(slots=False)
-class MasterAPI:
+class MasterAPI(JobRoutes):
     """
-    Holds what the routes need; C{app} is the one Klein application.
+    Holds what the routes need; C{app} is the one Klein application, whose
+    routes the mixins (L{JobRoutes}, ...) define.
     """
 
     name: str
     stats: MasterStats
     auth: Authenticator
     database: Readiness
+    jobs: JobStore
     publicMetrics: bool = False
+    maxFrames: int = 1_000_000
     version: str = __version__
     _registry: Any = field(init=False, default=None)
 
-    app = RoutedKlein()
+    app = app
 
     def __attrs_post_init__(self) -> None:
         self._registry = prometheusRegistry(

@@ -47,18 +47,19 @@ def _unauthorized(message: str) -> APIError:
 
 class Authenticator:
     def __init__(self, tokens: Iterable[TokenConfig]) -> None:
-        self._tokens = tuple(tokens)
+        self._tokens = tuple((t.sha256, Principal(t.name, t.role)) for t in tokens)
 
     def identify(self, token: str) -> Principal | None:
         """
-        The principal a token belongs to, if any.
+        The principal a token belongs to, if any. Every configured digest is
+        compared, whichever matches.
         """
         digest = hashlib.sha256(token.encode("utf-8")).digest()
-        found: TokenConfig | None = None
-        for candidate in self._tokens:
-            if hmac.compare_digest(digest, candidate.sha256):
-                found = candidate
-        return None if found is None else Principal(found.name, found.role)
+        found: Principal | None = None
+        for candidate, principal in self._tokens:
+            if hmac.compare_digest(digest, candidate):
+                found = principal
+        return found
 
     def authenticate(self, request: IRequest) -> Principal:
         header = request.getHeader(b"authorization")

@@ -14,8 +14,9 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from masterd.db import DatabaseUnavailable
+from masterd.errors import Conflict, InvalidField, NoSuchResource
 
-from ._json import APIError, errorResponse
+from ._json import APIError, badRequest, errorResponse
 from ._request import UNMATCHED
 
 
@@ -23,6 +24,27 @@ def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, APIError)
     return errorResponse(request, error)
+
+
+def _invalidField(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, InvalidField)
+    return errorResponse(request, badRequest(error.field, error.message))
+
+
+def _noSuchResource(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, NoSuchResource)
+    return errorResponse(
+        request,
+        APIError(404, "not_found", str(error), {"kind": error.kind, "id": str(error.ident)}),
+    )
+
+
+def _conflict(self: Any, request: IRequest, failure: Failure) -> bytes:
+    error = failure.value
+    assert isinstance(error, Conflict)
+    return errorResponse(request, APIError(409, "conflict", error.message, error.details))
 
 
 def _databaseUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes:
@@ -68,6 +90,9 @@ def installErrorHandlers(app: Klein) -> None:
     Register the JSON error handlers on C{app}; the catch-all comes last.
     """
     app.handle_errors(APIError)(_apiError)
+    app.handle_errors(InvalidField)(_invalidField)
+    app.handle_errors(NoSuchResource)(_noSuchResource)
+    app.handle_errors(Conflict)(_conflict)
     app.handle_errors(DatabaseUnavailable)(_databaseUnavailable)
     app.handle_errors(NotFound)(_notFound)
     app.handle_errors(MethodNotAllowed)(_methodNotAllowed)

@@ -48,11 +48,11 @@ class MasterRequest(server.Request):
     _tooLarge = False
     _bodyBytes = 0
     _started = 0.0
-    _counted = False
+    _stats: MasterStats | None = None
 
     def _limits(self) -> tuple[MasterStats | None, int]:
-        site = getattr(self.channel, "site", None)
-        return getattr(site, "stats", None), getattr(site, "maxBodyBytes", 1 << 20)
+        site: Any = self.channel.site  # type: ignore[attr-defined]
+        return site.stats, site.maxBodyBytes
 
     def gotLength(self, length: int | None) -> None:
         _, limit = self._limits()
@@ -78,8 +78,7 @@ class MasterRequest(server.Request):
         self._started = time.perf_counter()
         if stats is not None:
             stats.requests.started()
-            self._counted = True
-            self.notifyFinish().addBoth(self._finished, stats)
+            self._stats = stats
         if self._tooLarge:
             self.site = getattr(self.channel, "site", None)
             # The client may still be sending: close once answered, rather
@@ -98,9 +97,25 @@ class MasterRequest(server.Request):
             return
         super().process()
 
-    def _finished(self, result: object, stats: MasterStats) -> None:
-        method = self.method.decode("ascii", "replace")
-        stats.requests.finished(method, self.route, self.code, time.perf_counter() - self._started)
+    def _record(self) -> None:
+        # Counted here rather than through notifyFinish: one Deferred less
+        # on every request.
+        stats, self._stats = self._stats, None
+        if stats is not None:
+            stats.requests.finished(
+                self.method.decode("ascii", "replace"),
+                self.route,
+                self.code,
+                time.perf_counter() - self._started,
+            )
+
+    def finish(self) -> None:
+        super().finish()
+        self._record()
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._record()
 
     def _writeError(self, error: APIError) -> None:
         body = encodeJSON(error.body())

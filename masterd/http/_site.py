@@ -16,6 +16,7 @@ from twisted.web.server import Site
 from masterd.service import FatalStartError, StagedService
 from masterd.stats import MasterStats
 
+from ._accesslog import AccessLog
 from ._request import MasterRequest
 
 log = Logger()
@@ -39,15 +40,18 @@ class MasterSite(Site):
         reactor: Any = None,
     ) -> None:
         super().__init__(resource, reactor=reactor)
-        self.accessLog = True
+        self.accessLog = AccessLog(lambda: self.reactor)
         self.stats = stats
         self.maxBodyBytes = maxBodyBytes
         self.connections: set[Any] = set()
         self._allClosed: list[Deferred[None]] = []
 
     def log(self, request: Any) -> None:
-        if self.accessLog:
-            super().log(request)
+        self.accessLog.add(self._logDateTime or "-", request)
+
+    def stopFactory(self) -> None:
+        self.accessLog.flush()
+        super().stopFactory()
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         protocol = super().buildProtocol(addr)

@@ -8,23 +8,47 @@ for one dict update and nothing else.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable
 
 from attrs import define, field, frozen
 
+from masterd._time import isoformat
+
 
 @define
 class RouteCounter:
+    method: str
+    route: str
+    status: int
     count: int = 0
     totalSeconds: float = 0.0
     maxSeconds: float = 0.0
+    _document: dict[str, object] | None = None
 
     def add(self, seconds: float) -> None:
         self.count += 1
         self.totalSeconds += seconds
         if seconds > self.maxSeconds:
             self.maxSeconds = seconds
+        self._document = None
+
+    def document(self) -> dict[str, object]:
+        """
+        This row of C{by_route}, rebuilt only after it changed: the master
+        document is asked for often, and most rows have not moved since.
+        """
+        if self._document is None:
+            self._document = {
+                "method": self.method,
+                "route": self.route,
+                "status": self.status,
+                "count": self.count,
+                "avg_ms": round(_average(self.totalSeconds, self.count) * 1000, 3),
+                "max_ms": round(self.maxSeconds * 1000, 3),
+            }
+        return self._document
 
 
 @frozen
@@ -34,6 +58,14 @@ class ExceptionRecord:
     type: str
     message: str
 
+    def document(self) -> dict[str, object]:
+        return {
+            "at": isoformat(self.at),
+            "route": self.route,
+            "type": self.type,
+            "message": self.message,
+        }
+
 
 @define
 class RequestStats:
@@ -42,6 +74,8 @@ class RequestStats:
     """
 
     byRoute: dict[tuple[str, str, int], RouteCounter] = field(factory=dict)
+    #: The keys of byRoute, kept sorted as they are added.
+    keys: list[tuple[str, str, int]] = field(factory=list)
     total: int = 0
     totalSeconds: float = 0.0
     maxSeconds: float = 0.0
@@ -59,7 +93,8 @@ class RequestStats:
         key = (method, route, status)
         counter = self.byRoute.get(key)
         if counter is None:
-            counter = self.byRoute[key] = RouteCounter()
+            counter = self.byRoute[key] = RouteCounter(method, route, status)
+            bisect.insort(self.keys, key)
         counter.add(seconds)
 
 
@@ -76,9 +111,20 @@ class ExceptionStats:
     def __attrs_post_init__(self) -> None:
         self.recent = deque(maxlen=self.keep)
 
+    _documents: list[dict[str, object]] | None = field(init=False, default=None)
+
     def record(self, at: float, route: str, type: str, message: str) -> None:
         self.total += 1
         self.recent.append(ExceptionRecord(at, route, type, message))
+        self._documents = None
+
+    def documents(self) -> list[dict[str, object]]:
+        """
+        The latest exceptions, newest first (rebuilt only after a new one).
+        """
+        if self._documents is None:
+            self._documents = [e.document() for e in reversed(self.recent)]
+        return self._documents
 
 
 @define
@@ -114,8 +160,6 @@ class MasterStats:
         """
         The counters as the C{/api/v1/master} document shows them.
         """
-        from masterd._time import isoformat
-
         r = self.requests
         return {
             "started_at": isoformat(self.startedAt),
@@ -125,24 +169,11 @@ class MasterStats:
                 "in_flight": r.inFlight,
                 "avg_ms": round(_average(r.totalSeconds, r.total) * 1000, 3),
                 "max_ms": round(r.maxSeconds * 1000, 3),
-                "by_route": [
-                    {
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "count": c.count,
-                        "avg_ms": round(_average(c.totalSeconds, c.count) * 1000, 3),
-                        "max_ms": round(c.maxSeconds * 1000, 3),
-                    }
-                    for (method, route, status), c in sorted(r.byRoute.items())
-                ],
+                "by_route": [r.byRoute[key].document() for key in r.keys],
             },
             "exceptions": {
                 "total": self.exceptions.total,
-                "recent": [
-                    {"at": isoformat(e.at), "route": e.route, "type": e.type, "message": e.message}
-                    for e in reversed(self.exceptions.recent)
-                ],
+                "recent": self.exceptions.documents(),
             },
             "database": {
                 "queries": self.queries.count,

@@ -1,0 +1,43 @@
+"""
+Errors of the domain, free of HTTP; the HTTP layer maps each to its status
+(and the talkback layer to an error message).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InvalidField(ValueError):
+    """
+    A client sent a bad value; C{field} names it, dotted (C{requirements.cpus},
+    C{tasks[3].frames}). Answered 400.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NoSuchResource(LookupError):
+    """
+    The thing asked for does not exist. Answered 404.
+    """
+
+    def __init__(self, kind: str, ident: Any) -> None:
+        super().__init__(f"no {kind} {ident}")
+        self.kind = kind
+        self.ident = ident
+
+
+class Conflict(Exception):
+    """
+    The request is well formed but the resource's state refuses it (an
+    illegal state transition, deleting a job that still runs). Answered 409.
+    """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details

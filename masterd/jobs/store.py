@@ -1,0 +1,478 @@
+"""
+Jobs and tasks in PostgreSQL: every operation is one transaction.
+
+Locks are always taken tasks first, jobs second (the count trigger locks the
+jobs of the tasks a statement changed, in id order), so that operations on
+the same job never deadlock. A state change names the states it may come
+from in its WHERE clause: an illegal transition changes nothing and is
+reported as a L{Conflict}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg2.extras import Json
+
+from masterd.db import Pool, Transaction
+from masterd.errors import Conflict, InvalidField, NoSuchResource
+from masterd.events import EventBus, TaskCanceled, WorkAvailable
+
+from .spec import JobSpec, Requirements
+from .states import ACTIVE, UNFINISHED, TaskState
+from .views import (
+    ATTEMPT_COLUMNS,
+    JOB_COLUMNS,
+    TASK_COLUMNS,
+    attemptDocument,
+    jobDocument,
+    taskDocument,
+)
+
+_UNFINISHED = [s.value for s in UNFINISHED]
+_FINISHED_JOB = ("done", "failed", "canceled")
+
+
+def _page(items: list[Any], limit: int) -> tuple[list[Any], bool]:
+    return items[:limit], len(items) > limit
+
+
+async def _parentsDone(txn: Transaction, jobID: int) -> bool:
+    rows = await txn.query(
+        "SELECT count(*) FROM job_dependencies d JOIN jobs p ON p.id = d.parent"
+        " WHERE d.child = %s AND p.state <> 'done'",
+        (jobID,),
+    )
+    return bool(rows[0][0] == 0)
+
+
+async def _closeAttempts(
+    txn: Transaction, active: Sequence[tuple[int, int]], state: str, error: str
+) -> None:
+    if not active:
+        return
+    await txn.execute(
+        "UPDATE task_attempts a SET state = %s, finished_at = now(), error = %s"
+        " FROM unnest(%s::bigint[], %s::int[]) AS x (task_id, attempt)"
+        " WHERE a.task_id = x.task_id AND a.attempt = x.attempt AND a.finished_at IS NULL",
+        (state, error, [t for t, _ in active], [a for _, a in active]),
+    )
+
+
+class JobStore:
+    def __init__(self, pool: Pool, events: EventBus) -> None:
+        self._pool = pool
+        self._events = events
+
+    # -- reading -----------------------------------------------------------
+
+    async def _documents(self, txn: Transaction, rows: list[tuple[Any, ...]]) -> list[Any]:
+        ids = [row[0] for row in rows]
+        parents: dict[int, list[int]] = {i: [] for i in ids}
+        children: dict[int, list[int]] = {i: [] for i in ids}
+        if ids:
+            for parent, child in await txn.query(
+                "SELECT parent, child FROM job_dependencies"
+                " WHERE parent = ANY (%s) OR child = ANY (%s) ORDER BY parent, child",
+                (ids, ids),
+            ):
+                if child in parents:
+                    parents[child].append(parent)
+                if parent in children:
+                    children[parent].append(child)
+        return [jobDocument(row, parents[row[0]], children[row[0]]) for row in rows]
+
+    async def _getJob(self, txn: Transaction, jobID: int) -> dict[str, Any]:
+        rows = await txn.query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (jobID,))
+        if not rows:
+            raise NoSuchResource("job", jobID)
+        document: dict[str, Any] = (await self._documents(txn, rows))[0]
+        return document
+
+    async def getJob(self, jobID: int) -> dict[str, Any]:
+        return await self._pool.transaction(lambda txn: self._getJob(txn, jobID))
+
+    async def listJobs(
+        self, *, state: str | None, owner: str | None, limit: int, after: int | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """
+        Newest first; keyset pagination on the id. Also says whether there
+        is a next page.
+        """
+        where = ["TRUE"]
+        params: list[Any] = []
+        if state is not None:
+            where.append("state = %s")
+            params.append(state)
+        if owner is not None:
+            where.append("owner = %s")
+            params.append(owner)
+        if after is not None:
+            where.append("id < %s")
+            params.append(after)
+        params.append(limit + 1)
+        sql = (
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s"
+        )
+
+        async def work(txn: Transaction) -> tuple[list[dict[str, Any]], bool]:
+            rows, more = _page(await txn.query(sql, params), limit)
+            return await self._documents(txn, rows), more
+
+        return await self._pool.transaction(work)
+
+    async def listTasks(
+        self, jobID: int, *, state: str | None, limit: int, after: int | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """
+        A job's tasks in index order; C{after} is an index.
+        """
+
+        async def work(txn: Transaction) -> tuple[list[dict[str, Any]], bool]:
+            if not await txn.query("SELECT 1 FROM jobs WHERE id = %s", (jobID,)):
+                raise NoSuchResource("job", jobID)
+            where = ["t.job_id = %s"]
+            params: list[Any] = [jobID]
+            if state is not None:
+                where.append("t.state = %s")
+                params.append(state)
+            if after is not None:
+                where.append("t.index > %s")
+                params.append(after)
+            params.append(limit + 1)
+            rows, more = _page(
+                await txn.query(
+                    f"SELECT {TASK_COLUMNS} FROM tasks t WHERE {' AND '.join(where)}"
+                    " ORDER BY t.index LIMIT %s",
+                    params,
+                ),
+                limit,
+            )
+            return [taskDocument(r) for r in rows], more
+
+        return await self._pool.transaction(work)
+
+    async def getTask(self, taskID: int) -> dict[str, Any]:
+        rows = await self._pool.query(
+            f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = %s", (taskID,)
+        )
+        if not rows:
+            raise NoSuchResource("task", taskID)
+        return taskDocument(rows[0])
+
+    async def taskAttempts(self, taskID: int) -> list[dict[str, Any]]:
+        async def work(txn: Transaction) -> list[dict[str, Any]]:
+            if not await txn.query("SELECT 1 FROM tasks WHERE id = %s", (taskID,)):
+                raise NoSuchResource("task", taskID)
+            rows = await txn.query(
+                f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = %s ORDER BY attempt",
+                (taskID,),
+            )
+            return [attemptDocument(r) for r in rows]
+
+        return await self._pool.transaction(work)
+
+    async def assignments(
+        self, *, agent: str | None, job: int | None, limit: int, after: int | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """
+        The tasks assigned or running right now, by task id.
+        """
+        where = ["t.state IN ('assigned', 'running')"]
+        params: list[Any] = []
+        if agent is not None:
+            where.append("t.agent_id = %s")
+            params.append(agent)
+        if job is not None:
+            where.append("t.job_id = %s")
+            params.append(job)
+        if after is not None:
+            where.append("t.id > %s")
+            params.append(after)
+        params.append(limit + 1)
+        rows, more = _page(
+            await self._pool.query(
+                f"SELECT {TASK_COLUMNS} FROM tasks t WHERE {' AND '.join(where)}"
+                " ORDER BY t.id LIMIT %s",
+                params,
+            ),
+            limit,
+        )
+        return [taskDocument(r) for r in rows], more
+
+    # -- creating -------------------------------------------------------------
+
+    async def createJob(self, spec: JobSpec, owner: str) -> dict[str, Any]:
+        """
+        Insert the job, its dependencies and all its tasks in one
+        transaction (tasks in one statement, whatever their number).
+        """
+
+        async def work(txn: Transaction) -> dict[str, Any]:
+            parentsDone = True
+            if spec.depends_on:
+                # FOR SHARE: a parent cannot finish (and miss releasing this
+                # job) between this check and our commit.
+                rows = await txn.query(
+                    "SELECT id, state FROM jobs WHERE id = ANY (%s) ORDER BY id FOR SHARE",
+                    (list(spec.depends_on),),
+                )
+                found = dict(rows)
+                for i, parent in enumerate(spec.depends_on):
+                    if parent not in found:
+                        raise InvalidField(f"depends_on[{i}]", f"no job {parent}")
+                parentsDone = all(state == "done" for state in found.values())
+            r = spec.requirements
+            rows = await txn.query(
+                "INSERT INTO jobs (title, owner, priority, weight, paused, command, env, cwd,"
+                " req_cpus, req_ram_mb, req_gpus, req_tags, max_retries, task_timeout_s,"
+                " metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING id",
+                (
+                    spec.title,
+                    owner,
+                    spec.priority,
+                    spec.weight,
+                    spec.paused,
+                    list(spec.command) if spec.command is not None else None,
+                    Json(spec.env),
+                    spec.cwd,
+                    r.cpus,
+                    r.ram_mb,
+                    r.gpus,
+                    list(r.tags),
+                    spec.max_retries,
+                    spec.task_timeout_s,
+                    Json(spec.metadata),
+                ),
+            )
+            jobID: int = rows[0][0]
+            if spec.depends_on:
+                await txn.execute(
+                    "INSERT INTO job_dependencies (parent, child) SELECT unnest(%s::bigint[]), %s",
+                    (list(spec.depends_on), jobID),
+                )
+            await self._insertTasks(txn, jobID, spec, "queued" if parentsDone else "waiting")
+            return await self._getJob(txn, jobID)
+
+        document = await self._pool.transaction(work)
+        if document["state"] == "queued":
+            self._events.publish(WorkAvailable((document["id"],)))
+        return document
+
+    async def _insertTasks(self, txn: Transaction, jobID: int, spec: JobSpec, state: str) -> None:
+        # All frames in one array and each task's end offset in another: two
+        # parameters, whatever the number of tasks, sliced apart in SQL.
+        frames: list[int] = []
+        ends: list[int] = []
+        for task in spec.tasks:
+            frames.extend(task.frames)
+            ends.append(len(frames))
+        commands = [t.command for t in spec.tasks]
+        if any(c is not None for c in commands):
+            await txn.execute(
+                "INSERT INTO tasks (job_id, index, frames, command, state)"
+                " SELECT %s, u.i - 1, (%s::int[])[u.e - u.n + 1 : u.e],"
+                " CASE WHEN jsonb_typeof(u.c) = 'array'"
+                " THEN ARRAY(SELECT jsonb_array_elements_text(u.c)) END, %s"
+                " FROM unnest(%s::int[], %s::int[], %s::jsonb[]) WITH ORDINALITY"
+                " AS u (e, n, c, i)",
+                (
+                    jobID,
+                    frames,
+                    state,
+                    ends,
+                    [len(t.frames) for t in spec.tasks],
+                    [Json(list(c) if c is not None else None) for c in commands],
+                ),
+            )
+        else:
+            await txn.execute(
+                "INSERT INTO tasks (job_id, index, frames, state)"
+                " SELECT %s, u.i - 1, (%s::int[])[u.e - u.n + 1 : u.e], %s"
+                " FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS u (e, n, i)",
+                (jobID, frames, state, ends, [len(t.frames) for t in spec.tasks]),
+            )
+
+    # -- changing ---------------------------------------------------------------
+
+    async def _jobState(self, txn: Transaction, jobID: int) -> str:
+        rows = await txn.query("SELECT state FROM jobs WHERE id = %s", (jobID,))
+        if not rows:
+            raise NoSuchResource("job", jobID)
+        state: str = rows[0][0]
+        return state
+
+    async def _stopTasks(
+        self, txn: Transaction, where: str, params: Sequence[Any], target: str, reason: str
+    ) -> tuple[int, list[TaskCanceled]]:
+        """
+        Move the unfinished tasks C{where} selects to C{target} (canceled, or
+        queued for a stopping pause), close the attempts of those that were
+        running; return how many moved, and the events for their agents.
+        """
+        sources = _UNFINISHED if target == "canceled" else [s.value for s in ACTIVE]
+        rows = await txn.query(
+            "WITH old AS (SELECT id, state, attempt, agent_id FROM tasks"
+            f" WHERE {where} AND state = ANY (%s) ORDER BY id FOR UPDATE)"
+            " UPDATE tasks t SET state = %s,"
+            " agent_id = CASE WHEN %s = 'queued' THEN NULL ELSE t.agent_id END,"
+            " finished_at = CASE WHEN %s = 'canceled' THEN now() ELSE NULL END,"
+            " progress = CASE WHEN %s = 'queued' THEN 0 ELSE t.progress END"
+            " FROM old WHERE t.id = old.id"
+            " RETURNING old.id, old.state, old.attempt, old.agent_id",
+            (*params, sources, target, target, target, target),
+        )
+        active = [(r[0], r[2], str(r[3])) for r in rows if r[1] in ACTIVE and r[3] is not None]
+        await _closeAttempts(txn, [(t, a) for t, a, _ in active], "canceled", reason)
+        return len(rows), [TaskCanceled(t, a, agent, reason) for t, a, agent in active]
+
+    async def cancelJob(self, jobID: int) -> dict[str, Any]:
+        async def work(txn: Transaction) -> tuple[dict[str, Any], list[TaskCanceled]]:
+            state = await self._jobState(txn, jobID)
+            if state in ("done", "failed"):
+                raise Conflict(
+                    f"job {jobID} is {state}; only unfinished jobs can be canceled", state=state
+                )
+            _, events = await self._stopTasks(
+                txn, "job_id = %s", (jobID,), "canceled", "job canceled"
+            )
+            await txn.execute(
+                "UPDATE jobs SET canceled = true, updated_at = now() WHERE id = %s", (jobID,)
+            )
+            return await self._getJob(txn, jobID), events
+
+        document, events = await self._pool.transaction(work)
+        for event in events:
+            self._events.publish(event)
+        return document
+
+    async def patchJob(self, jobID: int, changes: dict[str, Any]) -> dict[str, Any]:
+        async def work(txn: Transaction) -> tuple[dict[str, Any], list[TaskCanceled], bool]:
+            before = await self._jobState(txn, jobID)
+            events: list[TaskCanceled] = []
+            if changes.get("stop_running"):
+                _, events = await self._stopTasks(
+                    txn, "job_id = %s", (jobID,), "queued", "job paused"
+                )
+            sets: list[str] = []
+            params: list[Any] = []
+            for key in ("title", "priority", "weight", "paused", "max_retries"):
+                if key in changes:
+                    sets.append(f"{key} = %s")
+                    params.append(changes[key])
+            if "requirements" in changes:
+                r: Requirements = changes["requirements"]
+                sets.append("req_cpus = %s, req_ram_mb = %s, req_gpus = %s, req_tags = %s")
+                params.extend([r.cpus, r.ram_mb, r.gpus, list(r.tags)])
+            sets.append("updated_at = now()")
+            await txn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", (*params, jobID))
+            document = await self._getJob(txn, jobID)
+            resumed = before == "paused" and document["state"] == "queued"
+            return document, events, resumed
+
+        document, events, resumed = await self._pool.transaction(work)
+        for event in events:
+            self._events.publish(event)
+        if resumed or (changes.get("stop_running") and document["tasks"]["queued"]):
+            self._events.publish(WorkAvailable((jobID,)))
+        return document
+
+    async def _retry(self, txn: Transaction, where: str, params: Sequence[Any], jobID: int) -> int:
+        target = "queued" if await _parentsDone(txn, jobID) else "waiting"
+        rows = await txn.query(
+            "WITH old AS (SELECT id FROM tasks"
+            f" WHERE {where} AND state IN ('failed', 'canceled') ORDER BY id FOR UPDATE)"
+            " UPDATE tasks t SET state = %s, attempt_base = t.attempt, agent_id = NULL,"
+            " progress = 0, started_at = NULL, finished_at = NULL, exit_code = NULL,"
+            " error = NULL FROM old WHERE t.id = old.id RETURNING t.id",
+            (*params, target),
+        )
+        if rows:
+            await txn.execute(
+                "UPDATE jobs SET canceled = false, updated_at = now() WHERE id = %s", (jobID,)
+            )
+        return len(rows)
+
+    async def retryJob(self, jobID: int) -> dict[str, Any]:
+        async def work(txn: Transaction) -> dict[str, Any]:
+            await self._jobState(txn, jobID)
+            if not await self._retry(txn, "job_id = %s", (jobID,), jobID):
+                raise Conflict(f"job {jobID} has no failed or canceled tasks to retry")
+            return await self._getJob(txn, jobID)
+
+        document = await self._pool.transaction(work)
+        self._events.publish(WorkAvailable((jobID,)))
+        return document
+
+    async def deleteJob(self, jobID: int) -> None:
+        async def work(txn: Transaction) -> None:
+            children = [
+                r[0]
+                for r in await txn.query(
+                    "SELECT child FROM job_dependencies WHERE parent = %s", (jobID,)
+                )
+            ]
+            rows = await txn.query(
+                "DELETE FROM jobs WHERE id = %s AND state IN ('done', 'failed', 'canceled')"
+                " RETURNING id",
+                (jobID,),
+            )
+            if not rows:
+                state = await self._jobState(txn, jobID)
+                raise Conflict(
+                    f"job {jobID} is {state}; cancel it first, only finished jobs can be deleted",
+                    state=state,
+                )
+            if children:
+                # A child waiting only on this job may go now.
+                await txn.execute(
+                    "UPDATE tasks SET state = 'queued' WHERE state = 'waiting'"
+                    " AND job_id = ANY (%s) AND NOT EXISTS ("
+                    " SELECT 1 FROM job_dependencies d JOIN jobs p ON p.id = d.parent"
+                    " WHERE d.child = tasks.job_id AND p.state <> 'done')",
+                    (children,),
+                )
+
+        await self._pool.transaction(work)
+
+    async def _taskJob(self, txn: Transaction, taskID: int) -> tuple[int, str]:
+        rows = await txn.query("SELECT job_id, state FROM tasks WHERE id = %s", (taskID,))
+        if not rows:
+            raise NoSuchResource("task", taskID)
+        return rows[0][0], rows[0][1]
+
+    async def cancelTask(self, taskID: int) -> dict[str, Any]:
+        async def work(txn: Transaction) -> list[TaskCanceled]:
+            _, state = await self._taskJob(txn, taskID)
+            moved, events = await self._stopTasks(
+                txn, "id = %s", (taskID,), "canceled", "task canceled"
+            )
+            if not moved:
+                raise Conflict(
+                    f"task {taskID} is {state}; only unfinished tasks can be canceled",
+                    state=state,
+                )
+            return events
+
+        for event in await self._pool.transaction(work):
+            self._events.publish(event)
+        return await self.getTask(taskID)
+
+    async def retryTask(self, taskID: int) -> dict[str, Any]:
+        async def work(txn: Transaction) -> int:
+            jobID, state = await self._taskJob(txn, taskID)
+            if not await self._retry(txn, "id = %s", (taskID,), jobID):
+                raise Conflict(
+                    f"task {taskID} is {state}; only failed or canceled tasks can be retried",
+                    state=state,
+                )
+            return jobID
+
+        jobID = await self._pool.transaction(work)
+        self._events.publish(WorkAvailable((jobID,)))
+        return await self.getTask(taskID)
+
+
+__all__ = ["JobStore", "TaskState"]

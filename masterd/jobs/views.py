@@ -1,0 +1,161 @@
+"""
+Jobs, tasks and attempts as the API shows them: rows in, JSON documents out,
+other resources by href.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from masterd._time import isoformat
+
+JOB_COLUMNS = (
+    "id, title, owner, state, priority, weight, paused, command, env, cwd,"
+    " req_cpus, req_ram_mb, req_gpus, req_tags, max_retries, task_timeout_s, metadata,"
+    " created_at, updated_at, finished_at, n_total, n_waiting, n_queued, n_assigned,"
+    " n_running, n_done, n_failed, n_canceled"
+)
+
+TASK_COLUMNS = (
+    "t.id, t.job_id, t.index, t.frames, t.command, t.state, t.attempt, t.agent_id,"
+    " t.progress, t.started_at, t.finished_at, t.exit_code, t.error"
+)
+
+ATTEMPT_COLUMNS = (
+    "task_id, attempt, job_id, agent_id, state, started_at, finished_at, exit_code, error"
+)
+
+
+def jobHref(jobID: int) -> str:
+    return f"/api/v1/jobs/{jobID}"
+
+
+def taskHref(taskID: int) -> str:
+    return f"/api/v1/tasks/{taskID}"
+
+
+def agentRef(agentID: Any) -> dict[str, str] | None:
+    if agentID is None:
+        return None
+    return {"id": str(agentID), "href": f"/api/v1/agents/{agentID}"}
+
+
+def jobRef(jobID: int) -> dict[str, Any]:
+    return {"id": jobID, "href": jobHref(jobID)}
+
+
+def jobDocument(row: tuple[Any, ...], parents: list[int], children: list[int]) -> dict[str, Any]:
+    (
+        jobID,
+        title,
+        owner,
+        state,
+        priority,
+        weight,
+        paused,
+        command,
+        env,
+        cwd,
+        cpus,
+        ramMB,
+        gpus,
+        tags,
+        maxRetries,
+        timeout,
+        metadata,
+        createdAt,
+        updatedAt,
+        finishedAt,
+        total,
+        waiting,
+        queued,
+        assigned,
+        running,
+        done,
+        failed,
+        canceled,
+    ) = row
+    return {
+        "id": jobID,
+        "href": jobHref(jobID),
+        "title": title,
+        "owner": owner,
+        "state": state,
+        "priority": priority,
+        "weight": weight,
+        "paused": paused,
+        "created_at": isoformat(createdAt),
+        "updated_at": isoformat(updatedAt),
+        "finished_at": isoformat(finishedAt),
+        "progress": round(done / total, 4) if total else 0.0,
+        "command": command,
+        "env": env,
+        "cwd": cwd,
+        "requirements": {"cpus": cpus, "ram_mb": ramMB, "gpus": gpus, "tags": list(tags)},
+        "max_retries": maxRetries,
+        "task_timeout_s": timeout,
+        "metadata": metadata,
+        "tasks": {
+            "href": f"{jobHref(jobID)}/tasks",
+            "total": total,
+            "waiting": waiting,
+            "queued": queued,
+            "assigned": assigned,
+            "running": running,
+            "done": done,
+            "failed": failed,
+            "canceled": canceled,
+        },
+        "parents": [jobRef(p) for p in parents],
+        "children": [jobRef(c) for c in children],
+    }
+
+
+def taskDocument(row: tuple[Any, ...]) -> dict[str, Any]:
+    (
+        taskID,
+        jobID,
+        index,
+        frames,
+        command,
+        state,
+        attempt,
+        agentID,
+        progress,
+        startedAt,
+        finishedAt,
+        exitCode,
+        error,
+    ) = row
+    return {
+        "id": taskID,
+        "href": taskHref(taskID),
+        "job": jobRef(jobID),
+        "index": index,
+        "frames": frames,
+        "command": command,
+        "state": state,
+        "attempt": attempt,
+        "agent": agentRef(agentID),
+        "progress": round(float(progress), 4),
+        "started_at": isoformat(startedAt),
+        "finished_at": isoformat(finishedAt),
+        "exit_code": exitCode,
+        "error": error,
+        "attempts": f"{taskHref(taskID)}/attempts",
+    }
+
+
+def attemptDocument(row: tuple[Any, ...]) -> dict[str, Any]:
+    taskID, attempt, jobID, agentID, state, startedAt, finishedAt, exitCode, error = row
+    return {
+        "task": {"id": taskID, "href": taskHref(taskID)},
+        "job": jobRef(jobID),
+        "attempt": attempt,
+        "agent": agentRef(agentID),
+        "state": state,
+        "started_at": isoformat(startedAt),
+        "finished_at": isoformat(finishedAt),
+        "exit_code": exitCode,
+        "error": error,
+    }
