@@ -384,7 +384,7 @@ class JobStore:
         rows = await txn.query(
             "WITH old AS (SELECT id FROM tasks"
             f" WHERE {where} AND state IN ('failed', 'canceled') ORDER BY id FOR UPDATE)"
-            " UPDATE tasks t SET state = %s, attempt_base = t.attempt, agent_id = NULL,"
+            " UPDATE tasks t SET state = %s, failures = 0, agent_id = NULL,"
             " progress = 0, started_at = NULL, finished_at = NULL, exit_code = NULL,"
             " error = NULL FROM old WHERE t.id = old.id RETURNING t.id",
             (*params, target),

@@ -84,9 +84,9 @@ CREATE TABLE tasks (
                      'waiting', 'queued', 'assigned', 'running', 'done', 'failed', 'canceled')),
     -- The number of the current (or last) attempt; 0 before the first.
     attempt      integer NOT NULL DEFAULT 0,
-    -- Attempts before this one do not count against max_retries (a manual
-    -- retry gives the task a fresh budget).
-    attempt_base integer NOT NULL DEFAULT 0,
+    -- Failed attempts since the task was submitted or manually retried; a
+    -- lost or rejected attempt is not a failure and does not count.
+    failures     integer NOT NULL DEFAULT 0,
     agent_id     uuid,
     progress     real NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 1),
     started_at   timestamptz,

@@ -1,0 +1,210 @@
+"""
+A task's life on an agent: assigned, running, then done, failed, rejected or
+lost. Each step is a statement inside the caller's transaction, so that the
+scheduler and talkback can group many of them into one.
+
+Every report is fenced: it applies only while the task's current attempt is
+the one named and runs on the agent reporting it. A late report from an agent
+that lost the task (it was requeued and handed to another agent, or
+canceled) changes nothing; the caller answers it with a cancel.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import frozen
+
+from masterd.db import Transaction
+
+from .command import expandCommand
+
+
+class Outcome(enum.Enum):
+    #: The report was applied.
+    applied = "applied"
+    #: The report names an attempt this agent no longer holds: ignore it,
+    #: and tell the agent to stop.
+    stale = "stale"
+
+
+@frozen
+class Assignment:
+    """
+    What an agent needs to run one task.
+    """
+
+    task_id: int
+    attempt: int
+    job_id: int
+    title: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    frames: list[int]
+    timeout_s: int | None
+
+    def asJSON(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "job_id": self.job_id,
+            "title": self.title,
+            "command": self.command,
+            "env": self.env,
+            "cwd": self.cwd,
+            "frames": self.frames,
+            "timeout_s": self.timeout_s,
+        }
+
+
+async def assign(txn: Transaction, agentID: str, taskIDs: Sequence[int]) -> list[Assignment]:
+    """
+    Hand queued tasks to an agent: a new attempt each. Tasks that are no
+    longer queued (taken by another claimer, canceled) are skipped.
+    """
+    rows = await txn.query(
+        "WITH claimed AS (SELECT id FROM tasks WHERE id = ANY (%s) AND state = 'queued'"
+        " ORDER BY id FOR UPDATE SKIP LOCKED)"
+        " UPDATE tasks t SET state = 'assigned', attempt = t.attempt + 1, agent_id = %s,"
+        " progress = 0, started_at = NULL, finished_at = NULL, exit_code = NULL, error = NULL"
+        " FROM claimed WHERE t.id = claimed.id"
+        " RETURNING t.id, t.attempt, t.job_id, t.frames, t.command",
+        (list(taskIDs), agentID),
+    )
+    if not rows:
+        return []
+    await txn.execute(
+        "INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state)"
+        " SELECT x.task_id, x.attempt, x.job_id, %s, 'assigned'"
+        " FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS x (task_id, attempt, job_id)",
+        (agentID, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+    )
+    jobIDs = sorted({r[2] for r in rows})
+    jobs = {
+        j[0]: j[1:]
+        for j in await txn.query(
+            "SELECT id, title, command, env, cwd, task_timeout_s FROM jobs WHERE id = ANY (%s)",
+            (jobIDs,),
+        )
+    }
+    assignments = []
+    for taskID, attempt, jobID, frames, taskCommand in rows:
+        title, jobCommand, env, cwd, timeout = jobs[jobID]
+        command = taskCommand if taskCommand is not None else jobCommand
+        assignments.append(
+            Assignment(
+                task_id=taskID,
+                attempt=attempt,
+                job_id=jobID,
+                title=title,
+                command=expandCommand(command, frames),
+                env=env,
+                cwd=cwd,
+                frames=frames,
+                timeout_s=timeout,
+            )
+        )
+    return assignments
+
+
+_FENCE = "id = %s AND attempt = %s AND agent_id = %s AND state IN ('assigned', 'running')"
+
+
+async def running(
+    txn: Transaction, agentID: str, taskID: int, attempt: int, progress: float | None = None
+) -> Outcome:
+    rows = await txn.query(
+        "UPDATE tasks SET state = 'running',"
+        " started_at = coalesce(started_at, now()),"
+        " progress = coalesce(%s, progress)"
+        f" WHERE {_FENCE} RETURNING id",
+        (progress, taskID, attempt, agentID),
+    )
+    if not rows:
+        return Outcome.stale
+    await txn.execute(
+        "UPDATE task_attempts SET state = 'running' WHERE task_id = %s AND attempt = %s"
+        " AND state = 'assigned'",
+        (taskID, attempt),
+    )
+    return Outcome.applied
+
+
+async def done(
+    txn: Transaction, agentID: str, taskID: int, attempt: int, exitCode: int | None = 0
+) -> Outcome:
+    rows = await txn.query(
+        "UPDATE tasks SET state = 'done', progress = 1, exit_code = %s, error = NULL,"
+        " started_at = coalesce(started_at, now()), finished_at = now()"
+        f" WHERE {_FENCE} RETURNING id",
+        (exitCode, taskID, attempt, agentID),
+    )
+    if not rows:
+        return Outcome.stale
+    await _closeAttempt(txn, taskID, attempt, "done", exitCode, None)
+    return Outcome.applied
+
+
+async def failed(
+    txn: Transaction,
+    agentID: str,
+    taskID: int,
+    attempt: int,
+    exitCode: int | None,
+    error: str | None,
+) -> Outcome:
+    """
+    A failed attempt: back to queued while failures stay within the job's
+    max_retries, otherwise the task fails.
+    """
+    rows = await txn.query(
+        "UPDATE tasks t SET failures = t.failures + 1,"
+        " state = CASE WHEN t.failures + 1 <= j.max_retries THEN 'queued' ELSE 'failed' END,"
+        " agent_id = CASE WHEN t.failures + 1 <= j.max_retries THEN NULL ELSE t.agent_id END,"
+        " finished_at = CASE WHEN t.failures + 1 <= j.max_retries THEN NULL ELSE now() END,"
+        " exit_code = %s, error = %s"
+        " FROM jobs j WHERE j.id = t.job_id AND t.id = %s AND t.attempt = %s"
+        " AND t.agent_id = %s AND t.state IN ('assigned', 'running')"
+        " RETURNING t.id",
+        (exitCode, error, taskID, attempt, agentID),
+    )
+    if not rows:
+        return Outcome.stale
+    await _closeAttempt(txn, taskID, attempt, "failed", exitCode, error)
+    return Outcome.applied
+
+
+async def requeue(
+    txn: Transaction, agentID: str, taskID: int, attempt: int, why: str, error: str
+) -> Outcome:
+    """
+    Hand a task back without counting a failure: the agent rejected it
+    (C{why="rejected"}) or was lost (C{why="lost"}).
+    """
+    rows = await txn.query(
+        "UPDATE tasks SET state = 'queued', agent_id = NULL, progress = 0, started_at = NULL"
+        f" WHERE {_FENCE} RETURNING id",
+        (taskID, attempt, agentID),
+    )
+    if not rows:
+        return Outcome.stale
+    await _closeAttempt(txn, taskID, attempt, why, None, error)
+    return Outcome.applied
+
+
+async def _closeAttempt(
+    txn: Transaction,
+    taskID: int,
+    attempt: int,
+    state: str,
+    exitCode: int | None,
+    error: str | None,
+) -> None:
+    await txn.execute(
+        "UPDATE task_attempts SET state = %s, finished_at = now(), exit_code = %s, error = %s"
+        " WHERE task_id = %s AND attempt = %s AND finished_at IS NULL",
+        (state, exitCode, error, taskID, attempt),
+    )

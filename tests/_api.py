@@ -1,0 +1,121 @@
+"""
+The master's HTTP application on a real socket over a fresh real database:
+what the API tests talk to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from masterd.config import Role, TokenConfig
+from masterd.db import Pool
+from masterd.events import EventBus
+from masterd.http import Authenticator, MasterAPI, MasterSite
+from masterd.jobs import JobStore
+from masterd.stats import MasterStats
+
+from ._http import FakeReadiness
+from ._postgres import freshDatabase
+
+TOKENS = {
+    "viewer": "viewer-token-0123456789",
+    "operator": "operator-token-0123456789",
+    "admin": "admin-token-0123456789",
+    "agent": "agent-token-0123456789",
+}
+
+
+class Reply:
+    def __init__(self, code: int, headers: Any, body: bytes) -> None:
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+class API:
+    def __init__(self, case: TestCase, pool: Pool, port: int, events: EventBus) -> None:
+        self.case = case
+        self.pool = pool
+        self.base = f"http://127.0.0.1:{port}"
+        self.events = events
+        self.jobs = JobStore(pool, events)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        role: str = "admin",
+        raw: bytes | None = None,
+    ) -> Reply:
+        headers = {"Authorization": [f"Bearer {TOKENS[role]}"]} if role else {}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = ["application/json"]
+        response = await treq.request(
+            method, self.base + path, headers=headers, data=data, persistent=False
+        )
+        content = await response.content()
+        return Reply(response.code, response.headers, content)
+
+    async def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        reply = await self.call(method, path, body)
+        self.case.assertEqual(reply.code, status, reply.body)
+        return reply.json() if reply.body else None
+
+    async def submit(self, **body: Any) -> dict[str, Any]:
+        body.setdefault("title", "a job")
+        body.setdefault("command", ["render", "{frame}"])
+        body.setdefault("frames", "1-4")
+        result: dict[str, Any] = await self.ok("POST", "/api/v1/jobs", body, 201)
+        return result
+
+    async def count(self, table: str) -> int:
+        rows = await self.pool.query(f"SELECT count(*) FROM {table}")
+        return int(rows[0][0])
+
+
+async def startAPI(case: TestCase, maxFrames: int = 1_000_000) -> API:
+    dsn = await freshDatabase(case)
+    pool = Pool(reactor, dsn, minSize=1, maxSize=4)
+    await pool.open()
+    case.addCleanup(pool.close)
+    events = EventBus()
+    stats = MasterStats(now=reactor.seconds)
+    api = MasterAPI(
+        name="test",
+        stats=stats,
+        auth=Authenticator(
+            TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
+            for name, t in TOKENS.items()
+        ),
+        database=FakeReadiness(True),
+        jobs=JobStore(pool, events),
+        maxFrames=maxFrames,
+    )
+    site = MasterSite(api.app.resource(), stats, 1 << 20)
+    site.accessLog.enabled = False
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+
+    async def stop() -> None:
+        await port.stopListening()
+        await site.closeConnections(reactor)
+
+    from twisted.internet.defer import Deferred
+
+    case.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+    return API(case, pool, port.getHost().port, events)
