@@ -31,6 +31,18 @@ class NoSuchResource(LookupError):
         self.ident = ident
 
 
+class Unauthorized(Exception):
+    """
+    No credentials, or credentials that are not valid. Answered 401.
+    """
+
+
+class Forbidden(Exception):
+    """
+    Valid credentials whose role is not enough. Answered 403.
+    """
+
+
 class Conflict(Exception):
     """
     The request is well formed but the resource's state refuses it (an

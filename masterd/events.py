@@ -65,3 +65,14 @@ class EventBus:
                 callback(event)
             except Exception:
                 log.failure("event subscriber failed on {event!r}", event=event)
+
+
+@frozen
+class AgentLimitsChanged:
+    """
+    An operator changed an agent's limits; the master holding its connection
+    tells it at once.
+    """
+
+    agent_id: str
+    limits: dict[str, Any]

@@ -19,6 +19,14 @@ from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.service import MasterService
 from masterd.stats import MasterStats, StatsService
+from masterd.talkback import (
+    AgentDirectory,
+    AgentRegistry,
+    AgentStore,
+    TalkbackFactory,
+    TalkbackService,
+    TalkbackSettings,
+)
 
 
 class Options(usage.Options):
@@ -53,6 +61,7 @@ class Master:
     api: MasterAPI
     events: EventBus
     jobs: JobStore
+    registry: AgentRegistry
     embedded: EmbeddedPostgresService | None
 
 
@@ -86,12 +95,28 @@ def buildMaster(config: Config, reactor: Any) -> Master:
 
     events = EventBus()
     jobs = JobStore(database.pool, events)
+    auth = Authenticator(config.tokens)
+    t = config.talkback
+    registry = AgentRegistry(config.master.name, AgentStore(database.pool), events, reactor)
+    talkback = TalkbackFactory(
+        registry,
+        auth,
+        TalkbackSettings(
+            heartbeat_s=t.heartbeat_s,
+            agent_timeout_s=t.agent_timeout_s,
+            max_message_bytes=t.max_message_bytes,
+            max_errors=t.max_errors,
+        ),
+        reactor,
+    )
     api = MasterAPI(
         name=config.master.name,
         stats=stats,
-        auth=Authenticator(config.tokens),
+        auth=auth,
         database=database,
         jobs=jobs,
+        agents=AgentDirectory(database.pool, events),
+        talkback=talkback,
         publicMetrics=config.http.public_metrics,
         maxFrames=config.limits.max_frames_per_job,
     )
@@ -99,7 +124,10 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     site.accessLog.enabled = config.http.access_log
     http = HTTPService(reactor, site, config.http.listen)
     http.setServiceParent(root)
-    return Master(root, stats, database, http, api, events, jobs, embedded)
+    TalkbackService(
+        registry, reactor, t.flush_s, t.lost_grace_s, t.reap_interval_s
+    ).setServiceParent(root)
+    return Master(root, stats, database, http, api, events, jobs, registry, embedded)
 
 
 def makeService(options: Options) -> IService:

@@ -19,6 +19,13 @@ from masterd.events import EventBus
 from masterd.http import Authenticator, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.stats import MasterStats
+from masterd.talkback import (
+    AgentDirectory,
+    AgentRegistry,
+    AgentStore,
+    TalkbackFactory,
+    TalkbackSettings,
+)
 
 from ._http import FakeReadiness
 from ._postgres import freshDatabase
@@ -52,6 +59,9 @@ class API:
         self.base = f"http://127.0.0.1:{port}"
         self.events = events
         self.jobs = JobStore(pool, events)
+        self.registry: AgentRegistry
+        self.auth: Authenticator
+        self.settings: TalkbackSettings
 
     async def call(
         self,
@@ -89,22 +99,31 @@ class API:
         return int(rows[0][0])
 
 
-async def startAPI(case: TestCase, maxFrames: int = 1_000_000) -> API:
+async def startAPI(
+    case: TestCase,
+    maxFrames: int = 1_000_000,
+    settings: TalkbackSettings = TalkbackSettings(),
+    clock: Any = None,
+) -> API:
     dsn = await freshDatabase(case)
     pool = Pool(reactor, dsn, minSize=1, maxSize=4)
     await pool.open()
     case.addCleanup(pool.close)
     events = EventBus()
     stats = MasterStats(now=reactor.seconds)
+    auth = Authenticator(
+        TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
+        for name, t in TOKENS.items()
+    )
+    registry = AgentRegistry("test", AgentStore(pool), events, clock or reactor)
     api = MasterAPI(
         name="test",
         stats=stats,
-        auth=Authenticator(
-            TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
-            for name, t in TOKENS.items()
-        ),
+        auth=auth,
         database=FakeReadiness(True),
         jobs=JobStore(pool, events),
+        agents=AgentDirectory(pool, events),
+        talkback=TalkbackFactory(registry, auth, settings, clock or reactor),
         maxFrames=maxFrames,
     )
     site = MasterSite(api.app.resource(), stats, 1 << 20)
@@ -118,4 +137,8 @@ async def startAPI(case: TestCase, maxFrames: int = 1_000_000) -> API:
     from twisted.internet.defer import Deferred
 
     case.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-    return API(case, pool, port.getHost().port, events)
+    result = API(case, pool, port.getHost().port, events)
+    result.registry = registry
+    result.auth = auth
+    result.settings = settings
+    return result

@@ -28,6 +28,7 @@ from masterd.http import (
 )
 from masterd.jobs import JobStore
 from masterd.stats import MasterStats
+from masterd.talkback import AgentDirectory
 
 from ._http import FakeReadiness, MemoryHTTP
 
@@ -51,6 +52,10 @@ def unconnectedJobs() -> JobStore:
     A job store whose pool never connects: these tests need no database.
     """
     return JobStore(Pool(MemoryReactorClock(), "dbname=none"), EventBus())
+
+
+def unconnectedAgents() -> AgentDirectory:
+    return AgentDirectory(Pool(MemoryReactorClock(), "dbname=none"), EventBus())
 
 
 class Boom(Exception):
@@ -94,6 +99,7 @@ class HTTPTests(SynchronousTestCase):
             auth=authenticator(),
             database=self.readiness,
             jobs=unconnectedJobs(),
+            agents=unconnectedAgents(),
         )
         self.http = MemoryHTTP(self, MasterSite(self.api.app.resource(), self.stats, 4096))
         self.probe = MemoryHTTP(
@@ -306,6 +312,7 @@ class HTTPTests(SynchronousTestCase):
             auth=authenticator(),
             database=self.readiness,
             jobs=unconnectedJobs(),
+            agents=unconnectedAgents(),
             publicMetrics=True,
         )
         http = MemoryHTTP(self, MasterSite(api.app.resource(), self.stats, 4096))

@@ -103,11 +103,12 @@ class TreeTests(SynchronousTestCase):
         config = parseConfig({"database": {"embedded": {"data_dir": "/tmp/x"}}}, environ={})
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
-            [s.name for s in master.root], ["embedded-postgres", "database", "stats", "http"]
+            [s.name for s in master.root],
+            ["embedded-postgres", "database", "stats", "http", "talkback"],
         )
         config = parseConfig({"database": {"dsn": "dbname=x"}}, environ={})
         master = buildMaster(config, MemoryReactorClock())
-        self.assertEqual([s.name for s in master.root], ["database", "stats", "http"])
+        self.assertEqual([s.name for s in master.root], ["database", "stats", "http", "talkback"])
 
 
 class PluginTests(SynchronousTestCase):

@@ -12,6 +12,7 @@ from ._model import (
     MasterConfig,
     PoolConfig,
     Role,
+    TalkbackConfig,
     TokenConfig,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "MasterConfig",
     "PoolConfig",
     "Role",
+    "TalkbackConfig",
     "TokenConfig",
     "loadConfig",
     "parseConfig",

@@ -22,6 +22,7 @@ from ._model import (
     MasterConfig,
     PoolConfig,
     Role,
+    TalkbackConfig,
     TokenConfig,
 )
 from ._reader import Problems, Section
@@ -91,6 +92,7 @@ def parseConfig(
     database = _database(top.section("database"), base or Path.cwd(), env)
     tokens = _tokens(top.section("auth"), env)
     limits = _limits(top.section("limits"))
+    talkback = _talkback(top.section("talkback"))
     top.finish()
     if problems:
         raise ConfigError([f"{source}: {key}: {message}" for key, message in problems.items])
@@ -101,6 +103,34 @@ def parseConfig(
         database=database,
         tokens=tokens,
         limits=limits,
+        talkback=talkback,
+    )
+
+
+def _talkback(s: Section) -> TalkbackConfig:
+    d = TalkbackConfig()
+    heartbeat = s.number("heartbeat_s", d.heartbeat_s, positive=True)
+    timeout = s.number("agent_timeout_s", d.agent_timeout_s, positive=True)
+    if isinstance(heartbeat, float) and isinstance(timeout, float) and timeout <= heartbeat:
+        s.problems.add(
+            s.key("agent_timeout_s"),
+            f"must be longer than talkback.heartbeat_s ({heartbeat:g}), not {timeout:g}",
+        )
+    grace = s.number("lost_grace_s", timeout if isinstance(timeout, float) else None,
+                     minimum=0.0)  # fmt: skip
+    size = s.integer("max_message_bytes", d.max_message_bytes, minimum=1024, maximum=64 << 20)
+    errors = s.integer("max_errors", d.max_errors, minimum=0)
+    flush = s.number("flush_s", d.flush_s, positive=True)
+    reap = s.number("reap_interval_s", d.reap_interval_s, positive=True)
+    s.finish()
+    return TalkbackConfig(
+        heartbeat_s=heartbeat,
+        agent_timeout_s=timeout,
+        lost_grace_s=grace,
+        max_message_bytes=size,
+        max_errors=errors,
+        flush_s=flush,
+        reap_interval_s=reap,
     )
 
 

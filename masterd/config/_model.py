@@ -61,6 +61,17 @@ class LimitsConfig:
 
 
 @frozen
+class TalkbackConfig:
+    heartbeat_s: float = 10.0
+    agent_timeout_s: float = 45.0
+    lost_grace_s: float = 45.0
+    max_message_bytes: int = 1024 * 1024
+    max_errors: int = 20
+    flush_s: float = 1.0
+    reap_interval_s: float = 5.0
+
+
+@frozen
 class MasterConfig:
     name: str
 
@@ -73,3 +84,4 @@ class Config:
     database: DatabaseConfig
     tokens: tuple[TokenConfig, ...]
     limits: LimitsConfig
+    talkback: TalkbackConfig = TalkbackConfig()

@@ -14,7 +14,9 @@ from masterd._version import __version__
 from masterd.config import Role
 from masterd.jobs import JobStore
 from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
+from masterd.talkback import AgentDirectory, TalkbackFactory
 
+from ._agents import AgentRoutes
 from ._app import app
 from ._auth import Authenticator, requires
 from ._errors import installErrorHandlers
@@ -30,7 +32,7 @@ class Readiness(Protocol):
 
 
 @define(slots=False)
-class MasterAPI(JobRoutes):
+class MasterAPI(JobRoutes, AgentRoutes):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
     routes the mixins (L{JobRoutes}, ...) define.
@@ -41,6 +43,8 @@ class MasterAPI(JobRoutes):
     auth: Authenticator
     database: Readiness
     jobs: JobStore
+    agents: AgentDirectory
+    talkback: TalkbackFactory | None = None
     publicMetrics: bool = False
     maxFrames: int = 1_000_000
     version: str = __version__
@@ -50,7 +54,11 @@ class MasterAPI(JobRoutes):
 
     def __attrs_post_init__(self) -> None:
         self._registry = prometheusRegistry(
-            self.stats, self.name, self.version, lambda: self.database.ready
+            self.stats,
+            self.name,
+            self.version,
+            lambda: self.database.ready,
+            lambda: self.talkback.registry.stats if self.talkback is not None else None,
         )
 
     # -- health, for load balancers: no auth ------------------------------
@@ -91,6 +99,8 @@ class MasterAPI(JobRoutes):
         document.update(self.stats.snapshot())
         database = document["database"]
         database["ready"] = self.database.ready
+        if self.talkback is not None:
+            document["talkback"] = self.talkback.registry.stats.snapshot()
         return jsonResponse(request, document)
 
 

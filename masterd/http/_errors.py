@@ -14,7 +14,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from masterd.db import DatabaseUnavailable
-from masterd.errors import Conflict, InvalidField, NoSuchResource
+from masterd.errors import Conflict, Forbidden, InvalidField, NoSuchResource, Unauthorized
 
 from ._json import APIError, badRequest, errorResponse
 from ._request import UNMATCHED
@@ -45,6 +45,22 @@ def _conflict(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, Conflict)
     return errorResponse(request, APIError(409, "conflict", error.message, error.details))
+
+
+def _unauthorized(self: Any, request: IRequest, failure: Failure) -> bytes:
+    return errorResponse(
+        request,
+        APIError(
+            401,
+            "unauthorized",
+            str(failure.value),
+            headers={b"www-authenticate": b'Bearer realm="masterd"'},
+        ),
+    )
+
+
+def _forbidden(self: Any, request: IRequest, failure: Failure) -> bytes:
+    return errorResponse(request, APIError(403, "forbidden", str(failure.value)))
 
 
 def _databaseUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes:
@@ -90,6 +106,8 @@ def installErrorHandlers(app: Klein) -> None:
     Register the JSON error handlers on C{app}; the catch-all comes last.
     """
     app.handle_errors(APIError)(_apiError)
+    app.handle_errors(Unauthorized)(_unauthorized)
+    app.handle_errors(Forbidden)(_forbidden)
     app.handle_errors(InvalidField)(_invalidField)
     app.handle_errors(NoSuchResource)(_noSuchResource)
     app.handle_errors(Conflict)(_conflict)

@@ -113,6 +113,14 @@ class MasterRequest(server.Request):
         super().finish()
         self._record()
 
+    def upgraded(self) -> None:
+        """
+        The connection became a WebSocket: this request will never finish,
+        so count it now, as answered 101.
+        """
+        self.code = 101
+        self._record()
+
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self._record()

@@ -7,6 +7,7 @@ applications share).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,11 +17,19 @@ from ._counters import MasterStats
 
 
 class _MasterCollector(Collector):
-    def __init__(self, stats: MasterStats, name: str, version: str, ready: Callable[[], bool]):
+    def __init__(
+        self,
+        stats: MasterStats,
+        name: str,
+        version: str,
+        ready: Callable[[], bool],
+        talkback: Callable[[], Any],
+    ):
         self._stats = stats
         self._name = name
         self._version = version
         self._ready = ready
+        self._talkback = talkback
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
@@ -75,13 +84,44 @@ class _MasterCollector(Collector):
             "Time spent in database statements.",
             value=s.queries.totalSeconds,
         )
+        yield from self._talkbackMetrics()
+
+    def _talkbackMetrics(self) -> Iterator[Metric]:
+        t = self._talkback()
+        if t is None:
+            return
+        yield GaugeMetricFamily(
+            "masterd_agents_connected", "Agents connected to this master.", value=t.connected
+        )
+        for direction, counts in (("in", t.messagesIn), ("out", t.messagesOut)):
+            family = CounterMetricFamily(
+                f"masterd_talkback_messages_{direction}",
+                f"Talkback messages {'received' if direction == 'in' else 'sent'}, by type.",
+                labels=["type"],
+            )
+            for kind, count in sorted(counts.items()):
+                family.add_metric([kind], count)
+            yield family
+        yield CounterMetricFamily(
+            "masterd_talkback_errors", "Bad talkback messages.", value=t.errors
+        )
+        yield CounterMetricFamily(
+            "masterd_talkback_bytes_in", "Talkback bytes received.", value=t.bytesIn
+        )
+        yield CounterMetricFamily(
+            "masterd_talkback_bytes_out", "Talkback bytes sent.", value=t.bytesOut
+        )
 
 
 def prometheusRegistry(
-    stats: MasterStats, name: str, version: str, ready: Callable[[], bool]
+    stats: MasterStats,
+    name: str,
+    version: str,
+    ready: Callable[[], bool],
+    talkback: Callable[[], Any] = lambda: None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_MasterCollector(stats, name, version, ready))
+    registry.register(_MasterCollector(stats, name, version, ready, talkback))
     return registry
 
 

@@ -1,0 +1,351 @@
+"""
+One agent's talkback connection: a WebSocket protocol (twisted.web.websocket)
+that authenticates the agent's hello, keeps the connection alive with pings
+on an injected clock, and turns each message into a database change, one
+message at a time, in the order they came.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.websocket import WebSocketTransport
+
+from masterd.auth import Authenticator, Principal
+from masterd.config import Role
+from masterd.db import DatabaseUnavailable
+from masterd.errors import InvalidField
+from masterd.jobs import lifecycle
+
+from . import messages as m
+from .registry import AgentRegistry
+
+log = Logger()
+
+# Close codes (docs/talkback.md).
+NORMAL = 1000
+GOING_AWAY = 1001
+POLICY = 1008
+TOO_BIG = 1009
+TRY_AGAIN = 1013
+UNAUTHORIZED = 4401
+TIMED_OUT = 4408
+REPLACED = 4409
+
+#: Messages waiting to be handled before the connection stops reading.
+_HIGH_WATER = 64
+_LOW_WATER = 16
+#: How long a closing connection may take before it is aborted.
+_CLOSE_GRACE_S = 5.0
+
+
+@frozen
+class TalkbackSettings:
+    heartbeat_s: float = 10.0
+    agent_timeout_s: float = 45.0
+    max_message_bytes: int = 1024 * 1024
+    max_errors: int = 20
+
+
+class _CappedBuffer:
+    """
+    Stands in for the WebSocket implementation's message buffer: counts a
+    message's fragments as they arrive and gives up on one larger than the
+    limit, instead of holding it whole in memory.
+    """
+
+    def __init__(self, empty: Any, limit: int, overflow: Callable[[], None]) -> None:
+        self.data = empty
+        self._empty = empty
+        self._limit = limit
+        self._overflow = overflow
+        self._over = False
+
+    def add(self, new: Any) -> None:
+        if self._over:
+            return
+        if len(self.data) + len(new) > self._limit:
+            self._over = True
+            self.data = self._empty
+            self._overflow()
+            return
+        self.data += new
+
+    def done(self) -> Any:
+        result, self.data = self.data, self._empty
+        return result
+
+
+class TalkbackConnection:
+    """
+    Implements L{twisted.web.websocket.WebSocketProtocol}.
+    """
+
+    def __init__(
+        self,
+        registry: AgentRegistry,
+        auth: Authenticator,
+        settings: TalkbackSettings,
+        clock: IReactorTime,
+        principal: Principal | None,
+    ) -> None:
+        self.registry = registry
+        self.auth = auth
+        self.settings = settings
+        self.clock = clock
+        self.principal = principal
+        self.transport: WebSocketTransport | None = None
+        self.agentID: str | None = None
+        self.session: str | None = None
+        self.errors = 0
+        self.closing = False
+        self._lastHeard = 0.0
+        self._tick: IDelayedCall | None = None
+        self._abort: IDelayedCall | None = None
+        self._queue: Deferred[None] = succeed(None)
+        self._queued = 0
+        self._paused = False
+
+    # -- WebSocketProtocol ---------------------------------------------------
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+        # Twisted's WebSocket buffers a message whole before delivering it;
+        # cap that buffer ourselves (1009 past the limit).
+        limit = self.settings.max_message_bytes
+        wire: Any = transport
+        if hasattr(wire, "_textBuffer"):
+            wire._textBuffer = _CappedBuffer("", limit, self._tooBig)
+            wire._bytesBuffer = _CappedBuffer(b"", limit, self._tooBig)
+
+    def negotiationFinished(self) -> None:
+        self._lastHeard = self.clock.seconds()
+        self._tick = self.clock.callLater(self.settings.heartbeat_s, self._heartbeat)
+
+    def pongReceived(self, payload: bytes) -> None:
+        self._lastHeard = self.clock.seconds()
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        self._lastHeard = self.clock.seconds()
+        self.registry.stats.bytesIn += len(data)
+        self._error("(message)", "binary messages are not accepted; send JSON text")
+
+    def textMessageReceived(self, message: str) -> None:
+        self._lastHeard = self.clock.seconds()
+        stats = self.registry.stats
+        stats.bytesIn += len(message)
+        if self.closing:
+            return
+        try:
+            parsed = m.parseMessage(message)
+        except InvalidField as e:
+            stats.messagesIn["invalid"] += 1
+            self._error(e.field, e.message)
+            return
+        stats.messagesIn[type(parsed).__name__] += 1
+        self._enqueue(parsed)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.closing = True
+        for call in (self._tick, self._abort):
+            if call is not None and call.active():
+                call.cancel()
+        self._tick = self._abort = None
+        if self.registry.remove(self) and self.agentID and self.session:
+            log.info("agent {agentId} disconnected", agentId=self.agentID)
+            Deferred.fromCoroutine(
+                self.registry.store.disconnect(self.agentID, self.session, self.clock.seconds())
+            ).addErrback(lambda f: log.failure("cannot mark agent offline", f))
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.transport is None or self.closing:
+            return
+        text = m.encode(message)
+        stats = self.registry.stats
+        stats.messagesOut[message["type"]] += 1
+        stats.bytesOut += len(text)
+        self.transport.sendTextMessage(text)
+
+    def sendCancel(self, taskID: int, attempt: int, reason: str) -> None:
+        self.send({"type": "cancel", "task_id": taskID, "attempt": attempt, "reason": reason})
+
+    def assign(self, assignments: list[lifecycle.Assignment]) -> None:
+        if assignments:
+            self.send({"type": "assign", "tasks": [a.asJSON() for a in assignments]})
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.transport.loseConnection(code)
+        # A peer that has gone silent never finishes the closing handshake.
+        self._abort = self.clock.callLater(_CLOSE_GRACE_S, self._abortNow)
+
+    def _abortNow(self) -> None:
+        self._abort = None
+        tcp = getattr(self.transport, "transport", None)
+        if tcp is not None:
+            tcp.abortConnection()
+
+    # -- liveness -----------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        self._tick = None
+        if self.closing or self.transport is None:
+            return
+        silent = self.clock.seconds() - self._lastHeard
+        if silent >= self.settings.agent_timeout_s:
+            log.warn(
+                "agent {agentId} silent for {silent:.0f} s; closing",
+                agentId=self.agentID or "(no hello yet)",
+                silent=silent,
+            )
+            self.close(TIMED_OUT, "timed out")
+            return
+        self.transport.ping()
+        self._tick = self.clock.callLater(self.settings.heartbeat_s, self._heartbeat)
+
+    def _tooBig(self) -> None:
+        self.registry.stats.errors += 1
+        self.close(TOO_BIG, "message too big")
+
+    def _error(self, field: str, message: str) -> None:
+        self.errors += 1
+        self.registry.stats.errors += 1
+        self.send({"type": "error", "field": field, "message": f"{field}: {message}"})
+        if self.errors > self.settings.max_errors:
+            self.close(POLICY, "too many bad messages")
+
+    # -- handling, one message at a time ------------------------------------------
+
+    def _enqueue(self, message: m.Message) -> None:
+        self._queued += 1
+        if self._queued >= _HIGH_WATER and not self._paused:
+            self._pauseReading(True)
+
+        def handle(_: object) -> Deferred[None]:
+            return Deferred.fromCoroutine(self._handle(message))
+
+        def handled(result: object) -> None:
+            self._queued -= 1
+            if self._paused and self._queued <= _LOW_WATER:
+                self._pauseReading(False)
+            if isinstance(result, Failure):
+                self._failed(message, result)
+
+        self._queue.addCallback(handle)
+        self._queue.addBoth(handled)
+
+    def _pauseReading(self, pause: bool) -> None:
+        tcp = getattr(self.transport, "transport", None)
+        if tcp is None:
+            return
+        self._paused = pause
+        if pause:
+            tcp.pauseProducing()
+        else:
+            tcp.resumeProducing()
+
+    def _failed(self, message: m.Message, reason: Failure) -> None:
+        if reason.check(DatabaseUnavailable):
+            self.send(
+                {
+                    "type": "error",
+                    "retry": True,
+                    "message": "the master cannot reach its database; send it again later",
+                }
+            )
+            return
+        log.failure("cannot handle {kind} from agent {agentId}", reason,
+                    kind=type(message).__name__, agentId=self.agentID)  # fmt: skip
+        self.send({"type": "error", "message": "the master failed to handle that message"})
+
+    async def _handle(self, message: m.Message) -> None:
+        if self.closing:
+            return
+        if isinstance(message, m.Hello):
+            await self._hello(message)
+            return
+        if self.agentID is None:
+            self._error("type", "the first message must be hello")
+            self.close(UNAUTHORIZED, "hello first")
+            return
+        self.registry.seen(self)
+        if isinstance(message, m.Heartbeat):
+            self.registry.seen(self, message.usage)
+        elif isinstance(message, m.TaskUpdate):
+            result = await self.registry.store.taskUpdate(self.agentID, message)
+            if result.outcome is lifecycle.Outcome.stale:
+                if not result.already_canceled:
+                    self.sendCancel(message.task_id, message.attempt, "not this agent's attempt")
+            elif message.state != "running":
+                self.registry.onSlotFree(self.agentID)
+        elif isinstance(message, m.Log):
+            outcome = await self.registry.store.log(self.agentID, message)
+            if outcome is lifecycle.Outcome.stale:
+                self.sendCancel(message.task_id, message.attempt, "not this agent's attempt")
+        elif isinstance(message, m.Limits):
+            assert self.session is not None
+            await self.registry.store.agentLimits(self.agentID, self.session, message)
+            self.registry.onSlotFree(self.agentID)
+        elif isinstance(message, m.AgentException):
+            await self.registry.store.exception(self.agentID, message.message, message.traceback)
+
+    async def _hello(self, hello: m.Hello) -> None:
+        if self.agentID is not None:
+            self._error("type", "hello was already received on this connection")
+            return
+        principal = self.principal
+        if hello.token is not None:
+            principal = self.auth.identify(hello.token)
+        if principal is None or not (principal.may(Role.agent)):
+            why = (
+                "a valid token of role agent is needed"
+                if principal is None
+                else f"role {principal.role.value} may not be an agent"
+            )
+            self._error("token", why)
+            self.close(UNAUTHORIZED, "not authorized")
+            return
+        session = str(uuid.uuid4())
+        welcome = await self.registry.store.connect(
+            hello, self.registry.master, session, self.clock.seconds()
+        )
+        if self.closing:
+            # Gone while we were registering it: let the new session go too.
+            await self.registry.store.disconnect(hello.agent_id, session, self.clock.seconds())
+            return
+        self.agentID, self.session = hello.agent_id, session
+        replaced = self.registry.add(self)
+        if replaced is not None and replaced is not self:
+            replaced.close(REPLACED, "replaced by a newer connection")
+        log.info(
+            "agent {agentId} connected ({hostname}); requeued {requeued}, cancels {cancels}",
+            agentId=hello.agent_id,
+            hostname=hello.hostname,
+            requeued=len(welcome.requeued),
+            cancels=len(welcome.cancel),
+        )
+        self.send(
+            {
+                "type": "welcome",
+                "agent_id": hello.agent_id,
+                "master": self.registry.master,
+                "heartbeat_s": self.settings.heartbeat_s,
+                "agent_timeout_s": self.settings.agent_timeout_s,
+            }
+        )
+        if welcome.operator_limits:
+            self.send({"type": "limits", **welcome.operator_limits})
+        for taskID, attempt in welcome.cancel:
+            self.sendCancel(taskID, attempt, "not this agent's attempt")
+        self.registry.onAgentReady(hello.agent_id)

@@ -1,0 +1,281 @@
+"""
+Agents as the HTTP API shows and steers them (the seed's "Agent
+Information"): read from the database, so any master answers for any agent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg2.extras import Json
+
+from masterd._time import isoformat
+from masterd.db import Pool, Transaction
+from masterd.errors import Conflict, InvalidField, NoSuchResource
+from masterd.events import AgentLimitsChanged, EventBus
+from masterd.jobs.views import ATTEMPT_COLUMNS, attemptDocument, jobRef
+
+AGENT_STATES = ("idle", "busy", "offline", "disabled")
+LIMIT_KEYS = ("max_tasks", "max_ram_mb", "max_cpus")
+
+_COLUMNS = (
+    "a.id, a.hostname, a.os, a.version, a.cpus, a.ram_mb, a.gpus, a.tags, a.extra_tags,"
+    " a.software, a.max_tasks, a.agent_limits, a.operator_limits, a.enabled, a.master,"
+    " a.connected_at, a.disconnected_at, a.last_seen, a.usage, a.created_at, s.state"
+)
+_STATE = (
+    " CROSS JOIN LATERAL (SELECT CASE WHEN NOT a.enabled THEN 'disabled'"
+    " WHEN a.session IS NULL THEN 'offline'"
+    " WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.agent_id = a.id"
+    " AND t.state IN ('assigned', 'running')) THEN 'busy' ELSE 'idle' END AS state) s"
+)
+
+
+def agentHref(agentID: Any) -> str:
+    return f"/api/v1/agents/{agentID}"
+
+
+def effectiveLimits(
+    cpus: int, ramMB: int, maxTasks: int, agent: dict[str, Any], operator: dict[str, Any]
+) -> dict[str, int]:
+    """
+    The lower of what the agent has, what it allows, and what an operator set.
+    """
+
+    def lowest(*values: Any) -> int:
+        return min(v for v in values if isinstance(v, int) and v > 0)
+
+    return {
+        "max_tasks": lowest(maxTasks, agent.get("max_tasks"), operator.get("max_tasks")),
+        "max_ram_mb": lowest(
+            ramMB or 2**31 - 1, agent.get("max_ram_mb"), operator.get("max_ram_mb")
+        ),
+        "max_cpus": lowest(cpus or 2**31 - 1, agent.get("max_cpus"), operator.get("max_cpus")),
+    }
+
+
+def agentDocument(row: tuple[Any, ...]) -> dict[str, Any]:
+    (agentID, hostname, os, version, cpus, ramMB, gpus, tags, extraTags, software, maxTasks,
+     agentLimits, operatorLimits, enabled, master, connectedAt, disconnectedAt, lastSeen, usage,
+     createdAt, state) = row  # fmt: skip
+    href = agentHref(agentID)
+    return {
+        "id": str(agentID),
+        "href": href,
+        "hostname": hostname,
+        "state": state,
+        "enabled": enabled,
+        "master": master,
+        "connected_at": isoformat(connectedAt),
+        "disconnected_at": isoformat(disconnectedAt),
+        "last_seen": isoformat(lastSeen),
+        "created_at": isoformat(createdAt),
+        "os": os,
+        "version": version,
+        "cpus": cpus,
+        "ram_mb": ramMB,
+        "gpus": gpus,
+        "tags": sorted(set(tags) | set(extraTags)),
+        "agent_tags": list(tags),
+        "operator_tags": list(extraTags),
+        "software": software,
+        "limits": effectiveLimits(cpus, ramMB, maxTasks, agentLimits, operatorLimits),
+        "agent_limits": {"max_tasks": maxTasks, **agentLimits},
+        "operator_limits": operatorLimits,
+        "usage": usage,
+        "tasks": f"{href}/tasks",
+        "failures": f"{href}/failures",
+        "jobs": f"{href}/jobs",
+        "exceptions": f"{href}/exceptions",
+    }
+
+
+def parseAgentPatch(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidField("(body)", "must be an object")
+    if not body:
+        raise InvalidField("(body)", "names no change; fields: enabled, limits, tags")
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "enabled":
+            if not isinstance(value, bool):
+                raise InvalidField("enabled", "must be true or false")
+            changes["enabled"] = value
+        elif key == "limits":
+            if not isinstance(value, dict):
+                raise InvalidField("limits", "must be an object")
+            limits: dict[str, int | None] = {}
+            for name, limit in value.items():
+                if name not in LIMIT_KEYS:
+                    known = ", ".join(LIMIT_KEYS)
+                    raise InvalidField(f"limits.{name}", f"is not a known limit; known: {known}")
+                if limit is not None and (
+                    not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+                ):
+                    raise InvalidField(f"limits.{name}", "must be a positive integer or null")
+                limits[name] = limit
+            changes["limits"] = limits
+        elif key == "tags":
+            if not isinstance(value, list) or not all(
+                isinstance(t, str) and t.strip() for t in value
+            ):
+                raise InvalidField("tags", "must be an array of non-empty strings")
+            changes["tags"] = sorted(set(value))
+        else:
+            raise InvalidField(key, "cannot be changed; fields: enabled, limits, tags")
+    return changes
+
+
+class AgentDirectory:
+    def __init__(self, pool: Pool, events: EventBus) -> None:
+        self._pool = pool
+        self._events = events
+
+    async def _get(self, txn: Transaction, agentID: str) -> dict[str, Any]:
+        rows = await txn.query(f"SELECT {_COLUMNS} FROM agents a {_STATE} WHERE a.id = %s",
+                               (agentID,))  # fmt: skip
+        if not rows:
+            raise NoSuchResource("agent", agentID)
+        return agentDocument(rows[0])
+
+    async def get(self, agentID: str) -> dict[str, Any]:
+        return await self._pool.transaction(lambda txn: self._get(txn, agentID))
+
+    async def listAgents(
+        self, *, state: str | None, tag: str | None, limit: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if state is not None:
+            where.append("s.state = %s")
+            params.append(state)
+        if tag is not None:
+            where.append("(%s = ANY (a.tags) OR %s = ANY (a.extra_tags))")
+            params += [tag, tag]
+        if after is not None:
+            where.append("a.id > %s")
+            params.append(after)
+        params.append(limit + 1)
+        rows = await self._pool.query(
+            f"SELECT {_COLUMNS} FROM agents a {_STATE} WHERE {' AND '.join(where)}"
+            " ORDER BY a.id LIMIT %s",
+            params,
+        )
+        return [agentDocument(r) for r in rows[:limit]], len(rows) > limit
+
+    async def patch(self, agentID: str, changes: dict[str, Any]) -> dict[str, Any]:
+        async def work(txn: Transaction) -> dict[str, Any]:
+            current = await self._get(txn, agentID)
+            sets: list[str] = []
+            params: list[Any] = []
+            if "enabled" in changes:
+                sets.append("enabled = %s")
+                params.append(changes["enabled"])
+            if "tags" in changes:
+                sets.append("extra_tags = %s")
+                params.append(changes["tags"])
+            if "limits" in changes:
+                merged = dict(current["operator_limits"])
+                for name, value in changes["limits"].items():
+                    if value is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = value
+                sets.append("operator_limits = %s")
+                params.append(Json(merged))
+            await txn.execute(
+                f"UPDATE agents SET {', '.join(sets)} WHERE id = %s", (*params, agentID)
+            )
+            return await self._get(txn, agentID)
+
+        document = await self._pool.transaction(work)
+        if "limits" in changes:
+            self._events.publish(AgentLimitsChanged(agentID, document["operator_limits"]))
+        return document
+
+    async def delete(self, agentID: str) -> None:
+        async def work(txn: Transaction) -> None:
+            rows = await txn.query(
+                "DELETE FROM agents WHERE id = %s AND session IS NULL RETURNING id", (agentID,)
+            )
+            if not rows:
+                current = await self._get(txn, agentID)
+                raise Conflict(
+                    f"agent {agentID} is connected to {current['master']}; only offline"
+                    " agents can be deleted",
+                    state=current["state"],
+                )
+
+        await self._pool.transaction(work)
+
+    async def _exists(self, txn: Transaction, agentID: str) -> None:
+        if not await txn.query("SELECT 1 FROM agents WHERE id = %s", (agentID,)):
+            raise NoSuchResource("agent", agentID)
+
+    async def failures(self, agentID: str, limit: int) -> list[dict[str, Any]]:
+        async def work(txn: Transaction) -> list[dict[str, Any]]:
+            await self._exists(txn, agentID)
+            rows = await txn.query(
+                f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE agent_id = %s"
+                " AND state = 'failed' ORDER BY finished_at DESC LIMIT %s",
+                (agentID, limit),
+            )
+            return [attemptDocument(r) for r in rows]
+
+        return await self._pool.transaction(work)
+
+    async def jobs(self, agentID: str, limit: int) -> list[dict[str, Any]]:
+        async def work(txn: Transaction) -> list[dict[str, Any]]:
+            await self._exists(txn, agentID)
+            rows = await txn.query(
+                "SELECT job_id, count(*), count(*) FILTER (WHERE state = 'done'),"
+                " count(*) FILTER (WHERE state = 'failed'), max(started_at)"
+                " FROM task_attempts WHERE agent_id = %s GROUP BY job_id"
+                " ORDER BY max(started_at) DESC LIMIT %s",
+                (agentID, limit),
+            )
+            return [
+                {"job": jobRef(j), "attempts": n, "done": d, "failed": f,
+                 "last_started_at": isoformat(last)}
+                for j, n, d, f, last in rows
+            ]  # fmt: skip
+
+        return await self._pool.transaction(work)
+
+    async def exceptions(self, agentID: str, limit: int) -> list[dict[str, Any]]:
+        async def work(txn: Transaction) -> list[dict[str, Any]]:
+            await self._exists(txn, agentID)
+            rows = await txn.query(
+                "SELECT at, message, traceback FROM agent_exceptions WHERE agent_id = %s"
+                " ORDER BY id DESC LIMIT %s",
+                (agentID, limit),
+            )
+            return [
+                {"at": isoformat(at), "message": message, "traceback": tb}
+                for at, message, tb in rows
+            ]
+
+        return await self._pool.transaction(work)
+
+    async def taskLog(self, taskID: int, attempt: int | None, after: int) -> tuple[int, list[str]]:
+        """
+        The lines of an attempt's log after line number C{after} (lines are
+        numbered from 1); the attempt defaults to the task's current one.
+        """
+
+        async def work(txn: Transaction) -> tuple[int, list[str]]:
+            rows = await txn.query("SELECT attempt FROM tasks WHERE id = %s", (taskID,))
+            if not rows:
+                raise NoSuchResource("task", taskID)
+            chosen = rows[0][0] if attempt is None else attempt
+            chunks = await txn.query(
+                "SELECT first_line, lines FROM task_logs WHERE task_id = %s AND attempt = %s"
+                " AND first_line + cardinality(lines) > %s ORDER BY first_line",
+                (taskID, chosen, after),
+            )
+            lines: list[str] = []
+            for first, chunk in chunks:
+                lines.extend(chunk[max(0, after - first) :])
+            return chosen, lines
+
+        return await self._pool.transaction(work)

@@ -1,0 +1,236 @@
+"""
+Agents in PostgreSQL: who they are, which master holds them, what they
+report. The talkback side writes here; the HTTP side reads and steers.
+
+A connection is identified by a session id. Every write on behalf of a
+connection names its session, so a master holding a stale connection (the
+agent has since reconnected, here or elsewhere) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from attrs import frozen
+from psycopg2.extras import Json
+
+from masterd.db import Pool, Transaction
+from masterd.jobs import lifecycle
+
+from .messages import Hello, Limits, Log, TaskUpdate
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@frozen
+class Welcome:
+    """
+    What the master learned while accepting a hello.
+    """
+
+    #: The master and session that held the agent before, if any.
+    previous_master: str | None
+    previous_session: str | None
+    #: Tasks the master had on the agent that it no longer runs: requeued.
+    requeued: tuple[tuple[int, int], ...]
+    #: Tasks the agent runs that are no longer its own: to cancel.
+    cancel: tuple[tuple[int, int], ...]
+    enabled: bool
+    operator_limits: dict[str, Any]
+
+
+@frozen
+class UpdateResult:
+    outcome: lifecycle.Outcome
+    #: A stale report for an attempt that was canceled: the agent already
+    #: got its cancel, so no second one is sent.
+    already_canceled: bool = False
+
+
+class AgentStore:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def connect(self, hello: Hello, master: str, session: str, now: float) -> Welcome:
+        async def work(txn: Transaction) -> Welcome:
+            previous = await txn.query(
+                "SELECT master, session FROM agents WHERE id = %s FOR UPDATE", (hello.agent_id,)
+            )
+            rows = await txn.query(
+                "INSERT INTO agents (id, hostname, os, version, cpus, ram_mb, gpus, tags,"
+                " software, max_tasks, master, session, connected_at, disconnected_at,"
+                " last_seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s)"
+                " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
+                " os = EXCLUDED.os, version = EXCLUDED.version, cpus = EXCLUDED.cpus,"
+                " ram_mb = EXCLUDED.ram_mb, gpus = EXCLUDED.gpus, tags = EXCLUDED.tags,"
+                " software = EXCLUDED.software, max_tasks = EXCLUDED.max_tasks,"
+                " master = EXCLUDED.master, session = EXCLUDED.session,"
+                " connected_at = EXCLUDED.connected_at, disconnected_at = NULL,"
+                " last_seen = EXCLUDED.last_seen"
+                " RETURNING enabled, operator_limits",
+                (
+                    hello.agent_id,
+                    hello.hostname,
+                    hello.os,
+                    hello.version,
+                    hello.cpus,
+                    hello.ram_mb,
+                    hello.gpus,
+                    list(hello.tags),
+                    Json(hello.software),
+                    hello.max_tasks,
+                    master,
+                    session,
+                    _ts(now),
+                    _ts(now),
+                ),
+            )
+            enabled, operatorLimits = rows[0]
+            active = {
+                (r[0], r[1])
+                for r in await txn.query(
+                    "SELECT id, attempt FROM tasks WHERE agent_id = %s"
+                    " AND state IN ('assigned', 'running') ORDER BY id FOR UPDATE",
+                    (hello.agent_id,),
+                )
+            }
+            listed = set(hello.running)
+            requeued = sorted(active - listed)
+            for taskID, attempt in requeued:
+                await lifecycle.requeue(
+                    txn, hello.agent_id, taskID, attempt, "lost",
+                    "the agent reconnected without it",
+                )  # fmt: skip
+            return Welcome(
+                previous_master=previous[0][0] if previous else None,
+                previous_session=str(previous[0][1]) if previous and previous[0][1] else None,
+                requeued=tuple(requeued),
+                cancel=tuple(sorted(listed - active)),
+                enabled=enabled,
+                operator_limits=operatorLimits,
+            )
+
+        return await self._pool.transaction(work)
+
+    async def disconnect(self, agentID: str, session: str, now: float) -> bool:
+        rows = await self._pool.query(
+            "UPDATE agents SET master = NULL, session = NULL, disconnected_at = %s,"
+            " last_seen = greatest(last_seen, %s) WHERE id = %s AND session = %s RETURNING id",
+            (_ts(now), _ts(now), agentID, session),
+        )
+        return bool(rows)
+
+    async def flush(self, seen: Sequence[tuple[str, str, float, dict[str, Any] | None]]) -> None:
+        """
+        Write the last-seen times (and latest usage) of many agents in one
+        statement: (agent id, session, seen at, usage or None).
+        """
+        if not seen:
+            return
+        await self._pool.query(
+            "UPDATE agents a SET last_seen = x.seen, usage = coalesce(x.usage, a.usage)"
+            " FROM unnest(%s::uuid[], %s::uuid[], %s::timestamptz[], %s::jsonb[])"
+            " AS x (id, session, seen, usage)"
+            " WHERE a.id = x.id AND a.session = x.session",
+            (
+                [s[0] for s in seen],
+                [s[1] for s in seen],
+                [_ts(s[2]) for s in seen],
+                [Json(s[3]) if s[3] is not None else None for s in seen],
+            ),
+        )
+
+    async def agentLimits(self, agentID: str, session: str, limits: Limits) -> None:
+        await self._pool.query(
+            "UPDATE agents SET agent_limits = agent_limits || %s WHERE id = %s AND session = %s",
+            (Json(limits.asJSON()), agentID, session),
+        )
+
+    async def exception(self, agentID: str, message: str, traceback: str | None) -> None:
+        async def work(txn: Transaction) -> None:
+            await txn.execute(
+                "INSERT INTO agent_exceptions (agent_id, message, traceback) VALUES (%s, %s, %s)",
+                (agentID, message, traceback),
+            )
+            # Keep the latest hundred per agent.
+            await txn.execute(
+                "DELETE FROM agent_exceptions WHERE agent_id = %s AND id <= ("
+                " SELECT id FROM agent_exceptions WHERE agent_id = %s"
+                " ORDER BY id DESC OFFSET 100 LIMIT 1)",
+                (agentID, agentID),
+            )
+
+        await self._pool.transaction(work)
+
+    async def log(self, agentID: str, log: Log) -> lifecycle.Outcome:
+        """
+        Store a log message's lines after the attempt's last line, if the
+        attempt is still this agent's.
+        """
+        rows = await self._pool.query(
+            "INSERT INTO task_logs (task_id, attempt, first_line, lines)"
+            " SELECT %s, %s, coalesce((SELECT max(first_line + cardinality(lines))"
+            " FROM task_logs WHERE task_id = %s AND attempt = %s), 0), %s"
+            " WHERE EXISTS (SELECT 1 FROM tasks WHERE id = %s AND attempt = %s"
+            " AND agent_id = %s AND state IN ('assigned', 'running'))"
+            " RETURNING first_line",
+            (log.task_id, log.attempt, log.task_id, log.attempt, list(log.lines),
+             log.task_id, log.attempt, agentID),
+        )  # fmt: skip
+        return lifecycle.Outcome.applied if rows else lifecycle.Outcome.stale
+
+    async def taskUpdate(self, agentID: str, update: TaskUpdate) -> UpdateResult:
+        async def work(txn: Transaction) -> UpdateResult:
+            t, a = update.task_id, update.attempt
+            if update.state == "running":
+                outcome = await lifecycle.running(txn, agentID, t, a, update.progress)
+            elif update.state == "done":
+                outcome = await lifecycle.done(txn, agentID, t, a, update.exit_code)
+            elif update.state == "failed":
+                outcome = await lifecycle.failed(
+                    txn, agentID, t, a, update.exit_code, update.message
+                )
+            else:
+                outcome = await lifecycle.requeue(
+                    txn, agentID, t, a, "rejected", update.message or "rejected by the agent"
+                )
+            if outcome is lifecycle.Outcome.applied:
+                return UpdateResult(outcome)
+            rows = await txn.query(
+                "SELECT state FROM task_attempts WHERE task_id = %s AND attempt = %s"
+                " AND agent_id = %s",
+                (t, a, agentID),
+            )
+            return UpdateResult(outcome, already_canceled=bool(rows) and rows[0][0] == "canceled")
+
+        return await self._pool.transaction(work)
+
+    async def reap(self, cutoff: float) -> list[tuple[str, int, int]]:
+        """
+        Requeue, as lost, the tasks of agents that have been offline since
+        before C{cutoff} (the lost grace has passed without a reconnect).
+        """
+
+        async def work(txn: Transaction) -> list[tuple[str, int, int]]:
+            rows = await txn.query(
+                "SELECT t.agent_id, t.id, t.attempt FROM tasks t JOIN agents a"
+                " ON a.id = t.agent_id WHERE t.state IN ('assigned', 'running')"
+                " AND a.session IS NULL AND a.disconnected_at < %s"
+                " ORDER BY t.id FOR UPDATE OF t SKIP LOCKED",
+                (_ts(cutoff),),
+            )
+            lost = []
+            for agentID, taskID, attempt in rows:
+                outcome = await lifecycle.requeue(
+                    txn, str(agentID), taskID, attempt, "lost",
+                    "the agent was offline longer than the lost grace",
+                )  # fmt: skip
+                if outcome is lifecycle.Outcome.applied:
+                    lost.append((str(agentID), taskID, attempt))
+            return lost
+
+        return await self._pool.transaction(work)
