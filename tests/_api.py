@@ -102,7 +102,7 @@ class API:
 async def startAPI(
     case: TestCase,
     maxFrames: int = 1_000_000,
-    settings: TalkbackSettings = TalkbackSettings(),
+    settings: TalkbackSettings | None = None,
     clock: Any = None,
 ) -> API:
     dsn = await freshDatabase(case)
@@ -111,6 +111,7 @@ async def startAPI(
     case.addCleanup(pool.close)
     events = EventBus()
     stats = MasterStats(now=reactor.seconds)
+    settings = settings or TalkbackSettings()
     auth = Authenticator(
         TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
         for name, t in TOKENS.items()

@@ -22,6 +22,40 @@ from ._request import MasterRequest
 log = Logger()
 
 
+class _Tracked:
+    """
+    Sits between a connection's transport and its HTTP protocol, to learn
+    when the connection is gone. (Setting C{connectionLost} on the protocol
+    itself does not survive a WebSocket upgrade, which replaces it.) Only
+    arriving data and the end pass through here; writes go straight to the
+    transport.
+    """
+
+    transport: Any = None
+
+    def __init__(self, site: MasterSite, wrapped: Any) -> None:
+        self._site = site
+        self.wrapped = wrapped
+
+    @property
+    def channel(self) -> Any:
+        return getattr(self.wrapped, "_channel", self.wrapped)
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+        self.wrapped.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.wrapped.dataReceived(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._site._lost(self)
+        self.wrapped.connectionLost(reason)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
 class MasterSite(Site):
     """
     A site that knows its counters and body limit, and keeps track of its
@@ -43,7 +77,7 @@ class MasterSite(Site):
         self.accessLog = AccessLog(lambda: self.reactor)
         self.stats = stats
         self.maxBodyBytes = maxBodyBytes
-        self.connections: set[Any] = set()
+        self.connections: set[_Tracked] = set()
         self._allClosed: list[Deferred[None]] = []
 
     def log(self, request: Any) -> None:
@@ -57,21 +91,16 @@ class MasterSite(Site):
         protocol = super().buildProtocol(addr)
         if protocol is None:
             return None
-        original = protocol.connectionLost
+        tracked = _Tracked(self, protocol)
+        self.connections.add(tracked)
+        return tracked
 
-        def connectionLost(reason: Any) -> None:
-            self.connections.discard(protocol)
-            try:
-                original(reason)
-            finally:
-                if not self.connections:
-                    waiting, self._allClosed = self._allClosed, []
-                    for d in waiting:
-                        d.callback(None)
-
-        protocol.connectionLost = connectionLost
-        self.connections.add(protocol)
-        return protocol
+    def _lost(self, tracked: _Tracked) -> None:
+        self.connections.discard(tracked)
+        if not self.connections:
+            waiting, self._allClosed = self._allClosed, []
+            for d in waiting:
+                d.callback(None)
 
     def closeConnections(self, reactor: IReactorTime, timeout: float = 5.0) -> Deferred[None]:
         """
@@ -84,8 +113,8 @@ class MasterSite(Site):
             d.callback(None)
             return d
         self._allClosed.append(d)
-        for protocol in list(self.connections):
-            channel = getattr(protocol, "_channel", protocol)
+        for tracked in list(self.connections):
+            channel = tracked.channel
             if getattr(channel, "requests", None):
                 # Let the response under way finish, then close.
                 channel.persistent = False
@@ -93,9 +122,9 @@ class MasterSite(Site):
                 channel.loseConnection()
 
         def abort() -> None:
-            for protocol in list(self.connections):
-                if protocol.transport is not None:
-                    protocol.transport.abortConnection()
+            for tracked in list(self.connections):
+                if tracked.transport is not None:
+                    tracked.transport.abortConnection()
 
         call = reactor.callLater(timeout, abort)
 

@@ -160,9 +160,30 @@ class TalkbackConnection:
         self._tick = self._abort = None
         if self.registry.remove(self) and self.agentID and self.session:
             log.info("agent {agentId} disconnected", agentId=self.agentID)
-            Deferred.fromCoroutine(
-                self.registry.store.disconnect(self.agentID, self.session, self.clock.seconds())
-            ).addErrback(lambda f: log.failure("cannot mark agent offline", f))
+            Deferred.fromCoroutine(self._markOffline(self.agentID, self.session))
+
+    async def _markOffline(self, agentID: str, session: str) -> None:
+        try:
+            await self.registry.store.disconnect(agentID, session, self.clock.seconds())
+        except DatabaseUnavailable as e:
+            # The lost-grace sweep still finds the agent by its stale session
+            # once the master holding it is gone; nothing is lost.
+            log.warn("cannot mark agent {agentId} offline: {why}", agentId=agentID, why=str(e))
+        except Exception:
+            log.failure("cannot mark agent {agentId} offline", agentId=agentID)
+
+    def drained(self) -> Deferred[None]:
+        """
+        Fires once every message received so far has been handled.
+        """
+        d: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            d.callback(None)
+            return result
+
+        self._queue.addBoth(fire)
+        return d
 
     # -- sending ------------------------------------------------------------------
 
