@@ -4,6 +4,7 @@ C{twistd masterd}: command-line options and the service tree of one master.
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from typing import Any
@@ -130,9 +131,26 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     return Master(root, stats, database, http, api, events, jobs, registry, embedded)
 
 
+def raiseFileLimit() -> int:
+    """
+    Every agent holds a connection: allow as many open files as the system
+    lets this process have.
+    """
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        return soft
+    except (ValueError, OSError):
+        return -1
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    raiseFileLimit()
     master = buildMaster(options["parsed"], reactor)
     master.root.registerExitCode()
     return master.root
