@@ -198,6 +198,22 @@ class ConfigTests(SynchronousTestCase):
         [line] = self.problems(raw)
         self.assertTrue(line.startswith("m.yaml: master.name: must be 1-63 letters"))
 
+    def test_talkback(self) -> None:
+        config = parseConfig({"database": {"dsn": "x"}}, environ={})
+        t = config.talkback
+        self.assertEqual((t.heartbeat_s, t.agent_timeout_s, t.lost_grace_s), (10, 45, 45))
+        raw = {"database": {"dsn": "x"}, "talkback": {"agent_timeout_s": 90}}
+        self.assertEqual(parseConfig(raw, environ={}).talkback.lost_grace_s, 90)
+        raw["talkback"] = {"heartbeat_s": 30, "agent_timeout_s": 20, "max_message_bytes": 10}
+        self.assertEqual(
+            self.problems(raw),
+            [
+                "m.yaml: talkback.agent_timeout_s: must be longer than talkback.heartbeat_s"
+                " (30), not 20",
+                "m.yaml: talkback.max_message_bytes: must be at least 1024, not 10",
+            ],
+        )
+
     def test_unreadableAndInvalidYAML(self) -> None:
         with self.assertRaises(ConfigError) as caught:
             loadConfig("/nonexistent/m.yaml")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.task import Clock
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -519,3 +521,40 @@ class ReconnectTests(Base):
         _, _ = await self.joined(running=[{"task_id": b.task_id, "attempt": b.attempt}])
         self.clock.advance(100)
         self.assertEqual(await store.reap(self.clock.seconds() - 45), [])
+
+
+class ServiceTests(Base):
+    async def test_stopSaysGoingAway(self) -> None:
+        """
+        A master stopping cleanly closes every talkback connection with 1001
+        (going away), so agents reconnect elsewhere at once.
+        """
+        from masterd.talkback import GOING_AWAY, TalkbackService
+
+        await self.setUpTalkback()
+        _, first = await self.joined()
+        _, second = await self.joined(OTHER)
+        service = TalkbackService(self.registry, self.clock, 1.0, 45.0, 5.0)
+        await service.start()
+        await service.stop()
+        self.assertEqual((first.closed, second.closed), (GOING_AWAY, GOING_AWAY))
+
+    async def test_flushAndReapLoops(self) -> None:
+        from masterd.talkback import TalkbackService
+
+        await self.setUpTalkback()
+        self.clock.advance(1_800_000_000)
+        connection, _ = await self.joined()
+        [a] = await self.assign()
+        service = TalkbackService(self.registry, self.clock, 1.0, 45.0, 5.0)
+        await service.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(service.stop()))
+        connection.connectionLost(Failure(ConnectionError("dropped")))
+        await connection.drained()
+        self.clock.advance(46)  # past the grace: the sweep due now requeues the task
+        for _ in range(100):
+            task = await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}")
+            if task["state"] == "queued":
+                break
+            await deferLater(reactor, 0.02)
+        self.assertEqual(task["state"], "queued")

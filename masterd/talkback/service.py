@@ -7,7 +7,6 @@ reconnect elsewhere at once.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -69,17 +68,10 @@ class TalkbackService(StagedService):
         for loop in (self._flush, self._reap):
             if loop.running:
                 loop.stop()
+        # Closing handshakes finish while the HTTP service closes its
+        # connections next (it aborts whatever is left after a few seconds).
         self.registry.closeAll(GOING_AWAY, "master shutting down")
         try:
             await self.registry.flush()
         except DatabaseUnavailable:
             pass
-        # Give the closing handshakes a moment; the HTTP service aborts
-        # whatever is left when it closes its connections.
-        await _sleep(self.clock, 0.1 if self.registry.connections else 0)
-
-
-def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    clock.callLater(seconds, d.callback, None)
-    return d
