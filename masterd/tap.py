@@ -14,10 +14,11 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from masterd.config import Config, ConfigError, loadConfig
-from masterd.db import DatabaseService, EmbeddedPostgresService
+from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService
 from masterd.events import EventBus
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.jobs import JobStore
+from masterd.scheduler import Scheduler, SchedulerSettings
 from masterd.service import MasterService
 from masterd.stats import MasterStats, StatsService
 from masterd.talkback import (
@@ -63,6 +64,7 @@ class Master:
     events: EventBus
     jobs: JobStore
     registry: AgentRegistry
+    scheduler: Scheduler
     embedded: EmbeddedPostgresService | None
 
 
@@ -98,7 +100,9 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     jobs = JobStore(database.pool, events)
     auth = Authenticator(config.tokens)
     t = config.talkback
-    registry = AgentRegistry(config.master.name, AgentStore(database.pool), events, reactor)
+    batcher = Batcher(database.pool, config.scheduler.max_batch)
+    agentStore = AgentStore(database.pool, batcher, config.scheduler.blocklist_after)
+    registry = AgentRegistry(config.master.name, agentStore, events, reactor)
     talkback = TalkbackFactory(
         registry,
         auth,
@@ -128,7 +132,20 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     TalkbackService(
         registry, reactor, t.flush_s, t.lost_grace_s, t.reap_interval_s
     ).setServiceParent(root)
-    return Master(root, stats, database, http, api, events, jobs, registry, embedded)
+    s = config.scheduler
+    scheduler = Scheduler(
+        batcher,
+        registry,
+        events,
+        reactor,
+        SchedulerSettings(
+            sweep_s=s.sweep_s,
+            assign_timeout_s=s.assign_timeout_s,
+            blocklist_after=s.blocklist_after,
+        ),
+    )
+    scheduler.setServiceParent(root)
+    return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
 
 
 def raiseFileLimit() -> int:

@@ -104,11 +104,13 @@ class TreeTests(SynchronousTestCase):
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
             [s.name for s in master.root],
-            ["embedded-postgres", "database", "stats", "http", "talkback"],
+            ["embedded-postgres", "database", "stats", "http", "talkback", "scheduler"],
         )
         config = parseConfig({"database": {"dsn": "dbname=x"}}, environ={})
         master = buildMaster(config, MemoryReactorClock())
-        self.assertEqual([s.name for s in master.root], ["database", "stats", "http", "talkback"])
+        self.assertEqual(
+            [s.name for s in master.root], ["database", "stats", "http", "talkback", "scheduler"]
+        )
 
 
 class PluginTests(SynchronousTestCase):

@@ -552,7 +552,7 @@ class ServiceTests(Base):
         connection.connectionLost(Failure(ConnectionError("dropped")))
         await connection.drained()
         self.clock.advance(46)  # past the grace: the sweep due now requeues the task
-        for _ in range(100):
+        for _ in range(500):
             task = await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}")
             if task["state"] == "queued":
                 break

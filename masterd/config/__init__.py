@@ -12,6 +12,7 @@ from ._model import (
     MasterConfig,
     PoolConfig,
     Role,
+    SchedulerConfig,
     TalkbackConfig,
     TokenConfig,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "MasterConfig",
     "PoolConfig",
     "Role",
+    "SchedulerConfig",
     "TalkbackConfig",
     "TokenConfig",
     "loadConfig",

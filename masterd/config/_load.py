@@ -22,6 +22,7 @@ from ._model import (
     MasterConfig,
     PoolConfig,
     Role,
+    SchedulerConfig,
     TalkbackConfig,
     TokenConfig,
 )
@@ -93,6 +94,7 @@ def parseConfig(
     tokens = _tokens(top.section("auth"), env)
     limits = _limits(top.section("limits"))
     talkback = _talkback(top.section("talkback"))
+    scheduler = _scheduler(top.section("scheduler"))
     top.finish()
     if problems:
         raise ConfigError([f"{source}: {key}: {message}" for key, message in problems.items])
@@ -104,6 +106,19 @@ def parseConfig(
         tokens=tokens,
         limits=limits,
         talkback=talkback,
+        scheduler=scheduler,
+    )
+
+
+def _scheduler(s: Section) -> SchedulerConfig:
+    d = SchedulerConfig()
+    sweep = s.number("sweep_s", d.sweep_s, positive=True)
+    assign = s.number("assign_timeout_s", d.assign_timeout_s, positive=True)
+    blocklist = s.integer("blocklist_after", d.blocklist_after, minimum=0)
+    batch = s.integer("max_batch", d.max_batch, minimum=1, maximum=100_000)
+    s.finish()
+    return SchedulerConfig(
+        sweep_s=sweep, assign_timeout_s=assign, blocklist_after=blocklist, max_batch=batch
     )
 
 

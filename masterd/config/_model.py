@@ -72,6 +72,14 @@ class TalkbackConfig:
 
 
 @frozen
+class SchedulerConfig:
+    sweep_s: float = 5.0
+    assign_timeout_s: float = 60.0
+    blocklist_after: int = 3
+    max_batch: int = 500
+
+
+@frozen
 class MasterConfig:
     name: str
 
@@ -85,3 +93,4 @@ class Config:
     tokens: tuple[TokenConfig, ...]
     limits: LimitsConfig
     talkback: TalkbackConfig = TalkbackConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()

@@ -3,6 +3,7 @@ PostgreSQL, the single source of truth: the pool, migrations, the embedded
 server and the service that keeps them connected.
 """
 
+from ._batch import Batcher
 from ._embedded import EmbeddedPostgresService
 from ._migrate import MIGRATION_LOCK, Migration, migrate, packagedMigrations
 from ._pool import DatabaseUnavailable, Pool, Transaction
@@ -10,6 +11,7 @@ from ._service import DatabaseService
 
 __all__ = [
     "MIGRATION_LOCK",
+    "Batcher",
     "DatabaseService",
     "DatabaseUnavailable",
     "EmbeddedPostgresService",

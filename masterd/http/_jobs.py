@@ -81,6 +81,11 @@ class JobRoutes:
     async def retryJob(self, request: IRequest, jobID: int) -> bytes:
         return jsonResponse(request, await self.jobs.retryJob(jobID))
 
+    @app.route(f"/api/v1/jobs/<{ID}:jobID>/blocklist/clear", methods=["POST"])
+    @requires(Role.operator)
+    async def clearBlocklist(self, request: IRequest, jobID: int) -> bytes:
+        return jsonResponse(request, await self.jobs.clearBlocklist(jobID))
+
     @app.route(f"/api/v1/jobs/<{ID}:jobID>/tasks", methods=["GET"])
     @requires(Role.viewer)
     async def listTasks(self, request: IRequest, jobID: int) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from attrs import frozen
@@ -45,6 +46,8 @@ class Assignment:
     cwd: str | None
     frames: list[int]
     timeout_s: int | None
+    #: What the task takes of its agent: (cpus, ram_mb, gpus).
+    requirements: tuple[int, int, int] = (0, 0, 0)
 
     def asJSON(self) -> dict[str, Any]:
         return {
@@ -60,7 +63,13 @@ class Assignment:
         }
 
 
-async def assign(txn: Transaction, agentID: str, taskIDs: Sequence[int]) -> list[Assignment]:
+def _at(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)
+
+
+async def assign(
+    txn: Transaction, agentID: str, taskIDs: Sequence[int], at: float | None = None
+) -> list[Assignment]:
     """
     Hand queued tasks to an agent: a new attempt each. Tasks that are no
     longer queued (taken by another claimer, canceled) are skipped.
@@ -77,22 +86,23 @@ async def assign(txn: Transaction, agentID: str, taskIDs: Sequence[int]) -> list
     if not rows:
         return []
     await txn.execute(
-        "INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state)"
-        " SELECT x.task_id, x.attempt, x.job_id, %s, 'assigned'"
+        "INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state, started_at)"
+        " SELECT x.task_id, x.attempt, x.job_id, %s, 'assigned', coalesce(%s, now())"
         " FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS x (task_id, attempt, job_id)",
-        (agentID, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+        (agentID, _at(at), [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
     )
     jobIDs = sorted({r[2] for r in rows})
     jobs = {
         j[0]: j[1:]
         for j in await txn.query(
-            "SELECT id, title, command, env, cwd, task_timeout_s FROM jobs WHERE id = ANY (%s)",
+            "SELECT id, title, command, env, cwd, task_timeout_s, req_cpus, req_ram_mb, req_gpus"
+            " FROM jobs WHERE id = ANY (%s)",
             (jobIDs,),
         )
     }
     assignments = []
     for taskID, attempt, jobID, frames, taskCommand in rows:
-        title, jobCommand, env, cwd, timeout = jobs[jobID]
+        title, jobCommand, env, cwd, timeout, cpus, ram, gpus = jobs[jobID]
         command = taskCommand if taskCommand is not None else jobCommand
         assignments.append(
             Assignment(
@@ -105,6 +115,7 @@ async def assign(txn: Transaction, agentID: str, taskIDs: Sequence[int]) -> list
                 cwd=cwd,
                 frames=frames,
                 timeout_s=timeout,
+                requirements=(cpus, ram, gpus),
             )
         )
     return assignments
@@ -114,14 +125,19 @@ _FENCE = "id = %s AND attempt = %s AND agent_id = %s AND state IN ('assigned', '
 
 
 async def running(
-    txn: Transaction, agentID: str, taskID: int, attempt: int, progress: float | None = None
+    txn: Transaction,
+    agentID: str,
+    taskID: int,
+    attempt: int,
+    progress: float | None = None,
+    at: float | None = None,
 ) -> Outcome:
     rows = await txn.query(
         "UPDATE tasks SET state = 'running',"
-        " started_at = coalesce(started_at, now()),"
+        " started_at = coalesce(started_at, %s, now()),"
         " progress = coalesce(%s, progress)"
         f" WHERE {_FENCE} RETURNING id",
-        (progress, taskID, attempt, agentID),
+        (_at(at), progress, taskID, attempt, agentID),
     )
     if not rows:
         return Outcome.stale
@@ -134,17 +150,23 @@ async def running(
 
 
 async def done(
-    txn: Transaction, agentID: str, taskID: int, attempt: int, exitCode: int | None = 0
+    txn: Transaction,
+    agentID: str,
+    taskID: int,
+    attempt: int,
+    exitCode: int | None = 0,
+    at: float | None = None,
 ) -> Outcome:
+    when = _at(at)
     rows = await txn.query(
         "UPDATE tasks SET state = 'done', progress = 1, exit_code = %s, error = NULL,"
-        " started_at = coalesce(started_at, now()), finished_at = now()"
+        " started_at = coalesce(started_at, %s, now()), finished_at = coalesce(%s, now())"
         f" WHERE {_FENCE} RETURNING id",
-        (exitCode, taskID, attempt, agentID),
+        (exitCode, when, when, taskID, attempt, agentID),
     )
     if not rows:
         return Outcome.stale
-    await _closeAttempt(txn, taskID, attempt, "done", exitCode, None)
+    await _closeAttempt(txn, taskID, attempt, "done", exitCode, None, when)
     return Outcome.applied
 
 
@@ -155,30 +177,50 @@ async def failed(
     attempt: int,
     exitCode: int | None,
     error: str | None,
+    at: float | None = None,
+    blocklistAfter: int = 0,
 ) -> Outcome:
     """
     A failed attempt: back to queued while failures stay within the job's
-    max_retries, otherwise the task fails.
+    max_retries, otherwise the task fails. With C{blocklistAfter}, the
+    agent's failures on the job are counted, and past that many the agent
+    gets no more of the job's tasks.
     """
+    when = _at(at)
     rows = await txn.query(
         "UPDATE tasks t SET failures = t.failures + 1,"
         " state = CASE WHEN t.failures + 1 <= j.max_retries THEN 'queued' ELSE 'failed' END,"
         " agent_id = CASE WHEN t.failures + 1 <= j.max_retries THEN NULL ELSE t.agent_id END,"
-        " finished_at = CASE WHEN t.failures + 1 <= j.max_retries THEN NULL ELSE now() END,"
+        " finished_at = CASE WHEN t.failures + 1 <= j.max_retries THEN NULL"
+        " ELSE coalesce(%s, now()) END,"
         " exit_code = %s, error = %s"
         " FROM jobs j WHERE j.id = t.job_id AND t.id = %s AND t.attempt = %s"
         " AND t.agent_id = %s AND t.state IN ('assigned', 'running')"
-        " RETURNING t.id",
-        (exitCode, error, taskID, attempt, agentID),
+        " RETURNING t.job_id",
+        (when, exitCode, error, taskID, attempt, agentID),
     )
     if not rows:
         return Outcome.stale
-    await _closeAttempt(txn, taskID, attempt, "failed", exitCode, error)
+    await _closeAttempt(txn, taskID, attempt, "failed", exitCode, error, when)
+    if blocklistAfter > 0:
+        await txn.execute(
+            "INSERT INTO job_blocklist (job_id, agent_id, failures, blocked)"
+            " VALUES (%s, %s, 1, 1 >= %s) ON CONFLICT (job_id, agent_id) DO UPDATE"
+            " SET failures = job_blocklist.failures + 1,"
+            " blocked = job_blocklist.failures + 1 >= %s",
+            (rows[0][0], agentID, blocklistAfter, blocklistAfter),
+        )
     return Outcome.applied
 
 
 async def requeue(
-    txn: Transaction, agentID: str, taskID: int, attempt: int, why: str, error: str
+    txn: Transaction,
+    agentID: str,
+    taskID: int,
+    attempt: int,
+    why: str,
+    error: str,
+    at: float | None = None,
 ) -> Outcome:
     """
     Hand a task back without counting a failure: the agent rejected it
@@ -191,7 +233,7 @@ async def requeue(
     )
     if not rows:
         return Outcome.stale
-    await _closeAttempt(txn, taskID, attempt, why, None, error)
+    await _closeAttempt(txn, taskID, attempt, why, None, error, _at(at))
     return Outcome.applied
 
 
@@ -202,9 +244,11 @@ async def _closeAttempt(
     state: str,
     exitCode: int | None,
     error: str | None,
+    when: datetime | None,
 ) -> None:
     await txn.execute(
-        "UPDATE task_attempts SET state = %s, finished_at = now(), exit_code = %s, error = %s"
+        "UPDATE task_attempts SET state = %s, finished_at = coalesce(%s, now()),"
+        " exit_code = %s, error = %s"
         " WHERE task_id = %s AND attempt = %s AND finished_at IS NULL",
-        (state, exitCode, error, taskID, attempt),
+        (state, when, exitCode, error, taskID, attempt),
     )

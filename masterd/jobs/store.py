@@ -25,6 +25,7 @@ from .views import (
     ATTEMPT_COLUMNS,
     JOB_COLUMNS,
     TASK_COLUMNS,
+    agentRef,
     attemptDocument,
     jobDocument,
     taskDocument,
@@ -81,7 +82,20 @@ class JobStore:
                     parents[child].append(parent)
                 if parent in children:
                     children[parent].append(child)
-        return [jobDocument(row, parents[row[0]], children[row[0]]) for row in rows]
+        blocklists: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        if ids:
+            for jobID, agentID, failures in await txn.query(
+                "SELECT job_id, agent_id, failures FROM job_blocklist"
+                " WHERE job_id = ANY (%s) AND blocked ORDER BY job_id, agent_id",
+                (ids,),
+            ):
+                blocklists[jobID].append({"agent": agentRef(agentID), "failures": failures})
+        documents = []
+        for row in rows:
+            document = jobDocument(row, parents[row[0]], children[row[0]])
+            document["blocklist"] = blocklists[row[0]]
+            documents.append(document)
+        return documents
 
     async def _getJob(self, txn: Transaction, jobID: int) -> dict[str, Any]:
         rows = await txn.query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (jobID,))
@@ -400,6 +414,16 @@ class JobStore:
             await self._jobState(txn, jobID)
             if not await self._retry(txn, "job_id = %s", (jobID,), jobID):
                 raise Conflict(f"job {jobID} has no failed or canceled tasks to retry")
+            return await self._getJob(txn, jobID)
+
+        document = await self._pool.transaction(work)
+        self._events.publish(WorkAvailable((jobID,)))
+        return document
+
+    async def clearBlocklist(self, jobID: int) -> dict[str, Any]:
+        async def work(txn: Transaction) -> dict[str, Any]:
+            await self._jobState(txn, jobID)
+            await txn.execute("DELETE FROM job_blocklist WHERE job_id = %s", (jobID,))
             return await self._getJob(txn, jobID)
 
         document = await self._pool.transaction(work)

@@ -304,12 +304,14 @@ class TalkbackConnection:
         if isinstance(message, m.Heartbeat):
             self.registry.seen(self, message.usage)
         elif isinstance(message, m.TaskUpdate):
-            result = await self.registry.store.taskUpdate(self.agentID, message)
-            if result.outcome is lifecycle.Outcome.stale:
-                if not result.already_canceled:
-                    self.sendCancel(message.task_id, message.attempt, "not this agent's attempt")
-            elif message.state != "running":
-                self.registry.onSlotFree(self.agentID)
+            result = await self.registry.store.taskUpdate(
+                self.agentID, message, self.clock.seconds()
+            )
+            if result.outcome is lifecycle.Outcome.stale and not result.already_canceled:
+                self.sendCancel(message.task_id, message.attempt, "not this agent's attempt")
+            if message.state != "running":
+                # Applied or not, the agent no longer runs it: its slot is free.
+                self.registry.onTaskFinished(self.agentID, message.task_id)
         elif isinstance(message, m.Log):
             outcome = await self.registry.store.log(self.agentID, message)
             if outcome is lifecycle.Outcome.stale:
@@ -317,7 +319,7 @@ class TalkbackConnection:
         elif isinstance(message, m.Limits):
             assert self.session is not None
             await self.registry.store.agentLimits(self.agentID, self.session, message)
-            self.registry.onSlotFree(self.agentID)
+            self.registry.onAgentReady(self.agentID)
         elif isinstance(message, m.AgentException):
             await self.registry.store.exception(self.agentID, message.message, message.traceback)
 

@@ -69,7 +69,11 @@ class AgentRegistry:
         #: Called with an agent id when it joins, and when a slot of it may
         #: have come free (the scheduler offers work then).
         self.onAgentReady: Callable[[str], object] = lambda agentID: None
-        self.onSlotFree: Callable[[str], object] = lambda agentID: None
+        #: Called with an agent id when its connection is gone.
+        self.onAgentGone: Callable[[str], object] = lambda agentID: None
+        #: Called with an agent id and a task id when the agent reported the
+        #: task finished (done, failed or rejected), its slot free again.
+        self.onTaskFinished: Callable[[str, int], object] = lambda agentID, taskID: None
         events.subscribe(TaskCanceled, self._taskCanceled)
         events.subscribe(AgentLimitsChanged, self._limitsChanged)
 
@@ -92,6 +96,7 @@ class AgentRegistry:
         del self.connections[agentID]
         self._seen.pop(agentID, None)
         self.stats.connected = len(self.connections)
+        self.onAgentGone(agentID)
         return True
 
     def seen(self, connection: TalkbackConnection, usage: dict[str, Any] | None = None) -> None:

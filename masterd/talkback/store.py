@@ -16,7 +16,7 @@ from typing import Any
 from attrs import frozen
 from psycopg2.extras import Json
 
-from masterd.db import Pool, Transaction
+from masterd.db import Batcher, Pool, Transaction
 from masterd.jobs import lifecycle
 
 from .messages import Hello, Limits, Log, TaskUpdate
@@ -52,8 +52,12 @@ class UpdateResult:
 
 
 class AgentStore:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, batcher: Batcher | None = None, blocklistAfter: int = 0) -> None:
         self._pool = pool
+        # Task reports are many and small: they share transactions when a
+        # batcher is given.
+        self._batcher = batcher
+        self.blocklistAfter = blocklistAfter
 
     async def connect(self, hello: Hello, master: str, session: str, now: float) -> Welcome:
         async def work(txn: Transaction) -> Welcome:
@@ -183,20 +187,23 @@ class AgentStore:
         )  # fmt: skip
         return lifecycle.Outcome.applied if rows else lifecycle.Outcome.stale
 
-    async def taskUpdate(self, agentID: str, update: TaskUpdate) -> UpdateResult:
+    async def taskUpdate(
+        self, agentID: str, update: TaskUpdate, at: float | None = None
+    ) -> UpdateResult:
         async def work(txn: Transaction) -> UpdateResult:
             t, a = update.task_id, update.attempt
             if update.state == "running":
-                outcome = await lifecycle.running(txn, agentID, t, a, update.progress)
+                outcome = await lifecycle.running(txn, agentID, t, a, update.progress, at)
             elif update.state == "done":
-                outcome = await lifecycle.done(txn, agentID, t, a, update.exit_code)
+                outcome = await lifecycle.done(txn, agentID, t, a, update.exit_code, at)
             elif update.state == "failed":
                 outcome = await lifecycle.failed(
-                    txn, agentID, t, a, update.exit_code, update.message
-                )
+                    txn, agentID, t, a, update.exit_code, update.message, at,
+                    self.blocklistAfter,
+                )  # fmt: skip
             else:
                 outcome = await lifecycle.requeue(
-                    txn, agentID, t, a, "rejected", update.message or "rejected by the agent"
+                    txn, agentID, t, a, "rejected", update.message or "rejected by the agent", at
                 )
             if outcome is lifecycle.Outcome.applied:
                 return UpdateResult(outcome)
@@ -207,6 +214,8 @@ class AgentStore:
             )
             return UpdateResult(outcome, already_canceled=bool(rows) and rows[0][0] == "canceled")
 
+        if self._batcher is not None:
+            return await self._batcher.submit(work)
         return await self._pool.transaction(work)
 
     async def reap(self, cutoff: float) -> list[tuple[str, int, int]]:

@@ -1,0 +1,18 @@
+"""
+The scheduler: the right task to the right agent, exactly once.
+"""
+
+from .claims import Capacity, claim
+from .service import AgentSlots, Scheduler, SchedulerSettings, loadSlots
+from .timeouts import assignTimeouts, taskTimeouts
+
+__all__ = [
+    "AgentSlots",
+    "Capacity",
+    "Scheduler",
+    "SchedulerSettings",
+    "assignTimeouts",
+    "claim",
+    "loadSlots",
+    "taskTimeouts",
+]

@@ -1,0 +1,263 @@
+"""
+The scheduler: keeps the agents connected to this master busy.
+
+Each connected agent's free capacity is this master's to know (it holds the
+connection), so it is kept here, in memory, and claims are made for agents
+with free slots whenever one may have come free: after their welcome, after
+each task they finish, when work becomes available (a job submitted,
+resumed, retried or released), when their limits change, and on a periodic
+sweep as a safety net. Claims and task reports go through one group-commit
+batcher, so that a busy farm writes in few transactions.
+
+The sweep also enforces the two timeouts: a running attempt older than its
+job's task_timeout_s is canceled on its agent and counted as a failed attempt
+("timeout"); an assigned task not reported running within assign_timeout_s
+is requeued.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from masterd.db import Batcher, DatabaseUnavailable, Transaction
+from masterd.events import AgentLimitsChanged, EventBus, TaskCanceled, WorkAvailable
+from masterd.jobs import lifecycle
+from masterd.service import StagedService
+from masterd.talkback import AgentRegistry
+
+from .claims import Capacity, claim
+from .timeouts import assignTimeouts, taskTimeouts
+
+log = Logger()
+
+
+@frozen
+class SchedulerSettings:
+    sweep_s: float = 5.0
+    assign_timeout_s: float = 60.0
+    blocklist_after: int = 3
+
+
+@define
+class AgentSlots:
+    """
+    An agent connected here: what it may run, and what it runs.
+    """
+
+    agent_id: str
+    enabled: bool
+    max_tasks: int
+    cpus: int
+    ram_mb: int
+    gpus: int
+    tags: tuple[str, ...]
+    running: dict[int, tuple[int, int, int]] = field(factory=dict)
+
+    def capacity(self) -> Capacity:
+        used = [sum(r[i] for r in self.running.values()) for i in range(3)]
+        return Capacity(
+            agent_id=self.agent_id,
+            slots=(self.max_tasks - len(self.running)) if self.enabled else 0,
+            cpus=self.cpus - used[0],
+            ram_mb=self.ram_mb - used[1],
+            gpus=self.gpus - used[2],
+            tags=self.tags,
+        )
+
+
+async def loadSlots(txn: Transaction, agentID: str) -> AgentSlots | None:
+    rows = await txn.query(
+        "SELECT enabled, max_tasks, agent_limits, operator_limits, cpus, ram_mb, gpus,"
+        " tags || extra_tags FROM agents WHERE id = %s AND session IS NOT NULL",
+        (agentID,),
+    )
+    if not rows:
+        return None
+    from masterd.talkback.directory import effectiveLimits
+
+    enabled, maxTasks, agentLimits, operatorLimits, cpus, ram, gpus, tags = rows[0]
+    limits = effectiveLimits(cpus, ram, maxTasks, agentLimits, operatorLimits)
+    running = await txn.query(
+        "SELECT t.id, j.req_cpus, j.req_ram_mb, j.req_gpus FROM tasks t"
+        " JOIN jobs j ON j.id = t.job_id"
+        " WHERE t.agent_id = %s AND t.state IN ('assigned', 'running')",
+        (agentID,),
+    )
+    return AgentSlots(
+        agent_id=agentID,
+        enabled=enabled,
+        max_tasks=limits["max_tasks"],
+        # An agent that reports no cpus or ram is not limited by them.
+        cpus=limits["max_cpus"] if cpus else 2**31 - 1,
+        ram_mb=limits["max_ram_mb"] if ram else 2**31 - 1,
+        gpus=gpus,
+        tags=tuple(sorted(set(tags))),
+        running={r[0]: (r[1], r[2], r[3]) for r in running},
+    )
+
+
+class Scheduler(StagedService):
+    name = "scheduler"
+
+    def __init__(
+        self,
+        batcher: Batcher,
+        registry: AgentRegistry,
+        events: EventBus,
+        clock: IReactorTime,
+        settings: SchedulerSettings,
+    ) -> None:
+        self.batcher = batcher
+        self.registry = registry
+        self.events = events
+        self.clock = clock
+        self.settings = settings
+        self.agents: dict[str, AgentSlots] = {}
+        self._wanted: set[str] = set()
+        self._kick: IDelayedCall | None = None
+        self._round: Deferred[None] | None = None
+        self._sweep = LoopingCall(self.sweep)
+        self._sweep.clock = clock
+        self.rounds = 0
+        registry.onAgentReady = self.agentJoined
+        registry.onAgentGone = self.agentGone
+        registry.onTaskFinished = self.taskFinished
+        events.subscribe(WorkAvailable, lambda event: self.offerAll())
+        events.subscribe(AgentLimitsChanged, lambda event: self.agentJoined(event.agent_id))
+
+    async def start(self) -> None:
+        self._sweep.start(self.settings.sweep_s, now=False)
+
+    async def stop(self) -> None:
+        if self._sweep.running:
+            self._sweep.stop()
+        if self._kick is not None and self._kick.active():
+            self._kick.cancel()
+        if self._round is not None:
+            await self._round
+
+    # -- who wants work ------------------------------------------------------
+
+    def agentJoined(self, agentID: str) -> None:
+        """
+        Load (or reload) what the agent may run, then offer it work.
+        """
+
+        async def load() -> None:
+            try:
+                slots = await self.batcher.submit(lambda txn: loadSlots(txn, agentID))
+            except DatabaseUnavailable:
+                return
+            if slots is None or agentID not in self.registry.connections:
+                self.agents.pop(agentID, None)
+                return
+            self.agents[agentID] = slots
+            self.offer(agentID)
+
+        Deferred.fromCoroutine(load()).addErrback(
+            lambda f: log.failure("cannot load agent {agentId}", f, agentId=agentID)
+        )
+
+    def agentGone(self, agentID: str) -> None:
+        self.agents.pop(agentID, None)
+        self._wanted.discard(agentID)
+
+    def taskFinished(self, agentID: str, taskID: int) -> None:
+        slots = self.agents.get(agentID)
+        if slots is not None and slots.running.pop(taskID, None) is not None:
+            self.offer(agentID)
+
+    def offer(self, agentID: str) -> None:
+        self._wanted.add(agentID)
+        self._schedule()
+
+    def offerAll(self) -> None:
+        self._wanted.update(self.agents)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._kick is None and self._round is None:
+            # On the next turn of the reactor: offers made in this one are
+            # claimed together.
+            self._kick = self.clock.callLater(0, self._startRound)
+
+    def _startRound(self) -> None:
+        self._kick = None
+        self._round = Deferred.fromCoroutine(self._claimRound())
+        self._round.addErrback(lambda f: log.failure("scheduling round failed", f))
+
+        def finished(result: object) -> None:
+            self._round = None
+            if self._wanted:
+                self._schedule()
+
+        self._round.addBoth(finished)
+
+    async def _claimRound(self) -> None:
+        wanted, self._wanted = self._wanted, set()
+        capacities = []
+        for agentID in sorted(wanted):
+            slots = self.agents.get(agentID)
+            if slots is None:
+                continue
+            capacity = slots.capacity()
+            if capacity.slots > 0:
+                capacities.append(capacity)
+        if not capacities:
+            return
+        self.rounds += 1
+        now = self.clock.seconds()
+
+        async def claimAll(txn: Transaction) -> list[tuple[Capacity, list[Any]]]:
+            return [(c, await claim(txn, c, now)) for c in capacities]
+
+        try:
+            results = await self.batcher.submit(claimAll)
+        except DatabaseUnavailable:
+            self._wanted.update(c.agent_id for c in capacities)
+            return
+        for capacity, assignments in results:
+            if not assignments:
+                continue
+            self._assigned(capacity.agent_id, assignments)
+
+    def _assigned(self, agentID: str, assignments: list[lifecycle.Assignment]) -> None:
+        slots = self.agents.get(agentID)
+        connection = self.registry.connections.get(agentID)
+        if slots is not None:
+            for a in assignments:
+                slots.running[a.task_id] = a.requirements
+        if connection is not None:
+            connection.assign(assignments)
+        # If the connection went meanwhile, the tasks are found again by the
+        # assign timeout or the lost grace, whichever comes first.
+
+    # -- the sweep --------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """
+        Enforce the timeouts, then offer work to every agent with room.
+        """
+        now = self.clock.seconds()
+        try:
+            timedOut = await self.batcher.submit(
+                lambda txn: taskTimeouts(txn, now, self.settings.blocklist_after)
+            )
+            unstarted = await self.batcher.submit(
+                lambda txn: assignTimeouts(txn, now - self.settings.assign_timeout_s, now)
+            )
+        except DatabaseUnavailable:
+            return
+        for agentID, taskID, attempt in timedOut:
+            self.events.publish(TaskCanceled(taskID, attempt, agentID, "timeout"))
+        for agentID, taskID, attempt in unstarted:
+            self.events.publish(
+                TaskCanceled(taskID, attempt, agentID, "not reported running in time")
+            )
+        self.offerAll()

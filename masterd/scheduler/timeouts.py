@@ -1,0 +1,61 @@
+"""
+The scheduler's two timeouts, as statements over the database (so that any
+master enforces them for every agent), timed by the master's clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from masterd.db import Transaction
+from masterd.jobs import lifecycle
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+async def taskTimeouts(
+    txn: Transaction, now: float, blocklistAfter: int
+) -> list[tuple[str, int, int]]:
+    """
+    Running attempts older than their job's task_timeout_s fail with the
+    error "timeout" (a failed attempt: retries and the blocklist apply).
+    """
+    rows = await txn.query(
+        "SELECT t.agent_id, t.id, t.attempt FROM tasks t JOIN jobs j ON j.id = t.job_id"
+        " WHERE t.state = 'running' AND j.task_timeout_s IS NOT NULL"
+        " AND t.started_at < %s - j.task_timeout_s * interval '1 second'"
+        " ORDER BY t.id FOR UPDATE OF t SKIP LOCKED",
+        (_ts(now),),
+    )
+    timedOut = []
+    for agentID, taskID, attempt in rows:
+        outcome = await lifecycle.failed(
+            txn, str(agentID), taskID, attempt, None, "timeout", now, blocklistAfter
+        )
+        if outcome is lifecycle.Outcome.applied:
+            timedOut.append((str(agentID), taskID, attempt))
+    return timedOut
+
+
+async def assignTimeouts(txn: Transaction, cutoff: float, now: float) -> list[tuple[str, int, int]]:
+    """
+    Tasks assigned before C{cutoff} and still not reported running go back
+    to queued (not a failure: the agent may never have got them).
+    """
+    rows = await txn.query(
+        "SELECT t.agent_id, t.id, t.attempt FROM tasks t JOIN task_attempts a"
+        " ON a.task_id = t.id AND a.attempt = t.attempt"
+        " WHERE t.state = 'assigned' AND a.started_at < %s"
+        " ORDER BY t.id FOR UPDATE OF t SKIP LOCKED",
+        (_ts(cutoff),),
+    )
+    requeued = []
+    for agentID, taskID, attempt in rows:
+        outcome = await lifecycle.requeue(
+            txn, str(agentID), taskID, attempt, "lost", "not reported running in time", now
+        )
+        if outcome is lifecycle.Outcome.applied:
+            requeued.append((str(agentID), taskID, attempt))
+    return requeued
