@@ -68,11 +68,13 @@ class EventBus:
 
 
 @frozen
-class AgentLimitsChanged:
+class AgentChanged:
     """
-    An operator changed an agent's limits; the master holding its connection
-    tells it at once.
+    An operator changed an agent (enabled, tags, limits). The master holding
+    its connection reloads what it may run and, when its limits changed,
+    tells the agent at once.
     """
 
     agent_id: str
-    limits: dict[str, Any]
+    #: The operator's limits, when they changed.
+    limits: dict[str, Any] | None = None

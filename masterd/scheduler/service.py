@@ -26,7 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from masterd.db import Batcher, DatabaseUnavailable, Transaction
-from masterd.events import AgentLimitsChanged, EventBus, TaskCanceled, WorkAvailable
+from masterd.events import AgentChanged, EventBus, TaskCanceled, WorkAvailable
 from masterd.jobs import lifecycle
 from masterd.service import StagedService
 from masterd.talkback import AgentRegistry
@@ -129,7 +129,7 @@ class Scheduler(StagedService):
         registry.onAgentGone = self.agentGone
         registry.onTaskFinished = self.taskFinished
         events.subscribe(WorkAvailable, lambda event: self.offerAll())
-        events.subscribe(AgentLimitsChanged, lambda event: self.agentJoined(event.agent_id))
+        events.subscribe(AgentChanged, lambda event: self.agentJoined(event.agent_id))
 
     async def start(self) -> None:
         self._sweep.start(self.settings.sweep_s, now=False)
@@ -257,6 +257,9 @@ class Scheduler(StagedService):
         for agentID, taskID, attempt in timedOut:
             self.events.publish(TaskCanceled(taskID, attempt, agentID, "timeout"))
         for agentID, taskID, attempt in unstarted:
+            # Not the agent's any more, and it may never have heard of it:
+            # its slot is free now.
+            self.taskFinished(agentID, taskID)
             self.events.publish(
                 TaskCanceled(taskID, attempt, agentID, "not reported running in time")
             )

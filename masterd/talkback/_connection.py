@@ -22,6 +22,7 @@ from masterd.auth import Authenticator, Principal
 from masterd.config import Role
 from masterd.db import DatabaseUnavailable
 from masterd.errors import InvalidField
+from masterd.events import WorkAvailable
 from masterd.jobs import lifecycle
 
 from . import messages as m
@@ -312,6 +313,8 @@ class TalkbackConnection:
             if message.state != "running":
                 # Applied or not, the agent no longer runs it: its slot is free.
                 self.registry.onTaskFinished(self.agentID, message.task_id)
+            if result.released:
+                self.registry.events.publish(WorkAvailable(()))
         elif isinstance(message, m.Log):
             outcome = await self.registry.store.log(self.agentID, message)
             if outcome is lifecycle.Outcome.stale:

@@ -12,7 +12,7 @@ from psycopg2.extras import Json
 from masterd._time import isoformat
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, InvalidField, NoSuchResource
-from masterd.events import AgentLimitsChanged, EventBus
+from masterd.events import AgentChanged, EventBus
 from masterd.jobs.views import ATTEMPT_COLUMNS, attemptDocument, jobRef
 
 AGENT_STATES = ("idle", "busy", "offline", "disabled")
@@ -189,8 +189,8 @@ class AgentDirectory:
             return await self._get(txn, agentID)
 
         document = await self._pool.transaction(work)
-        if "limits" in changes:
-            self._events.publish(AgentLimitsChanged(agentID, document["operator_limits"]))
+        limits = document["operator_limits"] if "limits" in changes else None
+        self._events.publish(AgentChanged(agentID, limits))
         return document
 
     async def delete(self, agentID: str) -> None:

@@ -15,7 +15,7 @@ from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from masterd.events import AgentLimitsChanged, EventBus, TaskCanceled
+from masterd.events import AgentChanged, EventBus, TaskCanceled
 
 from .store import AgentStore
 
@@ -62,6 +62,7 @@ class AgentRegistry:
     ) -> None:
         self.master = master
         self.store = store
+        self.events = events
         self.clock = clock
         self.stats = TalkbackStats()
         self.connections: dict[str, TalkbackConnection] = {}
@@ -75,7 +76,7 @@ class AgentRegistry:
         #: task finished (done, failed or rejected), its slot free again.
         self.onTaskFinished: Callable[[str, int], object] = lambda agentID, taskID: None
         events.subscribe(TaskCanceled, self._taskCanceled)
-        events.subscribe(AgentLimitsChanged, self._limitsChanged)
+        events.subscribe(AgentChanged, self._limitsChanged)
 
     # -- connections ---------------------------------------------------------
 
@@ -138,9 +139,9 @@ class AgentRegistry:
         if connection is not None:
             connection.sendCancel(event.task_id, event.attempt, event.reason)
 
-    def _limitsChanged(self, event: AgentLimitsChanged) -> None:
+    def _limitsChanged(self, event: AgentChanged) -> None:
         connection = self.connections.get(event.agent_id)
-        if connection is not None:
+        if connection is not None and event.limits is not None:
             connection.send({"type": "limits", **event.limits})
 
     def closeAll(self, code: int, reason: str) -> None:

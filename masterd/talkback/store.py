@@ -49,6 +49,8 @@ class UpdateResult:
     #: A stale report for an attempt that was canceled: the agent already
     #: got its cancel, so no second one is sent.
     already_canceled: bool = False
+    #: The report finished a job that other jobs wait on: work was released.
+    released: bool = False
 
 
 class AgentStore:
@@ -206,7 +208,17 @@ class AgentStore:
                     txn, agentID, t, a, "rejected", update.message or "rejected by the agent", at
                 )
             if outcome is lifecycle.Outcome.applied:
-                return UpdateResult(outcome)
+                released = False
+                if update.state == "done":
+                    released = bool(
+                        await txn.query(
+                            "SELECT 1 FROM jobs j WHERE j.id = (SELECT job_id FROM tasks"
+                            " WHERE id = %s) AND j.state = 'done' AND EXISTS ("
+                            " SELECT 1 FROM job_dependencies d WHERE d.parent = j.id)",
+                            (t,),
+                        )
+                    )
+                return UpdateResult(outcome, released=released)
             rows = await txn.query(
                 "SELECT state FROM task_attempts WHERE task_id = %s AND attempt = %s"
                 " AND agent_id = %s",
