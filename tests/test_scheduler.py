@@ -22,6 +22,7 @@ from masterd.scheduler import (
     SchedulerSettings,
     assignTimeouts,
     claim,
+    claimMany,
     taskTimeouts,
 )
 
@@ -30,8 +31,9 @@ from .test_talkback import AGENT, OTHER, Base, update
 
 
 def capacity(agent: str = AGENT, slots: int = 1, cpus: int = 64, ram: int = 10**6,
-             gpus: int = 0, tags: tuple[str, ...] = ()) -> Capacity:  # fmt: skip
-    return Capacity(agent, slots, cpus, ram, gpus, tags)
+             gpus: int = 0, tags: tuple[str, ...] = (), blocklisted: bool = False,
+             ) -> Capacity:  # fmt: skip
+    return Capacity(agent, slots, cpus, ram, gpus, tags, blocklisted)
 
 
 async def claimFor(api: API, cap: Capacity, at: float | None = None) -> list[lifecycle.Assignment]:
@@ -39,6 +41,22 @@ async def claimFor(api: API, cap: Capacity, at: float | None = None) -> list[lif
 
 
 class ClaimTests(Base):
+    async def test_manyAgentsAtOnce(self) -> None:
+        """
+        One claim for many alike agents fills every free slot, spread by
+        fair share, each agent within its own capacity.
+        """
+        api = await self.setUpTalkback()
+        a = await api.submit(frames="1-20")
+        b = await api.submit(frames="1-20")
+        agents = [capacity(agent=str(uuid.UUID(int=i + 1)), slots=2) for i in range(5)]
+        result = await api.pool.transaction(lambda txn: claimMany(txn, agents))
+        self.assertEqual(sorted(len(v) for v in result.values()), [2] * 5)
+        jobs = [x.job_id for v in result.values() for x in v]
+        self.assertEqual((jobs.count(a["id"]), jobs.count(b["id"])), (5, 5))
+        tasks = [x.task_id for v in result.values() for x in v]
+        self.assertEqual(len(set(tasks)), 10)
+
     async def test_eligibility(self) -> None:
         api = await self.setUpTalkback()
         paused = await api.submit(paused=True)
@@ -136,14 +154,15 @@ class ClaimTests(Base):
                 )
             )
             self.assertIs(outcome, lifecycle.Outcome.applied)
-        self.assertEqual(await claimFor(api, capacity()), [])
+        # An agent that failed is claimed for with its blocklist in view.
+        self.assertEqual(await claimFor(api, capacity(blocklisted=True)), [])
         self.assertEqual(len(await claimFor(api, capacity(agent=OTHER))), 1)
         doc = await api.ok("GET", job["href"])
         agent = {"id": AGENT, "href": f"/api/v1/agents/{AGENT}"}
         self.assertEqual(doc["blocklist"], [{"agent": agent, "failures": 3}])
         doc = await api.ok("POST", f"{job['href']}/blocklist/clear")
         self.assertEqual(doc["blocklist"], [])
-        self.assertEqual(len(await claimFor(api, capacity())), 1)
+        self.assertEqual(len(await claimFor(api, capacity(blocklisted=True))), 1)
 
     async def test_concurrentClaimers(self) -> None:
         """

@@ -22,7 +22,10 @@ from twisted.logger import Logger
 from ._pool import DatabaseUnavailable, Pool, Transaction
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 Operation = Callable[[Transaction], Awaitable[Any]]
+#: Runs many items of one kind in one go: their results, in order.
+GroupRunner = Callable[[Transaction, list[Any]], Awaitable[list[Any]]]
 
 log = Logger()
 
@@ -31,7 +34,7 @@ class Batcher:
     def __init__(self, pool: Pool, maxBatch: int = 500) -> None:
         self._pool = pool
         self._maxBatch = maxBatch
-        self._pending: list[tuple[Operation, Deferred[Any]]] = []
+        self._pending: list[tuple[Operation | GroupRunner, Any, Deferred[Any]]] = []
         self._running = False
         self.batches = 0
         self.operations = 0
@@ -42,11 +45,27 @@ class Batcher:
         batch has committed.
         """
         done: Deferred[T] = Deferred()
-        self._pending.append((operation, done))
+        self._pending.append((operation, _SINGLE, done))
+        self._start()
+        return done
+
+    def submitGrouped(
+        self, runner: Callable[[Transaction, list[ItemT]], Awaitable[list[T]]], item: ItemT
+    ) -> Deferred[T]:
+        """
+        Run C{item} with every other item for the same C{runner} in the next
+        batch, in one call of C{runner} (one set-based statement instead of
+        one per item); fires with C{item}'s result.
+        """
+        done: Deferred[T] = Deferred()
+        self._pending.append((runner, item, done))
+        self._start()
+        return done
+
+    def _start(self) -> None:
         if not self._running:
             self._running = True
             Deferred.fromCoroutine(self._drain())
-        return done
 
     async def _drain(self) -> None:
         try:
@@ -57,31 +76,46 @@ class Batcher:
         finally:
             self._running = False
 
-    async def _run(self, batch: list[tuple[Operation, Deferred[Any]]]) -> None:
+    async def _run(self, batch: list[tuple[Any, Any, Deferred[Any]]]) -> None:
         self.batches += 1
         self.operations += len(batch)
 
         async def work(txn: Transaction) -> list[Any]:
-            return [await operation(txn) for operation, _ in batch]
+            results: list[Any] = [None] * len(batch)
+            groups: dict[Any, list[int]] = {}
+            singles: list[int] = []
+            for i, (runner, item, _) in enumerate(batch):
+                if item is _SINGLE:
+                    singles.append(i)
+                else:
+                    groups.setdefault(runner, []).append(i)
+            # Grouped items first (task reports), then single operations
+            # (claims) in the order they came.
+            for runner, indexes in groups.items():
+                for i, result in zip(
+                    indexes, await runner(txn, [batch[i][1] for i in indexes]), strict=True
+                ):
+                    results[i] = result
+            for i in singles:
+                results[i] = await batch[i][0](txn)
+            return results
 
         try:
             results = await self._pool.transaction(work)
         except DatabaseUnavailable as e:
-            for _, done in batch:
+            for _, _, done in batch:
                 done.errback(e)
             return
         except Exception:
             if len(batch) == 1:
-                batch[0][1].errback()
+                batch[0][2].errback()
                 return
             log.warn("a batch of {count} failed; retrying one by one", count=len(batch))
-            for operation, done in batch:
-                try:
-                    result = await self._pool.transaction(operation)
-                except BaseException:
-                    done.errback()
-                else:
-                    done.callback(result)
+            for entry in batch:
+                await self._run([entry])
             return
-        for (_, done), result in zip(batch, results, strict=True):
+        for (_, _, done), result in zip(batch, results, strict=True):
             done.callback(result)
+
+
+_SINGLE = object()

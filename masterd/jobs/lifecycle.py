@@ -48,6 +48,8 @@ class Assignment:
     timeout_s: int | None
     #: What the task takes of its agent: (cpus, ram_mb, gpus).
     requirements: tuple[int, int, int] = (0, 0, 0)
+    #: The agent it was handed to.
+    agent_id: str = ""
 
     def asJSON(self) -> dict[str, Any]:
         return {
@@ -74,35 +76,38 @@ async def assign(
     Hand queued tasks to an agent: a new attempt each. Tasks that are no
     longer queued (taken by another claimer, canceled) are skipped.
     """
-    rows = await txn.query(
-        "WITH claimed AS (SELECT id FROM tasks WHERE id = ANY (%s) AND state = 'queued'"
-        " ORDER BY id FOR UPDATE SKIP LOCKED)"
-        " UPDATE tasks t SET state = 'assigned', attempt = t.attempt + 1, agent_id = %s,"
-        " progress = 0, started_at = NULL, finished_at = NULL, exit_code = NULL, error = NULL"
-        " FROM claimed WHERE t.id = claimed.id"
-        " RETURNING t.id, t.attempt, t.job_id, t.frames, t.command",
-        (list(taskIDs), agentID),
-    )
-    if not rows:
+    return await assignMany(txn, [(taskID, agentID) for taskID in taskIDs], at)
+
+
+async def assignMany(
+    txn: Transaction, pairs: Sequence[tuple[int, str]], at: float | None = None
+) -> list[Assignment]:
+    """
+    Hand queued tasks to agents, (task id, agent id) pairs, in one statement:
+    the tasks become assigned with a new attempt each, the attempts are
+    recorded, and what the agents need to run them is returned.
+    """
+    if not pairs:
         return []
-    await txn.execute(
-        "INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state, started_at)"
-        " SELECT x.task_id, x.attempt, x.job_id, %s, 'assigned', coalesce(%s, now())"
-        " FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS x (task_id, attempt, job_id)",
-        (agentID, _at(at), [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]),
+    rows = await txn.query(
+        "WITH pairs AS (SELECT * FROM unnest(%s::bigint[], %s::uuid[]) AS p (task_id, agent_id)),"
+        " claimed AS (SELECT t.id, p.agent_id FROM tasks t JOIN pairs p ON p.task_id = t.id"
+        " WHERE t.state = 'queued' ORDER BY t.id FOR UPDATE OF t SKIP LOCKED),"
+        " updated AS (UPDATE tasks t SET state = 'assigned', attempt = t.attempt + 1,"
+        " agent_id = claimed.agent_id, progress = 0, started_at = NULL, finished_at = NULL,"
+        " exit_code = NULL, error = NULL FROM claimed WHERE t.id = claimed.id"
+        " RETURNING t.id, t.attempt, t.job_id, t.frames, t.command, t.agent_id),"
+        " attempts AS (INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state,"
+        " started_at) SELECT id, attempt, job_id, agent_id, 'assigned', coalesce(%s, now())"
+        " FROM updated)"
+        " SELECT u.id, u.attempt, u.job_id, u.frames, u.command, u.agent_id, j.title, j.command,"
+        " j.env, j.cwd, j.task_timeout_s, j.req_cpus, j.req_ram_mb, j.req_gpus"
+        " FROM updated u JOIN jobs j ON j.id = u.job_id ORDER BY u.id",
+        ([p[0] for p in pairs], [p[1] for p in pairs], _at(at)),
     )
-    jobIDs = sorted({r[2] for r in rows})
-    jobs = {
-        j[0]: j[1:]
-        for j in await txn.query(
-            "SELECT id, title, command, env, cwd, task_timeout_s, req_cpus, req_ram_mb, req_gpus"
-            " FROM jobs WHERE id = ANY (%s)",
-            (jobIDs,),
-        )
-    }
     assignments = []
-    for taskID, attempt, jobID, frames, taskCommand in rows:
-        title, jobCommand, env, cwd, timeout, cpus, ram, gpus = jobs[jobID]
+    for (taskID, attempt, jobID, frames, taskCommand, agentID, title, jobCommand, env, cwd,
+         timeout, cpus, ram, gpus) in rows:  # fmt: skip
         command = taskCommand if taskCommand is not None else jobCommand
         assignments.append(
             Assignment(
@@ -116,6 +121,7 @@ async def assign(
                 frames=frames,
                 timeout_s=timeout,
                 requirements=(cpus, ram, gpus),
+                agent_id=str(agentID),
             )
         )
     return assignments
@@ -147,6 +153,67 @@ async def running(
         (taskID, attempt),
     )
     return Outcome.applied
+
+
+async def runningMany(
+    txn: Transaction, reports: Sequence[tuple[str, int, int, float | None, float | None]]
+) -> set[int]:
+    """
+    Many "running" reports, (agent, task, attempt, progress, at), in one
+    statement; the ids of the tasks whose report applied.
+    """
+    rows = await txn.query(
+        "WITH x AS (SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::int[], %s::real[],"
+        " %s::timestamptz[]) AS x (agent_id, task_id, attempt, progress, at)),"
+        " updated AS (UPDATE tasks t SET state = 'running',"
+        " started_at = coalesce(t.started_at, x.at, now()),"
+        " progress = coalesce(x.progress, t.progress)"
+        " FROM x WHERE t.id = x.task_id AND t.attempt = x.attempt AND t.agent_id = x.agent_id"
+        " AND t.state IN ('assigned', 'running') RETURNING t.id, t.attempt),"
+        " attempts AS (UPDATE task_attempts a SET state = 'running' FROM updated"
+        " WHERE a.task_id = updated.id AND a.attempt = updated.attempt AND a.state = 'assigned')"
+        " SELECT id FROM updated",
+        (
+            [r[0] for r in reports],
+            [r[1] for r in reports],
+            [r[2] for r in reports],
+            [r[3] for r in reports],
+            [_at(r[4]) for r in reports],
+        ),
+    )
+    return {r[0] for r in rows}
+
+
+async def doneMany(
+    txn: Transaction, reports: Sequence[tuple[str, int, int, int | None, float | None]]
+) -> dict[int, int]:
+    """
+    Many "done" reports, (agent, task, attempt, exit code, at), in one
+    statement; task id to job id for the reports that applied.
+    """
+    rows = await txn.query(
+        "WITH x AS (SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::int[], %s::int[],"
+        " %s::timestamptz[]) AS x (agent_id, task_id, attempt, exit_code, at)),"
+        " updated AS (UPDATE tasks t SET state = 'done', progress = 1,"
+        " exit_code = x.exit_code, error = NULL,"
+        " started_at = coalesce(t.started_at, x.at, now()), finished_at = coalesce(x.at, now())"
+        " FROM x WHERE t.id = x.task_id AND t.attempt = x.attempt AND t.agent_id = x.agent_id"
+        " AND t.state IN ('assigned', 'running')"
+        " RETURNING t.id, t.attempt, t.job_id, x.exit_code, x.at),"
+        " attempts AS (UPDATE task_attempts a SET state = 'done',"
+        " finished_at = coalesce(updated.at, now()), exit_code = updated.exit_code"
+        " FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt"
+        " AND a.finished_at IS NULL)"
+        " SELECT id, job_id FROM updated",
+        (
+            [r[0] for r in reports],
+            [r[1] for r in reports],
+            [r[2] for r in reports],
+            [r[3] for r in reports],
+            [_at(r[4]) for r in reports],
+        ),
+    )
+    return {r[0]: r[1] for r in rows}
 
 
 async def done(

@@ -2,7 +2,7 @@
 The scheduler: the right task to the right agent, exactly once.
 """
 
-from .claims import Capacity, claim
+from .claims import Capacity, claim, claimMany
 from .service import AgentSlots, Scheduler, SchedulerSettings, loadSlots
 from .timeouts import assignTimeouts, taskTimeouts
 
@@ -13,6 +13,7 @@ __all__ = [
     "SchedulerSettings",
     "assignTimeouts",
     "claim",
+    "claimMany",
     "loadSlots",
     "taskTimeouts",
 ]

@@ -1,18 +1,23 @@
 """
 Claiming queued tasks for an agent's free slots, exactly once.
 
-One statement finds the candidate jobs for the agent in the scheduler's
-order (priority, highest first; then fair share: the fewest active tasks per
-unit of weight; then the older job) and locks a few queued tasks of each with
-C{FOR UPDATE SKIP LOCKED}, so that concurrent claimers, on this master or
-another, never take the same task. The slots are then filled in that order,
-re-ranking after each pick so that the slots of one claim spread across equal
-jobs, and the chosen tasks are assigned in the same transaction.
+Agents that may take the same jobs are claimed for together. For each such
+group one statement finds the candidate jobs in the scheduler's order
+(priority, highest first; then fair share: the fewest active tasks per unit
+of weight; then the older job). Each agent's slots are filled in that order,
+re-ranking after each pick so that slots spread across equal jobs. Then
+exactly the picked number of queued tasks of each job is locked with C{FOR
+UPDATE SKIP LOCKED}, so that concurrent claimers, on this master or another,
+never take the same task, and the locked tasks are assigned, all in the same
+transaction.
 """
 
 from __future__ import annotations
 
-from attrs import define, field
+from collections import Counter
+from typing import Any
+
+from attrs import define
 
 from masterd.db import Transaction
 from masterd.jobs import lifecycle
@@ -30,6 +35,8 @@ class Capacity:
     ram_mb: int
     gpus: int
     tags: tuple[str, ...] = ()
+    #: The agent may be blocklisted for some job: it is claimed for alone.
+    blocklisted: bool = False
 
 
 @define
@@ -41,36 +48,41 @@ class _Candidate:
     cpus: int
     ram_mb: int
     gpus: int
-    tasks: list[int] = field(factory=list)
+    #: Queued tasks not yet picked in this claim.
+    available: int
 
     def rank(self) -> tuple[int, float, int]:
         return (-self.priority, self.active / self.weight, self.job_id)
 
 
+# The jobs an agent of this capacity may take from, in the scheduler's order.
+# No rows are locked here: the tasks are locked afterwards, exactly as many
+# as were picked (locking a few of every candidate job would make concurrent
+# claimers skip far more than they need to).
 _CANDIDATES = (
-    "WITH j AS ("
-    " SELECT id, priority, n_assigned + n_running AS active, weight,"
-    " req_cpus, req_ram_mb, req_gpus"
-    " FROM jobs"
+    "SELECT id, priority, n_assigned + n_running, weight, req_cpus, req_ram_mb, req_gpus,"
+    " n_queued FROM jobs"
     " WHERE n_queued > 0 AND NOT paused AND NOT canceled"
     " AND req_cpus <= %(cpus)s AND req_ram_mb <= %(ram)s AND req_gpus <= %(gpus)s"
     " AND req_tags <@ %(tags)s::text[]"
     " AND NOT EXISTS (SELECT 1 FROM job_blocklist b WHERE b.job_id = jobs.id"
-    " AND b.agent_id = %(agent)s AND b.blocked)"
+    " AND b.agent_id = ANY (%(agents)s::uuid[]) AND b.blocked)"
     " ORDER BY priority DESC, (n_assigned + n_running)::float8 / weight, id"
-    " LIMIT %(jobs)s)"
-    " SELECT j.id, j.priority, j.active, j.weight, j.req_cpus, j.req_ram_mb, j.req_gpus, t.id"
-    " FROM j CROSS JOIN LATERAL (SELECT id, index FROM tasks"
-    " WHERE job_id = j.id AND state = 'queued' ORDER BY index LIMIT %(slots)s"
-    " FOR UPDATE SKIP LOCKED) t"
-    " ORDER BY j.priority DESC, j.active::float8 / j.weight, j.id, t.index"
+    " LIMIT %(jobs)s"
+)
+
+_LOCK = (
+    "SELECT n.job_id, t.id FROM unnest(%s::bigint[], %s::int[]) AS n (job_id, k)"
+    " CROSS JOIN LATERAL (SELECT id, index FROM tasks WHERE job_id = n.job_id"
+    " AND state = 'queued' ORDER BY index LIMIT n.k FOR UPDATE SKIP LOCKED) t"
+    " ORDER BY n.job_id, t.index"
 )
 
 
 def _pick(capacity: Capacity, candidates: list[_Candidate]) -> list[int]:
     """
-    Fill the free slots: the best-ranked job whose requirements still fit
-    the resources left, one task at a time.
+    Fill an agent's free slots: the best-ranked job whose requirements
+    still fit the resources left, one task at a time. Returns job ids.
     """
     chosen: list[int] = []
     cpus, ram, gpus = capacity.cpus, capacity.ram_mb, capacity.gpus
@@ -78,46 +90,84 @@ def _pick(capacity: Capacity, candidates: list[_Candidate]) -> list[int]:
         fitting = [
             c
             for c in candidates
-            if c.tasks and c.cpus <= cpus and c.ram_mb <= ram and c.gpus <= gpus
+            if c.available and c.cpus <= cpus and c.ram_mb <= ram and c.gpus <= gpus
         ]
         if not fitting:
             break
         best = min(fitting, key=_Candidate.rank)
-        chosen.append(best.tasks.pop(0))
+        chosen.append(best.job_id)
+        best.available -= 1
         best.active += 1
         cpus, ram, gpus = cpus - best.cpus, ram - best.ram_mb, gpus - best.gpus
     return chosen
+
+
+def _groups(capacities: list[Capacity]) -> dict[tuple[Any, ...], list[Capacity]]:
+    """
+    Agents that may take exactly the same jobs are claimed for together.
+    """
+    groups: dict[tuple[Any, ...], list[Capacity]] = {}
+    for c in capacities:
+        if c.slots <= 0:
+            continue
+        key = (c.cpus, c.ram_mb, c.gpus, c.tags, c.agent_id if c.blocklisted else None)
+        groups.setdefault(key, []).append(c)
+    return groups
+
+
+async def claimMany(
+    txn: Transaction, capacities: list[Capacity], at: float | None = None
+) -> dict[str, list[lifecycle.Assignment]]:
+    """
+    Assign queued tasks to the free slots of several agents, in a few
+    statements whatever their number: one candidate query per group of alike
+    agents, one to lock the picked number of tasks of each job, one to assign
+    them.
+    """
+    picks: list[tuple[str, int]] = []
+    for group in _groups(capacities).values():
+        first = group[0]
+        total = sum(c.slots for c in group)
+        rows = await txn.query(
+            _CANDIDATES,
+            {
+                "cpus": first.cpus,
+                "ram": first.ram_mb,
+                "gpus": first.gpus,
+                "tags": list(first.tags),
+                "agents": [c.agent_id for c in group] if first.blocklisted else [],
+                "jobs": total,
+            },
+        )
+        candidates = [
+            _Candidate(j, p, a, w, cpus, ram, gpus, min(queued, total))
+            for j, p, a, w, cpus, ram, gpus, queued in rows
+        ]
+        for c in group:
+            picks.extend((c.agent_id, jobID) for jobID in _pick(c, candidates))
+    if not picks:
+        return {}
+    need = Counter(jobID for _, jobID in picks)
+    jobIDs = sorted(need)
+    locked: dict[int, list[int]] = {}
+    for jobID, taskID in await txn.query(_LOCK, (jobIDs, [need[j] for j in jobIDs])):
+        locked.setdefault(jobID, []).append(taskID)
+    pairs = []
+    for agentID, jobID in picks:
+        tasks = locked.get(jobID)
+        if tasks:
+            # Tasks another claimer holds were skipped: fewer to hand out.
+            pairs.append((tasks.pop(0), agentID))
+    result: dict[str, list[lifecycle.Assignment]] = {}
+    for a in await lifecycle.assignMany(txn, pairs, at):
+        result.setdefault(a.agent_id, []).append(a)
+    return result
 
 
 async def claim(
     txn: Transaction, capacity: Capacity, at: float | None = None
 ) -> list[lifecycle.Assignment]:
     """
-    Assign up to C{capacity.slots} queued tasks to the agent.
+    Assign up to C{capacity.slots} queued tasks to one agent.
     """
-    if capacity.slots <= 0:
-        return []
-    rows = await txn.query(
-        _CANDIDATES,
-        {
-            "cpus": capacity.cpus,
-            "ram": capacity.ram_mb,
-            "gpus": capacity.gpus,
-            "tags": list(capacity.tags),
-            "agent": capacity.agent_id,
-            "jobs": capacity.slots,
-            "slots": capacity.slots,
-        },
-    )
-    candidates: dict[int, _Candidate] = {}
-    for jobID, priority, active, weight, cpus, ram, gpus, taskID in rows:
-        candidate = candidates.get(jobID)
-        if candidate is None:
-            candidate = candidates[jobID] = _Candidate(
-                jobID, priority, active, weight, cpus, ram, gpus
-            )
-        candidate.tasks.append(taskID)
-    chosen = _pick(capacity, list(candidates.values()))
-    if not chosen:
-        return []
-    return await lifecycle.assign(txn, capacity.agent_id, chosen, at)
+    return (await claimMany(txn, [capacity], at)).get(capacity.agent_id, [])

@@ -17,8 +17,6 @@ is requeued.
 
 from __future__ import annotations
 
-from typing import Any
-
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,7 +29,7 @@ from masterd.jobs import lifecycle
 from masterd.service import StagedService
 from masterd.talkback import AgentRegistry
 
-from .claims import Capacity, claim
+from .claims import Capacity, claimMany
 from .timeouts import assignTimeouts, taskTimeouts
 
 log = Logger()
@@ -58,6 +56,8 @@ class AgentSlots:
     gpus: int
     tags: tuple[str, ...]
     running: dict[int, tuple[int, int, int]] = field(factory=dict)
+    #: It has failed on some job: it may be blocklisted there.
+    blocklisted: bool = False
 
     def capacity(self) -> Capacity:
         used = [sum(r[i] for r in self.running.values()) for i in range(3)]
@@ -68,6 +68,7 @@ class AgentSlots:
             ram_mb=self.ram_mb - used[1],
             gpus=self.gpus - used[2],
             tags=self.tags,
+            blocklisted=self.blocklisted,
         )
 
 
@@ -89,8 +90,12 @@ async def loadSlots(txn: Transaction, agentID: str) -> AgentSlots | None:
         " WHERE t.agent_id = %s AND t.state IN ('assigned', 'running')",
         (agentID,),
     )
+    blocked = await txn.query(
+        "SELECT 1 FROM job_blocklist WHERE agent_id = %s AND blocked LIMIT 1", (agentID,)
+    )
     return AgentSlots(
         agent_id=agentID,
+        blocklisted=bool(blocked),
         enabled=enabled,
         max_tasks=limits["max_tasks"],
         # An agent that reports no cpus or ram is not limited by them.
@@ -168,9 +173,13 @@ class Scheduler(StagedService):
         self.agents.pop(agentID, None)
         self._wanted.discard(agentID)
 
-    def taskFinished(self, agentID: str, taskID: int) -> None:
+    def taskFinished(self, agentID: str, taskID: int, failed: bool = False) -> None:
         slots = self.agents.get(agentID)
-        if slots is not None and slots.running.pop(taskID, None) is not None:
+        if slots is None:
+            return
+        if failed:
+            slots.blocklisted = True
+        if slots.running.pop(taskID, None) is not None:
             self.offer(agentID)
 
     def offer(self, agentID: str) -> None:
@@ -214,18 +223,13 @@ class Scheduler(StagedService):
         self.rounds += 1
         now = self.clock.seconds()
 
-        async def claimAll(txn: Transaction) -> list[tuple[Capacity, list[Any]]]:
-            return [(c, await claim(txn, c, now)) for c in capacities]
-
         try:
-            results = await self.batcher.submit(claimAll)
+            results = await self.batcher.submit(lambda txn: claimMany(txn, capacities, now))
         except DatabaseUnavailable:
             self._wanted.update(c.agent_id for c in capacities)
             return
-        for capacity, assignments in results:
-            if not assignments:
-                continue
-            self._assigned(capacity.agent_id, assignments)
+        for agentID, assignments in results.items():
+            self._assigned(agentID, assignments)
 
     def _assigned(self, agentID: str, assignments: list[lifecycle.Assignment]) -> None:
         slots = self.agents.get(agentID)

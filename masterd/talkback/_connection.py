@@ -312,7 +312,9 @@ class TalkbackConnection:
                 self.sendCancel(message.task_id, message.attempt, "not this agent's attempt")
             if message.state != "running":
                 # Applied or not, the agent no longer runs it: its slot is free.
-                self.registry.onTaskFinished(self.agentID, message.task_id)
+                self.registry.onTaskFinished(
+                    self.agentID, message.task_id, message.state == "failed"
+                )
             if result.released:
                 self.registry.events.publish(WorkAvailable(()))
         elif isinstance(message, m.Log):

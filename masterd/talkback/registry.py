@@ -74,7 +74,9 @@ class AgentRegistry:
         self.onAgentGone: Callable[[str], object] = lambda agentID: None
         #: Called with an agent id and a task id when the agent reported the
         #: task finished (done, failed or rejected), its slot free again.
-        self.onTaskFinished: Callable[[str, int], object] = lambda agentID, taskID: None
+        self.onTaskFinished: Callable[[str, int, bool], object] = lambda agentID, taskID, failed: (
+            None
+        )
         events.subscribe(TaskCanceled, self._taskCanceled)
         events.subscribe(AgentChanged, self._limitsChanged)
 

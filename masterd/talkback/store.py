@@ -192,43 +192,87 @@ class AgentStore:
     async def taskUpdate(
         self, agentID: str, update: TaskUpdate, at: float | None = None
     ) -> UpdateResult:
-        async def work(txn: Transaction) -> UpdateResult:
+        report = (agentID, update, at)
+        if self._batcher is not None:
+            return await self._batcher.submitGrouped(self._applyReports, report)
+        results = await self._pool.transaction(lambda txn: self._applyReports(txn, [report]))
+        return results[0]
+
+    async def _applyReports(
+        self, txn: Transaction, reports: list[tuple[str, TaskUpdate, float | None]]
+    ) -> list[UpdateResult]:
+        """
+        Apply many agents' task reports: the running ones in one statement,
+        the done ones in another, failures and rejections one by one.
+        """
+        outcomes: list[lifecycle.Outcome] = [lifecycle.Outcome.stale] * len(reports)
+        jobs: dict[int, int] = {}
+        running = [i for i, r in enumerate(reports) if r[1].state == "running"]
+        done = [i for i, r in enumerate(reports) if r[1].state == "done"]
+        if running:
+            applied = await lifecycle.runningMany(
+                txn, [(reports[i][0], reports[i][1].task_id, reports[i][1].attempt,
+                       reports[i][1].progress, reports[i][2]) for i in running],
+            )  # fmt: skip
+            for i in running:
+                if reports[i][1].task_id in applied:
+                    outcomes[i] = lifecycle.Outcome.applied
+        if done:
+            finished = await lifecycle.doneMany(
+                txn, [(reports[i][0], reports[i][1].task_id, reports[i][1].attempt,
+                       reports[i][1].exit_code, reports[i][2]) for i in done],
+            )  # fmt: skip
+            for i in done:
+                jobID = finished.get(reports[i][1].task_id)
+                if jobID is not None:
+                    outcomes[i] = lifecycle.Outcome.applied
+                    jobs[i] = jobID
+        for i, (agentID, update, at) in enumerate(reports):
             t, a = update.task_id, update.attempt
-            if update.state == "running":
-                outcome = await lifecycle.running(txn, agentID, t, a, update.progress, at)
-            elif update.state == "done":
-                outcome = await lifecycle.done(txn, agentID, t, a, update.exit_code, at)
-            elif update.state == "failed":
-                outcome = await lifecycle.failed(
+            if update.state == "failed":
+                outcomes[i] = await lifecycle.failed(
                     txn, agentID, t, a, update.exit_code, update.message, at,
                     self.blocklistAfter,
                 )  # fmt: skip
-            else:
-                outcome = await lifecycle.requeue(
+            elif update.state == "rejected":
+                outcomes[i] = await lifecycle.requeue(
                     txn, agentID, t, a, "rejected", update.message or "rejected by the agent", at
                 )
-            if outcome is lifecycle.Outcome.applied:
-                released = False
-                if update.state == "done":
-                    released = bool(
-                        await txn.query(
-                            "SELECT 1 FROM jobs j WHERE j.id = (SELECT job_id FROM tasks"
-                            " WHERE id = %s) AND j.state = 'done' AND EXISTS ("
-                            " SELECT 1 FROM job_dependencies d WHERE d.parent = j.id)",
-                            (t,),
-                        )
-                    )
-                return UpdateResult(outcome, released=released)
-            rows = await txn.query(
-                "SELECT state FROM task_attempts WHERE task_id = %s AND attempt = %s"
-                " AND agent_id = %s",
-                (t, a, agentID),
+        released: set[int] = set()
+        if jobs:
+            released = {
+                r[0]
+                for r in await txn.query(
+                    "SELECT j.id FROM jobs j WHERE j.id = ANY (%s) AND j.state = 'done'"
+                    " AND EXISTS (SELECT 1 FROM job_dependencies d WHERE d.parent = j.id)",
+                    (sorted(set(jobs.values())),),
+                )
+            }
+        stale = [i for i, o in enumerate(outcomes) if o is lifecycle.Outcome.stale]
+        canceled: set[tuple[int, int, str]] = set()
+        if stale:
+            canceled = {
+                (r[0], r[1], str(r[2]))
+                for r in await txn.query(
+                    "SELECT a.task_id, a.attempt, a.agent_id FROM task_attempts a"
+                    " JOIN unnest(%s::bigint[], %s::int[], %s::uuid[]) AS x (t, n, g)"
+                    " ON a.task_id = x.t AND a.attempt = x.n AND a.agent_id = x.g"
+                    " WHERE a.state = 'canceled'",
+                    (
+                        [reports[i][1].task_id for i in stale],
+                        [reports[i][1].attempt for i in stale],
+                        [reports[i][0] for i in stale],
+                    ),
+                )
+            }
+        return [
+            UpdateResult(
+                outcomes[i],
+                already_canceled=(u.task_id, u.attempt, agentID) in canceled,
+                released=jobs.get(i) in released,
             )
-            return UpdateResult(outcome, already_canceled=bool(rows) and rows[0][0] == "canceled")
-
-        if self._batcher is not None:
-            return await self._batcher.submit(work)
-        return await self._pool.transaction(work)
+            for i, (agentID, u, _) in enumerate(reports)
+        ]
 
     async def reap(self, cutoff: float) -> list[tuple[str, int, int]]:
         """
