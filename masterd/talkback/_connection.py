@@ -111,6 +111,7 @@ class TalkbackConnection:
         self._tick: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
         self._queue: Deferred[None] = succeed(None)
+        self._offline: Deferred[None] = succeed(None)
         self._queued = 0
         self._paused = False
 
@@ -161,7 +162,7 @@ class TalkbackConnection:
         self._tick = self._abort = None
         if self.registry.remove(self) and self.agentID and self.session:
             log.info("agent {agentId} disconnected", agentId=self.agentID)
-            Deferred.fromCoroutine(self._markOffline(self.agentID, self.session))
+            self._offline = Deferred.fromCoroutine(self._markOffline(self.agentID, self.session))
 
     async def _markOffline(self, agentID: str, session: str) -> None:
         try:
@@ -179,8 +180,13 @@ class TalkbackConnection:
         """
         d: Deferred[None] = Deferred()
 
-        def fire(result: object) -> object:
+        def offline(result: object) -> object:
             d.callback(None)
+            return result
+
+        def fire(result: object) -> object:
+            # ... and, once the connection is lost, its agent marked offline.
+            self._offline.addBoth(offline)
             return result
 
         self._queue.addBoth(fire)
