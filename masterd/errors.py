@@ -8,6 +8,25 @@ from __future__ import annotations
 from typing import Any
 
 
+def jsonType(value: object) -> str:
+    """
+    What a JSON value is, for a message about a wrong one: "a string".
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 class InvalidField(ValueError):
     """
     A client sent a bad value; C{field} names it, dotted (C{requirements.cpus},

@@ -12,7 +12,7 @@ from typing import Any
 
 from attrs import frozen
 
-from masterd.errors import InvalidField
+from masterd.errors import InvalidField, jsonType
 
 from .command import CommandError, checkArgument
 from .frames import FrameSpecError, chunkFrames, parseFrames
@@ -97,7 +97,7 @@ def _int(body: Mapping[str, Any], key: str, default: Any, lo: int, hi: int, fiel
         return default
     value = body[key]
     if not _isInt(value):
-        raise InvalidField(field, f"must be an integer, not {_jsonType(value)}")
+        raise InvalidField(field, f"must be an integer, not {jsonType(value)}")
     if not lo <= value <= hi:
         raise InvalidField(field, f"must be between {lo} and {hi}, not {value}")
     return value
@@ -109,29 +109,13 @@ def _str(body: Mapping[str, Any], key: str, default: Any, field: str = "") -> An
         return default
     value = body[key]
     if not isinstance(value, str):
-        raise InvalidField(field, f"must be a string, not {_jsonType(value)}")
+        raise InvalidField(field, f"must be a string, not {jsonType(value)}")
     return value
-
-
-def _jsonType(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _object(body: object, field: str) -> Mapping[str, Any]:
     if not isinstance(body, dict):
-        raise InvalidField(field, f"must be an object, not {_jsonType(body)}")
+        raise InvalidField(field, f"must be an object, not {jsonType(body)}")
     return body
 
 
@@ -149,12 +133,12 @@ def parseTitle(body: Mapping[str, Any]) -> str:
 
 def parseCommand(value: object, field: str) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise InvalidField(field, f"must be an array of strings (an argv), not {_jsonType(value)}")
+        raise InvalidField(field, f"must be an array of strings (an argv), not {jsonType(value)}")
     if not value:
         raise InvalidField(field, "must not be empty")
     for i, argument in enumerate(value):
         if not isinstance(argument, str):
-            raise InvalidField(f"{field}[{i}]", f"must be a string, not {_jsonType(argument)}")
+            raise InvalidField(f"{field}[{i}]", f"must be a string, not {jsonType(argument)}")
         try:
             checkArgument(argument)
         except CommandError as e:
@@ -174,7 +158,7 @@ def parseRequirements(value: object, field: str = "requirements") -> Requirement
     if tags is None:
         tags = []
     if not isinstance(tags, list):
-        raise InvalidField(f"{field}.tags", f"must be an array of strings, not {_jsonType(tags)}")
+        raise InvalidField(f"{field}.tags", f"must be an array of strings, not {jsonType(tags)}")
     for i, tag in enumerate(tags):
         if not isinstance(tag, str) or not tag.strip():
             raise InvalidField(f"{field}.tags[{i}]", "must be a non-empty string")
@@ -192,7 +176,7 @@ def _parseEnv(value: object) -> dict[str, str]:
         if not key or "=" in key or "\0" in key:
             raise InvalidField(f"env.{key}", "is not a valid environment variable name")
         if not isinstance(item, str):
-            raise InvalidField(f"env.{key}", f"must be a string, not {_jsonType(item)}")
+            raise InvalidField(f"env.{key}", f"must be a string, not {jsonType(item)}")
     return dict(env)
 
 
@@ -200,7 +184,7 @@ def _parseFrames(value: object, field: str, maxFrames: int) -> list[int]:
     if not isinstance(value, str | list):
         raise InvalidField(
             field,
-            f'must be a frame spec like "1-100" or an array of integers, not {_jsonType(value)}',
+            f'must be a frame spec like "1-100" or an array of integers, not {jsonType(value)}',
         )
     try:
         return parseFrames(value, maxFrames)
@@ -215,7 +199,7 @@ def _parseTasks(body: Mapping[str, Any], maxFrames: int) -> list[TaskSpec]:
                 raise InvalidField(key, "cannot be given together with tasks")
         raw = body["tasks"]
         if not isinstance(raw, list):
-            raise InvalidField("tasks", f"must be an array of tasks, not {_jsonType(raw)}")
+            raise InvalidField("tasks", f"must be an array of tasks, not {jsonType(raw)}")
         if not raw:
             raise InvalidField("tasks", "must not be empty")
         if len(raw) > MAX_TASKS_PER_JOB:
@@ -258,7 +242,7 @@ def _parseTasks(body: Mapping[str, Any], maxFrames: int) -> list[TaskSpec]:
 
 def _parseDependsOn(value: object) -> tuple[int, ...]:
     if not isinstance(value, list):
-        raise InvalidField("depends_on", f"must be an array of job ids, not {_jsonType(value)}")
+        raise InvalidField("depends_on", f"must be an array of job ids, not {jsonType(value)}")
     for i, item in enumerate(value):
         if not _isInt(item) or item < 1:
             raise InvalidField(f"depends_on[{i}]", "must be a job id (a positive integer)")
@@ -285,7 +269,7 @@ def parseJob(raw: object, maxFrames: int = 1_000_000) -> JobSpec:
     cwd = _str(body, "cwd", None)
     paused = body.get("paused", False)
     if not isinstance(paused, bool):
-        raise InvalidField("paused", f"must be true or false, not {_jsonType(paused)}")
+        raise InvalidField("paused", f"must be true or false, not {jsonType(paused)}")
     metadata = body.get("metadata")
     if metadata is None:
         metadata = {}
@@ -331,14 +315,14 @@ def parseJobPatch(raw: object) -> dict[str, Any]:
         changes["max_retries"] = _int(body, "max_retries", None, 0, 100)
     if "paused" in body:
         if not isinstance(body["paused"], bool):
-            raise InvalidField("paused", f"must be true or false, not {_jsonType(body['paused'])}")
+            raise InvalidField("paused", f"must be true or false, not {jsonType(body['paused'])}")
         changes["paused"] = body["paused"]
     if "requirements" in body:
         changes["requirements"] = parseRequirements(body["requirements"])
     if "stop_running" in body:
         if not isinstance(body["stop_running"], bool):
             raise InvalidField(
-                "stop_running", f"must be true or false, not {_jsonType(body['stop_running'])}"
+                "stop_running", f"must be true or false, not {jsonType(body['stop_running'])}"
             )
         if body["stop_running"] and changes.get("paused") is not True:
             raise InvalidField("stop_running", 'goes only with "paused": true')

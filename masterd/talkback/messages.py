@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from attrs import frozen
 
-from masterd.errors import InvalidField
+from masterd.errors import InvalidField, jsonType
 
 
 @frozen
@@ -78,20 +78,6 @@ MAX_LOG_LINES = 10_000
 _USAGE_KEYS = ("cpu_percent", "load_avg", "ram_used_mb", "ram_free_mb", "disk_free_mb", "io")
 
 
-def _type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 class _Fields:
     def __init__(self, body: Mapping[str, Any], prefix: str, known: tuple[str, ...]) -> None:
         self.body = body
@@ -110,7 +96,7 @@ class _Fields:
                 raise InvalidField(self.name(key), "is required")
             return default
         if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidField(self.name(key), f"must be an integer, not {_type(value)}")
+            raise InvalidField(self.name(key), f"must be an integer, not {jsonType(value)}")
         if not lo <= value <= hi:
             raise InvalidField(self.name(key), f"must be between {lo} and {hi}, not {value}")
         return value
@@ -122,7 +108,7 @@ class _Fields:
                 raise InvalidField(self.name(key), "is required")
             return default
         if not isinstance(value, str):
-            raise InvalidField(self.name(key), f"must be a string, not {_type(value)}")
+            raise InvalidField(self.name(key), f"must be a string, not {jsonType(value)}")
         if len(value) > limit:
             raise InvalidField(self.name(key), f"must be at most {limit} characters")
         return value
@@ -132,7 +118,7 @@ class _Fields:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise InvalidField(self.name(key), f"must be an object, not {_type(value)}")
+            raise InvalidField(self.name(key), f"must be an object, not {jsonType(value)}")
         return value
 
     def array(self, key: str) -> list[Any]:
@@ -140,7 +126,7 @@ class _Fields:
         if value is None:
             return []
         if not isinstance(value, list):
-            raise InvalidField(self.name(key), f"must be an array, not {_type(value)}")
+            raise InvalidField(self.name(key), f"must be an array, not {jsonType(value)}")
         return value
 
 
@@ -168,7 +154,9 @@ def _hello(body: Mapping[str, Any]) -> Hello:
     software = a.obj("software")
     for name, version in software.items():
         if not isinstance(version, str):
-            raise InvalidField(f"agent.software.{name}", f"must be a string, not {_type(version)}")
+            raise InvalidField(
+                f"agent.software.{name}", f"must be a string, not {jsonType(version)}"
+            )
     running = []
     for i, item in enumerate(f.array("running")):
         if not isinstance(item, dict):
@@ -199,12 +187,12 @@ def _heartbeat(body: Mapping[str, Any]) -> Heartbeat:
             raise InvalidField(f"usage.{key}", f"is not known; known: {', '.join(_USAGE_KEYS)}")
         if key == "io":
             if not isinstance(value, dict):
-                raise InvalidField("usage.io", f"must be an object, not {_type(value)}")
+                raise InvalidField("usage.io", f"must be an object, not {jsonType(value)}")
         elif key == "load_avg":
             if not isinstance(value, list | int | float) or isinstance(value, bool):
                 raise InvalidField("usage.load_avg", "must be a number or an array of numbers")
         elif not isinstance(value, int | float) or isinstance(value, bool):
-            raise InvalidField(f"usage.{key}", f"must be a number, not {_type(value)}")
+            raise InvalidField(f"usage.{key}", f"must be a number, not {jsonType(value)}")
     return Heartbeat(dict(usage))
 
 
@@ -226,7 +214,7 @@ def _taskUpdate(body: Mapping[str, Any]) -> TaskUpdate:
     progress = body.get("progress")
     if progress is not None:
         if not isinstance(progress, int | float) or isinstance(progress, bool):
-            raise InvalidField("progress", f"must be a number, not {_type(progress)}")
+            raise InvalidField("progress", f"must be a number, not {jsonType(progress)}")
         if not 0 <= progress <= 1:
             raise InvalidField("progress", f"must be between 0 and 1, not {progress}")
         progress = float(progress)
@@ -247,7 +235,7 @@ def _log(body: Mapping[str, Any]) -> Log:
         raise InvalidField("lines", f"has {len(lines)} lines; at most {MAX_LOG_LINES} a message")
     for i, line in enumerate(lines):
         if not isinstance(line, str):
-            raise InvalidField(f"lines[{i}]", f"must be a string, not {_type(line)}")
+            raise InvalidField(f"lines[{i}]", f"must be a string, not {jsonType(line)}")
     return Log(f.integer("task_id", lo=1, hi=2**63 - 1), f.integer("attempt", lo=1), tuple(lines))
 
 
@@ -278,7 +266,7 @@ def parseMessage(text: str) -> Message:
     except orjson.JSONDecodeError as e:
         raise InvalidField("(message)", f"is not valid JSON: {e}") from None
     if not isinstance(body, dict):
-        raise InvalidField("(message)", f"must be a JSON object, not {_type(body)}")
+        raise InvalidField("(message)", f"must be a JSON object, not {jsonType(body)}")
     kind = body.get("type")
     if not isinstance(kind, str):
         raise InvalidField("type", "is required (a string)")
