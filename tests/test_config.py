@@ -34,7 +34,7 @@ class ConfigTests(SynchronousTestCase):
         etc/master.yaml is valid: embedded database, loopback, dev tokens.
         """
         config = loadConfig(ROOT / "etc" / "master.yaml", environ={})
-        self.assertEqual(config.http.listen, ("tcp:8080:interface=127.0.0.1",))
+        self.assertEqual(config.http.listen, ("tcp:8080:interface=127.0.0.1:backlog=1024",))
         self.assertIsNone(config.database.dsn)
         self.assertEqual(config.database.embedded_data_dir, (ROOT / "var" / "pgdata"))
         self.assertEqual({t.role for t in config.tokens}, {Role.admin, Role.agent})
@@ -42,7 +42,7 @@ class ConfigTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         config = parseConfig({"database": {"dsn": "dbname=x"}}, environ={})
         self.assertTrue(config.master.name)
-        self.assertEqual(config.http.listen, ("tcp:8080:interface=127.0.0.1",))
+        self.assertEqual(config.http.listen, ("tcp:8080:interface=127.0.0.1:backlog=1024",))
         self.assertEqual(config.http.public_metrics, False)
         self.assertEqual(config.http.access_log, True)
         self.assertEqual((config.database.pool.min, config.database.pool.max), (2, 10))

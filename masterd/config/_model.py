@@ -32,7 +32,7 @@ class TokenConfig:
 
 @frozen
 class HTTPConfig:
-    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1",)
+    listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1:backlog=1024",)
     public_metrics: bool = False
     access_log: bool = True
 
