@@ -1,0 +1,3 @@
+"""
+The reference agent: C{twistd -n masterd-agent --master ws://HOST:8080}.
+"""

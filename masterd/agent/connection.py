@@ -1,0 +1,231 @@
+"""
+The agent's side of talkback: one connection at a time to one of the
+master URLs, a hello with the agent's hardware and the tasks it still runs,
+heartbeats with its usage, and reconnection with capped exponential backoff
+and jitter, rotating through the URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.websocket import WebSocketClientEndpoint, WebSocketTransport
+
+from .runner import Runner
+from .usage import hardware, usage
+
+log = Logger()
+
+
+@frozen
+class AgentSettings:
+    agent_id: str
+    token: str
+    masters: tuple[str, ...]
+    hostname: str
+    max_tasks: int = 1
+    tags: tuple[str, ...] = ()
+    version: str = ""
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+def talkbackURL(url: str) -> str:
+    """
+    C{http://host:8080} or C{ws://host:8080} becomes
+    C{ws://host:8080/api/v1/talkback}.
+    """
+    url = url.rstrip("/")
+    if url.startswith("http://"):
+        url = "ws://" + url[len("http://") :]
+    elif url.startswith("https://"):
+        url = "wss://" + url[len("https://") :]
+    if not url.endswith("/api/v1/talkback"):
+        url += "/api/v1/talkback"
+    return url
+
+
+class _Talkback:
+    """
+    One connection (implements L{twisted.web.websocket.WebSocketProtocol}).
+    """
+
+    def __init__(self, agent: AgentService) -> None:
+        self.agent = agent
+        self.transport: WebSocketTransport | None = None
+        self.welcomed = False
+        self.lost: Deferred[None] = Deferred()
+        self._heartbeat: IDelayedCall | None = None
+        self._lastHeard = agent.clock.seconds()
+        self.closeCode: int | None = None
+
+    def buildProtocol(self, url: str) -> _Talkback:
+        return self
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        s = self.agent.settings
+        self.sendNow(
+            {
+                "type": "hello",
+                "token": s.token,
+                "agent": {
+                    "id": s.agent_id,
+                    "hostname": s.hostname,
+                    "version": s.version,
+                    "tags": list(s.tags),
+                    "max_tasks": s.max_tasks,
+                    **hardware(),
+                },
+                "running": self.agent.runner.listed(),
+            }
+        )
+
+    def pongReceived(self, payload: bytes) -> None:
+        self._lastHeard = self.agent.clock.seconds()
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        pass
+
+    def textMessageReceived(self, text: str) -> None:
+        self._lastHeard = self.agent.clock.seconds()
+        try:
+            message = json.loads(text)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warn("unreadable message from the master: {text!r}", text=text[:200])
+            return
+        if kind == "welcome":
+            self._welcome(message)
+        elif kind == "assign":
+            for task in message.get("tasks", []):
+                self.agent.runner.run(task)
+        elif kind == "cancel":
+            self.agent.runner.cancel(message["task_id"], message["attempt"], message["reason"])
+        elif kind == "limits":
+            log.info("the master set limits: {limits}", limits=message)
+        elif kind == "error":
+            log.warn("the master says: {message}", message=message.get("message"))
+
+    def _welcome(self, message: dict[str, Any]) -> None:
+        self.welcomed = True
+        self.agent.attempts = 0
+        interval = float(message.get("heartbeat_s", 10))
+        self.timeout = float(message.get("agent_timeout_s", 4.5 * interval))
+        log.info("connected to master {master}", master=message.get("master"))
+        self.flush()
+        self._beat(interval)
+
+    def _beat(self, interval: float) -> None:
+        if self.transport is None or self.lost.called:
+            return
+        if self.agent.clock.seconds() - self._lastHeard > self.timeout:
+            log.warn("nothing from the master for {s:.0f} s; reconnecting", s=self.timeout)
+            self.transport.loseConnection()
+            return
+        self.sendNow({"type": "heartbeat", "usage": usage()})
+        self.transport.ping()
+        self._heartbeat = self.agent.clock.callLater(interval, self._beat, interval)
+
+    def sendNow(self, message: dict[str, Any]) -> None:
+        if self.transport is not None:
+            self.transport.sendTextMessage(json.dumps(message))
+
+    def flush(self) -> None:
+        """
+        Send what waits in the outbox (reports made while disconnected).
+        """
+        runner = self.agent.runner
+        for message in list(runner.outbox):
+            self.sendNow(message)
+            runner.sent(message)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._heartbeat is not None and self._heartbeat.active():
+            self._heartbeat.cancel()
+        self.transport = None
+        self.lost.callback(None)
+
+
+class AgentService(Service):
+    """
+    Keeps one talkback connection up, and the tasks running.
+    """
+
+    def __init__(self, reactor: Any, settings: AgentSettings, runner: Runner) -> None:
+        self.reactor = reactor
+        self.clock = reactor
+        self.settings = settings
+        self.runner = runner
+        self.attempts = 0
+        self.connection: _Talkback | None = None
+        self._next = 0
+        self._loop: Deferred[None] | None = None
+        self._wait: IDelayedCall | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """
+        The runner's report: sent now if connected, else kept in its outbox.
+        """
+        connection = self.connection
+        if connection is not None and connection.welcomed and connection.transport is not None:
+            connection.sendNow(message)
+            self.runner.sent(message)
+
+    def startService(self) -> None:
+        super().startService()
+        self.runner.start()
+        self._loop = Deferred.fromCoroutine(self._connectLoop())
+        self._loop.addErrback(lambda f: log.failure("the connection loop failed", f))
+
+    def _delay(self) -> float:
+        s = self.settings
+        capped = min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(self.attempts, 16))
+        return float(capped * random.uniform(0.5, 1.0))
+
+    async def _connectLoop(self) -> None:
+        while self.running:
+            url = talkbackURL(self.settings.masters[self._next % len(self.settings.masters)])
+            self._next += 1
+            connection = _Talkback(self)
+            try:
+                endpoint = WebSocketClientEndpoint.new(self.reactor, url, connectTimeout=10)
+                await endpoint.connect(connection)
+            except Exception as e:
+                log.warn("cannot connect to {url}: {why}", url=url, why=str(e) or type(e).__name__)
+            else:
+                self.connection = connection
+                await connection.lost
+                self.connection = None
+                log.info("disconnected from {url}", url=url)
+            if not self.running:
+                return
+            self.attempts += 1
+            # Going away (a master stopping): the next URL at once.
+            delay = 0.0 if connection.welcomed and self.attempts <= 1 else self._delay()
+            wait: Deferred[None] = Deferred()
+            self._wait = self.clock.callLater(delay, wait.callback, None)
+            await wait
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.runner.stop()
+        if self._wait is not None and self._wait.active():
+            self._wait.cancel()
+        connection = self.connection
+        if connection is not None and connection.transport is not None:
+            connection.transport.loseConnection()
+            return connection.lost
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d

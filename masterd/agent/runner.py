@@ -1,0 +1,271 @@
+"""
+Running tasks: each through the shim (L{masterd.agent.shim}), in its own
+session, with its output tailed from a log file and its exit status read
+from a file, so that a task outlives an agent restart and is adopted again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from attrs import asdict, define
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+log = Logger()
+
+#: Lines sent in one log message at the most.
+LOG_BATCH_LINES = 500
+#: How long a task may take to stop after SIGTERM before it is killed.
+KILL_GRACE_S = 10.0
+
+
+@define
+class Run:
+    task_id: int
+    attempt: int
+    pid: int
+    log_path: str
+    exit_path: str
+    offset: int = 0
+    canceled: bool = False
+    reason: str = ""
+    partial: str = ""
+
+
+class _Quiet(ProcessProtocol):
+    """
+    The shim's own pipes carry nothing; its end is noticed by the runner.
+    """
+
+    def __init__(self, onEnd: Callable[[], None]) -> None:
+        self.onEnd = onEnd
+
+    def processEnded(self, reason: Any) -> None:
+        self.onEnd()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+class Runner:
+    """
+    The tasks this agent runs. C{report} is called with talkback messages
+    (task_update and log) to send.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        stateDir: Path,
+        report: Callable[[dict[str, Any]], None],
+        pollInterval: float = 0.5,
+    ) -> None:
+        self._reactor = reactor
+        self._stateDir = stateDir
+        self._tasksDir = stateDir / "tasks"
+        self._tasksDir.mkdir(parents=True, exist_ok=True)
+        self._send = report
+        #: Messages not yet sent: the connection drains it whenever it can.
+        self.outbox: list[dict[str, Any]] = []
+        self.runs: dict[int, Run] = {}
+        self._ended: set[int] = set()
+        self._poll = LoopingCall(self.poll)
+        self._poll.clock = reactor
+        self._pollInterval = pollInterval
+        self._load()
+
+    def _report(self, message: dict[str, Any]) -> None:
+        self.outbox.append(message)
+        self._send(message)
+
+    def sent(self, message: dict[str, Any]) -> None:
+        """
+        The connection sent C{message}: it leaves the outbox.
+        """
+        try:
+            self.outbox.remove(message)
+        except ValueError:
+            pass
+
+    # -- state that survives a restart -------------------------------------
+
+    @property
+    def _statePath(self) -> Path:
+        return self._stateDir / "running.json"
+
+    def _load(self) -> None:
+        try:
+            saved = json.loads(self._statePath.read_text())
+        except (OSError, ValueError):
+            return
+        for item in saved:
+            run = Run(**item)
+            if _alive(run.pid) or Path(run.exit_path).exists():
+                self.runs[run.task_id] = run
+                log.info("adopted task {taskId} (pid {pid})", taskId=run.task_id, pid=run.pid)
+
+    def _save(self) -> None:
+        temporary = self._statePath.with_suffix(".tmp")
+        temporary.write_text(json.dumps([asdict(r) for r in self.runs.values()]))
+        os.replace(temporary, self._statePath)
+
+    def listed(self) -> list[dict[str, int]]:
+        """
+        What the agent runs, for its hello: also the tasks that finished
+        while it was disconnected, whose reports are still to be sent.
+        """
+        running = [{"task_id": r.task_id, "attempt": r.attempt} for r in self.runs.values()]
+        return running + [
+            {"task_id": m["task_id"], "attempt": m["attempt"]}
+            for m in self.outbox
+            if m["type"] == "task_update" and m["state"] != "running"
+        ]
+
+    def start(self) -> None:
+        if not self._poll.running:
+            self._poll.start(self._pollInterval, now=False)
+
+    def stop(self) -> None:
+        if self._poll.running:
+            self._poll.stop()
+
+    # -- running ------------------------------------------------------------
+
+    def run(self, task: dict[str, Any]) -> None:
+        taskID, attempt = task["task_id"], task["attempt"]
+        if taskID in self.runs:
+            return
+        base = self._tasksDir / f"{taskID}-{attempt}"
+        logPath, exitPath = f"{base}.log", f"{base}.exit"
+        for stale in (logPath, exitPath):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        Path(logPath).touch()
+        env = dict(os.environ)
+        env.update(task.get("env") or {})
+        env["MASTERD_TASK_ID"] = str(taskID)
+        env["MASTERD_ATTEMPT"] = str(attempt)
+        argv = [sys.executable, "-m", "masterd.agent.shim", exitPath, logPath, "--",
+                *task["command"]]  # fmt: skip
+        cwd = task.get("cwd") or None
+        if cwd is not None and not os.path.isdir(cwd):
+            self._finish(Run(taskID, attempt, 0, logPath, exitPath), "failed", None,
+                         f"the working directory {cwd} does not exist")  # fmt: skip
+            return
+        reactor: IReactorProcess = self._reactor
+        process = reactor.spawnProcess(
+            _Quiet(lambda: self._ended.add(taskID)), sys.executable, argv, env=env, path=cwd,
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )  # fmt: skip
+        run = Run(taskID, attempt, process.pid, logPath, exitPath)
+        self.runs[taskID] = run
+        self._save()
+        self._report({"type": "task_update", "task_id": taskID, "attempt": attempt,
+                      "state": "running"})  # fmt: skip
+        timeout = task.get("timeout_s")
+        if timeout:
+            clock: IReactorTime = self._reactor
+            clock.callLater(timeout, self.cancel, taskID, attempt, "timeout")
+
+    def cancel(self, taskID: int, attempt: int, reason: str) -> None:
+        run = self.runs.get(taskID)
+        if run is None or run.attempt != attempt or run.canceled:
+            return
+        run.canceled, run.reason = True, reason
+        log.info("stopping task {taskId}: {reason}", taskId=taskID, reason=reason)
+        self._signal(run, signal.SIGTERM)
+        clock: IReactorTime = self._reactor
+        clock.callLater(KILL_GRACE_S, self._signal, run, signal.SIGKILL)
+
+    def _signal(self, run: Run, signum: int) -> None:
+        if run.pid <= 0 or self.runs.get(run.task_id) is not run:
+            return
+        try:
+            os.killpg(run.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def cancelAll(self, reason: str) -> None:
+        for run in list(self.runs.values()):
+            self.cancel(run.task_id, run.attempt, reason)
+
+    # -- watching -----------------------------------------------------------
+
+    def poll(self) -> None:
+        for run in list(self.runs.values()):
+            self._tail(run)
+            ended = run.task_id in self._ended or not _alive(run.pid)
+            if Path(run.exit_path).exists() or ended:
+                self._tail(run, final=True)
+                self._ended.discard(run.task_id)
+                status = self._status(run)
+                if run.canceled:
+                    self._finish(run, "failed", status, f"stopped: {run.reason}")
+                elif status == 0:
+                    self._finish(run, "done", 0, None)
+                else:
+                    self._finish(run, "failed", status, f"exited with status {status}")
+
+    def _status(self, run: Run) -> int | None:
+        try:
+            return int(Path(run.exit_path).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _tail(self, run: Run, final: bool = False) -> None:
+        try:
+            with open(run.log_path, "rb") as f:
+                f.seek(run.offset)
+                data = f.read()
+        except OSError:
+            return
+        if not data and not (final and run.partial):
+            return
+        run.offset += len(data)
+        text = run.partial + data.decode("utf-8", "replace")
+        lines = text.split("\n")
+        run.partial = "" if final else lines.pop()
+        if final and lines and lines[-1] == "":
+            lines.pop()
+        for i in range(0, len(lines), LOG_BATCH_LINES):
+            self._report({"type": "log", "task_id": run.task_id, "attempt": run.attempt,
+                          "lines": lines[i : i + LOG_BATCH_LINES]})  # fmt: skip
+        self._save()
+
+    def _finish(self, run: Run, state: str, status: int | None, message: str | None) -> None:
+        self.runs.pop(run.task_id, None)
+        self._save()
+        update: dict[str, Any] = {
+            "type": "task_update",
+            "task_id": run.task_id,
+            "attempt": run.attempt,
+            "state": state,
+            "exit_code": status,
+        }
+        if message:
+            update["message"] = message
+        self._report(update)
+        for path in (run.log_path, run.exit_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

@@ -1,0 +1,149 @@
+"""
+C{twistd masterd-agent}: the reference agent's options and service.
+
+    twistd -n masterd-agent --master ws://HOST:8080 --token TOKEN
+
+Options may also come from a YAML file (C{--config}), whose keys are the
+long option names (C{master} may be a list); the command line wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twisted.application.service import IService
+from twisted.python import usage
+
+from masterd._version import __version__
+
+from .connection import AgentService, AgentSettings
+from .runner import Runner
+
+TOKEN_ENV = "MASTERD_AGENT_TOKEN"
+_KEYS = {"master", "token", "state-dir", "max-tasks", "tag", "hostname"}
+
+
+def defaultStateDir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "masterd-agent")
+
+
+class Options(usage.Options):
+    synopsis = "--master URL [--master URL ...] [--token TOKEN] [options]"
+    longdesc = "Run a masterd render agent. See docs/agent.md."
+    optParameters = [
+        ["config", "c", None, "A YAML file with any of these options."],
+        ["token", "t", None, f"The agent token (default: ${TOKEN_ENV})."],
+        ["state-dir", "s", None, "Where the agent keeps its id and its tasks' state."],
+        ["max-tasks", "n", None, "How many tasks to run at once (default 1)."],
+        ["hostname", None, None, "The name to report (default: the host name)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["master"] = []
+        self["tag"] = []
+
+    def opt_master(self, url: str) -> None:
+        """A master URL (ws://host:8080 or http://host:8080); repeat to rotate."""
+        self["master"].append(url)
+
+    def opt_tag(self, tag: str) -> None:
+        """A tag this agent offers; repeatable."""
+        self["tag"].append(tag)
+
+    def postOptions(self) -> None:
+        try:
+            self["settings"] = self._settings()
+        except ValueError as e:
+            sys.stderr.write(f"masterd-agent: {e}\n")
+            raise SystemExit(2) from None
+
+    def _settings(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        if self["config"]:
+            try:
+                raw = yaml.safe_load(Path(self["config"]).read_text()) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise ValueError(f"{self['config']}: {e}") from None
+            if not isinstance(raw, dict):
+                raise ValueError(f"{self['config']}: must be a mapping")
+            for key, value in raw.items():
+                if key not in _KEYS:
+                    raise ValueError(f"{self['config']}: {key}: is not a known key")
+                merged[key] = value
+        for key in ("token", "state-dir", "max-tasks", "hostname"):
+            if self[key] is not None:
+                merged[key] = self[key]
+        if self["master"]:
+            merged["master"] = self["master"]
+        if self["tag"]:
+            merged["tag"] = self["tag"]
+        masters = merged.get("master") or []
+        if isinstance(masters, str):
+            masters = [masters]
+        if not masters:
+            raise ValueError("--master: at least one master URL is needed")
+        token = merged.get("token") or os.environ.get(TOKEN_ENV)
+        if not token:
+            raise ValueError(f"--token: needed (or ${TOKEN_ENV})")
+        try:
+            maxTasks = int(merged.get("max-tasks", 1))
+        except (TypeError, ValueError):
+            raise ValueError("--max-tasks: must be an integer") from None
+        if maxTasks < 1:
+            raise ValueError("--max-tasks: must be at least 1")
+        tags = merged.get("tag") or []
+        if isinstance(tags, str):
+            tags = [tags]
+        return {
+            "masters": tuple(str(m) for m in masters),
+            "token": str(token),
+            "state_dir": Path(merged.get("state-dir") or defaultStateDir()),
+            "max_tasks": maxTasks,
+            "tags": tuple(str(t) for t in tags),
+            "hostname": str(merged.get("hostname") or socket.gethostname()),
+        }
+
+
+def agentID(stateDir: Path) -> str:
+    """
+    The agent's id, made once and kept in the state directory.
+    """
+    stateDir.mkdir(parents=True, exist_ok=True)
+    path = stateDir / "agent.json"
+    try:
+        return str(uuid.UUID(json.loads(path.read_text())["id"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        ident = str(uuid.uuid4())
+        path.write_text(json.dumps({"id": ident}))
+        return ident
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    s = options["settings"]
+    settings = AgentSettings(
+        agent_id=agentID(s["state_dir"]),
+        token=s["token"],
+        masters=s["masters"],
+        hostname=s["hostname"],
+        max_tasks=s["max_tasks"],
+        tags=s["tags"],
+        version=__version__,
+    )
+    holder: dict[str, AgentService] = {}
+    runner = Runner(reactor, s["state_dir"], lambda message: holder["service"].send(message))
+    service = AgentService(reactor, settings, runner)
+    holder["service"] = service
+    return service
