@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attrs import asdict, define
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -88,6 +88,8 @@ class Runner:
         self.outbox: list[dict[str, Any]] = []
         self.runs: dict[int, Run] = {}
         self._ended: set[int] = set()
+        #: Pending timeouts and kill escalations, by task.
+        self._calls: dict[int, list[IDelayedCall]] = {}
         self._poll = LoopingCall(self.poll)
         self._poll.clock = reactor
         self._pollInterval = pollInterval
@@ -147,6 +149,17 @@ class Runner:
     def stop(self) -> None:
         if self._poll.running:
             self._poll.stop()
+        for taskID in list(self._calls):
+            self._cancelCalls(taskID)
+
+    def _later(self, taskID: int, delay: float, f: Callable[..., object], *args: Any) -> None:
+        clock: IReactorTime = self._reactor
+        self._calls.setdefault(taskID, []).append(clock.callLater(delay, f, *args))
+
+    def _cancelCalls(self, taskID: int) -> None:
+        for call in self._calls.pop(taskID, []):
+            if call.active():
+                call.cancel()
 
     # -- running ------------------------------------------------------------
 
@@ -183,8 +196,7 @@ class Runner:
                       "state": "running"})  # fmt: skip
         timeout = task.get("timeout_s")
         if timeout:
-            clock: IReactorTime = self._reactor
-            clock.callLater(timeout, self.cancel, taskID, attempt, "timeout")
+            self._later(taskID, timeout, self.cancel, taskID, attempt, "timeout")
 
     def cancel(self, taskID: int, attempt: int, reason: str) -> None:
         run = self.runs.get(taskID)
@@ -193,8 +205,7 @@ class Runner:
         run.canceled, run.reason = True, reason
         log.info("stopping task {taskId}: {reason}", taskId=taskID, reason=reason)
         self._signal(run, signal.SIGTERM)
-        clock: IReactorTime = self._reactor
-        clock.callLater(KILL_GRACE_S, self._signal, run, signal.SIGKILL)
+        self._later(taskID, KILL_GRACE_S, self._signal, run, signal.SIGKILL)
 
     def _signal(self, run: Run, signum: int) -> None:
         if run.pid <= 0 or self.runs.get(run.task_id) is not run:
@@ -253,6 +264,7 @@ class Runner:
 
     def _finish(self, run: Run, state: str, status: int | None, message: str | None) -> None:
         self.runs.pop(run.task_id, None)
+        self._cancelCalls(run.task_id)
         self._save()
         update: dict[str, Any] = {
             "type": "task_update",

@@ -1,0 +1,193 @@
+"""
+The reference agent: options, identity, and running tasks through the shim
+with real processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from masterd.agent.connection import talkbackURL
+from masterd.agent.runner import Runner
+from masterd.agent.tap import Options, agentID
+
+from ._process import alive
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *argv: str, env: dict[str, str] | None = None) -> Any:
+        old = os.environ.pop("MASTERD_AGENT_TOKEN", None)
+        if env:
+            os.environ.update(env)
+        try:
+            options = Options()
+            options.parseOptions(list(argv))
+            return options["settings"]
+        finally:
+            os.environ.pop("MASTERD_AGENT_TOKEN", None)
+            if old is not None:
+                os.environ["MASTERD_AGENT_TOKEN"] = old
+
+    def test_commandLine(self) -> None:
+        s = self.parse(
+            *("--master", "ws://a:8080", "--master", "http://b:8080", "--token", "t"),
+            *("--max-tasks", "3", "--tag", "linux", "--tag", "gpu", "--hostname", "n1"),
+        )
+        self.assertEqual(s["masters"], ("ws://a:8080", "http://b:8080"))
+        self.assertEqual((s["token"], s["max_tasks"], s["tags"], s["hostname"]),
+                         ("t", 3, ("linux", "gpu"), "n1"))  # fmt: skip
+
+    def test_tokenFromEnvironment(self) -> None:
+        s = self.parse("--master", "ws://a", env={"MASTERD_AGENT_TOKEN": "secret"})
+        self.assertEqual(s["token"], "secret")
+
+    def test_configFile(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text("master: [ws://a, ws://b]\ntoken: fromfile\nmax-tasks: 2\ntag: [x]\n")
+        s = self.parse("--config", str(path), "--max-tasks", "4")
+        self.assertEqual((s["masters"], s["token"], s["max_tasks"], s["tags"]),
+                         (("ws://a", "ws://b"), "fromfile", 4, ("x",)))  # fmt: skip
+
+    def test_problems(self) -> None:
+        path = Path(self.mktemp())
+        path.write_text("mastr: ws://a\n")
+        for argv, words in [
+            ((), "--master: at least one master URL is needed"),
+            (("--master", "ws://a"), "--token: needed"),
+            (("--master", "ws://a", "--token", "t", "--max-tasks", "0"), "at least 1"),
+            (("--master", "ws://a", "--token", "t", "--max-tasks", "x"), "must be an integer"),
+            (("--config", str(path)), "mastr: is not a known key"),
+        ]:
+            with self.assertRaises(SystemExit) as caught:
+                self.parse(*argv)
+            self.assertEqual(caught.exception.code, 2, argv)
+            del words
+
+    def test_talkbackURL(self) -> None:
+        self.assertEqual(talkbackURL("ws://h:8080"), "ws://h:8080/api/v1/talkback")
+        self.assertEqual(talkbackURL("http://h:8080/"), "ws://h:8080/api/v1/talkback")
+        self.assertEqual(talkbackURL("https://h"), "wss://h/api/v1/talkback")
+        self.assertEqual(talkbackURL("ws://h/api/v1/talkback"), "ws://h/api/v1/talkback")
+
+    def test_identityKept(self) -> None:
+        directory = Path(self.mktemp())
+        first = agentID(directory)
+        self.assertEqual(agentID(directory), first)
+        (directory / "agent.json").write_text("garbage")
+        self.assertNotEqual(agentID(directory), first)
+
+
+class RunnerTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.stateDir = Path(self.mktemp()).resolve()
+        self.sent: list[dict[str, Any]] = []
+
+    def runner(self) -> Runner:
+        runner = Runner(reactor, self.stateDir, self.sent.append, pollInterval=0.05)
+        runner.start()
+        self.addCleanup(runner.stop)
+        return runner
+
+    async def until(self, condition: Any, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; sent: {self.sent}")
+            await deferLater(reactor, 0.05)
+
+    def final(self, taskID: int) -> dict[str, Any] | None:
+        for m in self.sent:
+            if m["type"] == "task_update" and m["task_id"] == taskID and m["state"] != "running":
+                return m
+        return None
+
+    def lines(self, taskID: int) -> list[str]:
+        return [line for m in self.sent if m["type"] == "log" and m["task_id"] == taskID
+                for line in m["lines"]]  # fmt: skip
+
+    def task(self, taskID: int, command: list[str], **extra: Any) -> dict[str, Any]:
+        return {"task_id": taskID, "attempt": 1, "command": command, **extra}
+
+    async def test_done(self) -> None:
+        runner = self.runner()
+        runner.run(self.task(1, ["sh", "-c", "echo one; echo two >&2; echo $MASTERD_TASK_ID $X"],
+                             env={"X": "y"}))  # fmt: skip
+        await self.until(lambda: self.final(1) is not None)
+        self.assertEqual(self.sent[0], {"type": "task_update", "task_id": 1, "attempt": 1,
+                                        "state": "running"})  # fmt: skip
+        self.assertEqual(self.lines(1), ["one", "two", "1 y"])
+        self.assertEqual(self.final(1), {"type": "task_update", "task_id": 1, "attempt": 1,
+                                         "state": "done", "exit_code": 0})  # fmt: skip
+        self.assertEqual(runner.runs, {})
+        self.assertEqual(os.listdir(self.stateDir / "tasks"), [])
+
+    async def test_failed(self) -> None:
+        runner = self.runner()
+        runner.run(self.task(2, ["sh", "-c", "exit 3"]))
+        runner.run(self.task(3, ["/no/such/program"]))
+        runner.run(self.task(4, ["true"], cwd="/no/such/dir"))
+        await self.until(lambda: all(self.final(t) for t in (2, 3, 4)))
+        self.assertEqual((self.final(2) or {})["exit_code"], 3)
+        self.assertEqual((self.final(3) or {})["exit_code"], 127)
+        self.assertIn("cannot run '/no/such/program'", " ".join(self.lines(3)))
+        self.assertIn("does not exist", (self.final(4) or {})["message"])
+
+    async def test_cancelKillsTheGroup(self) -> None:
+        runner = self.runner()
+        pidFile = self.stateDir / "child.pid"
+        runner.run(self.task(5, ["sh", "-c", f"sleep 300 & echo $! > {pidFile}; wait"]))
+        await self.until(pidFile.exists)
+        await self.until(lambda: pidFile.read_text().strip() != "")
+        child = int(pidFile.read_text())
+        self.assertTrue(alive(child))
+        runner.cancel(5, 1, "job canceled")
+        await self.until(lambda: self.final(5) is not None)
+        final = self.final(5) or {}
+        self.assertEqual((final["state"], final["exit_code"]), ("failed", -15))
+        self.assertEqual(final["message"], "stopped: job canceled")
+        await self.until(lambda: not alive(child))
+
+    async def test_timeout(self) -> None:
+        runner = self.runner()
+        runner.run(self.task(6, ["sleep", "300"], timeout_s=0.3))
+        await self.until(lambda: self.final(6) is not None)
+        self.assertEqual((self.final(6) or {})["message"], "stopped: timeout")
+
+    async def test_adoptedAfterRestart(self) -> None:
+        """
+        A task outlives its agent: a new agent on the same state directory
+        lists it, follows its log, and reports how it ended.
+        """
+        first = Runner(reactor, self.stateDir, self.sent.append, pollInterval=0.05)
+        gate = self.stateDir / "go"
+        first.run(self.task(7, ["sh", "-c", f"echo before; while [ ! -e {gate} ]; do sleep 0.05;"
+                                            " done; echo after"]))  # fmt: skip
+        del first  # the agent "dies" without stopping its task
+        second = self.runner()
+        self.assertEqual(second.listed(), [{"task_id": 7, "attempt": 1}])
+        gate.touch()
+        await self.until(lambda: self.final(7) is not None)
+        self.assertEqual((self.final(7) or {})["state"], "done")
+        self.assertEqual(self.lines(7), ["before", "after"])
+
+    async def test_outbox(self) -> None:
+        """
+        Reports wait in the outbox until the connection says they were sent;
+        a finished task waiting there is still listed in the hello.
+        """
+        runner = self.runner()
+        runner.run(self.task(8, ["true"]))
+        await self.until(lambda: self.final(8) is not None)
+        self.assertEqual(runner.listed(), [{"task_id": 8, "attempt": 1}])
+        for message in list(runner.outbox):
+            runner.sent(message)
+        self.assertEqual((runner.outbox, runner.listed()), ([], []))
