@@ -13,6 +13,7 @@ from attrs import define
 from twisted.application.service import IService
 from twisted.python import usage
 
+from masterd.cluster import MasterRegistry
 from masterd.config import Config, ConfigError, loadConfig
 from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService
 from masterd.events import EventBus
@@ -145,6 +146,17 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         ),
     )
     scheduler.setServiceParent(root)
+    cluster = MasterRegistry(
+        database.pool,
+        reactor,
+        config.master.name,
+        config.http.listen,
+        api.snapshot,
+        config.master.heartbeat_s,
+        config.master.expire_s,
+    )
+    api.cluster = cluster
+    cluster.setServiceParent(root)
     return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
 
 

@@ -62,6 +62,7 @@ class API:
         self.registry: AgentRegistry
         self.auth: Authenticator
         self.settings: TalkbackSettings
+        self.api: MasterAPI
 
     async def call(
         self,
@@ -142,4 +143,5 @@ async def startAPI(
     result.registry = registry
     result.auth = auth
     result.settings = settings
+    result.api = api
     return result

@@ -104,12 +104,13 @@ class TreeTests(SynchronousTestCase):
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
             [s.name for s in master.root],
-            ["embedded-postgres", "database", "stats", "http", "talkback", "scheduler"],
+            ["embedded-postgres", "database", "stats", "http", "talkback", "scheduler", "cluster"],
         )
         config = parseConfig({"database": {"dsn": "dbname=x"}}, environ={})
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
-            [s.name for s in master.root], ["database", "stats", "http", "talkback", "scheduler"]
+            [s.name for s in master.root],
+            ["database", "stats", "http", "talkback", "scheduler", "cluster"],
         )
 
 

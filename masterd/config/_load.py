@@ -156,8 +156,12 @@ def _master(s: Section) -> MasterConfig:
             s.key("name"),
             "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
+    heartbeat = s.number("heartbeat_s", 10.0, positive=True)
+    expire = s.number("expire_s", 60.0, positive=True)
+    if isinstance(heartbeat, float) and isinstance(expire, float) and expire <= heartbeat:
+        s.problems.add(s.key("expire_s"), f"must be longer than master.heartbeat_s ({heartbeat:g})")
     s.finish()
-    return MasterConfig(name=name)
+    return MasterConfig(name=name, heartbeat_s=heartbeat, expire_s=expire)
 
 
 class _ParseOnlyReactor:

@@ -82,6 +82,8 @@ class SchedulerConfig:
 @frozen
 class MasterConfig:
     name: str
+    heartbeat_s: float = 10.0
+    expire_s: float = 60.0
 
 
 @frozen

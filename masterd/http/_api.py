@@ -11,7 +11,9 @@ from attrs import define, field
 from twisted.web.iweb import IRequest
 
 from masterd._version import __version__
+from masterd.cluster import MasterRegistry
 from masterd.config import Role
+from masterd.errors import NoSuchResource
 from masterd.jobs import JobStore
 from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
 from masterd.talkback import AgentDirectory, TalkbackFactory
@@ -45,6 +47,7 @@ class MasterAPI(JobRoutes, AgentRoutes):
     jobs: JobStore
     agents: AgentDirectory
     talkback: TalkbackFactory | None = None
+    cluster: MasterRegistry | None = None
     publicMetrics: bool = False
     maxFrames: int = 1_000_000
     version: str = __version__
@@ -102,6 +105,37 @@ class MasterAPI(JobRoutes, AgentRoutes):
         if self.talkback is not None:
             document["talkback"] = self.talkback.registry.stats.snapshot()
         return jsonResponse(request, document)
+
+    def snapshot(self) -> dict[str, Any]:
+        """
+        What this master stores with each heartbeat: the headline counters.
+        """
+        r = self.stats.requests
+        return {
+            "requests": r.total,
+            "in_flight": r.inFlight,
+            "avg_ms": round(r.totalSeconds / r.total * 1000, 3) if r.total else 0.0,
+            "exceptions": self.stats.exceptions.total,
+            "agents_connected": (
+                self.talkback.registry.stats.connected if self.talkback is not None else 0
+            ),
+        }
+
+    @app.route("/api/v1/masters", methods=["GET"])
+    @requires(Role.viewer)
+    async def masters(self, request: IRequest) -> bytes:
+        if self.cluster is None:
+            return jsonResponse(request, {"items": []})
+        return jsonResponse(request, {"items": await self.cluster.masters()})
+
+    @app.route("/api/v1/masters/<name>", methods=["GET"])
+    @requires(Role.viewer)
+    async def oneMaster(self, request: IRequest, name: str) -> bytes:
+        items = await self.cluster.masters() if self.cluster is not None else []
+        for item in items:
+            if item["name"] == name:
+                return jsonResponse(request, item)
+        raise NoSuchResource("master", name)
 
 
 installErrorHandlers(MasterAPI.app)

@@ -1,0 +1,50 @@
+"""
+A client of the master's HTTP API for pipeline tools and scripts, on the
+standard library alone: nothing to install beyond this package.
+
+    from masterd.client import Client, MasterdError
+
+    client = Client.from_env()            # $MASTERD_URL, $MASTERD_TOKEN
+    job = client.submit(title="shot 10", command=["render", "{frame}"], frames="1-100")
+    for task in job.tasks(state="failed"):
+        print(task.id, task.log())
+
+See docs/client.md. This package must import nothing outside the standard
+library (a test checks it): no Twisted, no database driver.
+"""
+
+from ._client import DEFAULT_URL, Client, submission
+from ._errors import MasterdError
+from ._follow import LogFollower
+from .models import (
+    Agent,
+    AgentException,
+    AgentJob,
+    Attempt,
+    Job,
+    LogChunk,
+    Master,
+    Requirements,
+    Task,
+    TaskCounts,
+    parse_time,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "Agent",
+    "AgentException",
+    "AgentJob",
+    "Attempt",
+    "Client",
+    "Job",
+    "LogChunk",
+    "LogFollower",
+    "Master",
+    "MasterdError",
+    "Requirements",
+    "Task",
+    "TaskCounts",
+    "parse_time",
+    "submission",
+]

@@ -1,0 +1,425 @@
+"""
+masterctl's subcommands: each reads its parsed arguments, asks the master
+through the client, and prints either the server's JSON (C{--json}) or a
+view for a person. Each returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from itertools import islice
+from typing import Any, TypeVar
+
+from ._client import Client
+from ._context import Context
+from ._errors import MasterdError
+from ._output import (
+    ago_text,
+    cell_text,
+    dump_json,
+    duration_text,
+    frames_text,
+    key_values,
+    percent,
+    shorten,
+    table,
+    time_text,
+)
+from ._watch import follow_log, watch_job
+from .models import Agent, Attempt, Job, Master, Task
+
+T = TypeVar("T")
+
+#: The server's largest page.
+MAX_PAGE = 500
+ERROR_WIDTH = 60
+
+
+def _first(items: Iterator[T], limit: int) -> list[T]:
+    """
+    The first C{limit} items, or all of them for 0.
+    """
+    return list(items if limit == 0 else islice(items, limit))
+
+
+def _page_size(limit: int) -> int:
+    return MAX_PAGE if limit == 0 else min(limit, MAX_PAGE)
+
+
+def _list_json(records: Iterable[Job | Task | Agent]) -> str:
+    return dump_json({"items": [record.raw for record in records]})
+
+
+# -- jobs -------------------------------------------------------------------
+
+
+def submit(context: Context, args: argparse.Namespace) -> int:
+    requirements: dict[str, Any] = {}
+    for key in ("cpus", "ram_mb", "gpus"):
+        if getattr(args, key) is not None:
+            requirements[key] = getattr(args, key)
+    if args.tag:
+        requirements["tags"] = args.tag
+    job = context.client.submit(
+        title=args.title,
+        command=args.command,
+        frames=args.frames,
+        chunk=args.chunk,
+        priority=args.priority,
+        weight=args.weight,
+        requirements=requirements or None,
+        depends_on=args.depends_on,
+        paused=True if args.paused else None,
+        env=dict(args.env) if args.env else None,
+        cwd=args.cwd,
+        max_retries=args.max_retries,
+        task_timeout_s=args.timeout,
+    )
+    if args.watch:
+        if not context.json:
+            context.note(f"submitted job {job.id}")
+        return _watch_to_end(context, job, args.interval)
+    if args.quiet:
+        context.write(f"{job.id}\n")
+        return 0
+    context.emit(
+        job.raw,
+        lambda: (
+            f"submitted job {job.id}: {job.title} ({job.task_counts.total} tasks, {job.state})\n"
+        ),
+    )
+    return 0
+
+
+def jobs(context: Context, args: argparse.Namespace) -> int:
+    found = _first(
+        context.client.jobs(state=args.state, owner=args.owner, limit=_page_size(args.limit)),
+        args.limit,
+    )
+    if context.json:
+        context.write(_list_json(found))
+    elif not found:
+        context.note("no jobs")
+    else:
+        context.write(jobs_table(found))
+    return 0
+
+
+def jobs_table(found: list[Job]) -> str:
+    return table(
+        ["ID>", "STATE", "PRI>", "DONE/TOTAL>", "OWNER", "TITLE"],
+        [
+            [j.id, j.state, j.priority, f"{j.task_counts.done}/{j.task_counts.total}", j.owner,
+             j.title]
+            for j in found
+        ],
+    )  # fmt: skip
+
+
+def job(context: Context, args: argparse.Namespace) -> int:
+    found = context.client.job(args.job_id)
+    if args.watch:
+        return _watch_to_end(context, found, args.interval)
+    context.emit(found.raw, lambda: job_details(found))
+    return 0
+
+
+def _watch_to_end(context: Context, found: Job, interval: float) -> int:
+    # With --json, one document: the job as it finished, no progress lines.
+    status = watch_job(context, found, interval, show=not context.json)
+    if context.json:
+        context.write(dump_json(found.raw))
+    return status
+
+
+def job_details(found: Job) -> str:
+    counts = found.task_counts
+    requirements = found.requirements
+    needs = [f"{requirements.cpus} cpus", f"{requirements.ram_mb} MB ram",
+             f"{requirements.gpus} gpus"]  # fmt: skip
+    if requirements.tags:
+        needs.append("tags " + ",".join(requirements.tags))
+    blocked = [f"{b['agent_id']} ({b['failures']} failures)" for b in found.blocklist]
+    metadata = json.dumps(found.metadata, ensure_ascii=False) if found.metadata else None
+    return f"job {found.id}: {found.title}\n" + key_values(
+        [
+            ("state", found.state),
+            ("owner", found.owner),
+            ("priority", f"{found.priority} (weight {found.weight})"),
+            ("progress", f"{percent(found.progress)}, {counts.done}/{counts.total} tasks done"),
+            ("tasks", ", ".join(f"{n} {getattr(counts, n)}" for n in TASK_COUNTS)),
+            ("command", " ".join(found.command or []) or None),
+            ("cwd", found.cwd),
+            ("env", " ".join(f"{k}={v}" for k, v in sorted(found.env.items())) or None),
+            ("requirements", ", ".join(needs)),
+            ("max retries", found.max_retries),
+            ("task timeout", duration_text(found.task_timeout_s)),
+            ("parents", ", ".join(map(str, found.parent_ids)) or None),
+            ("children", ", ".join(map(str, found.child_ids)) or None),
+            ("blocklist", "; ".join(blocked) or None),
+            ("created", time_text(found.created_at)),
+            ("updated", time_text(found.updated_at)),
+            ("finished", time_text(found.finished_at)),
+            ("metadata", metadata),
+        ]
+    )
+
+
+TASK_COUNTS = ("waiting", "queued", "assigned", "running", "done", "failed", "canceled")
+
+
+def steer(context: Context, args: argparse.Namespace) -> int:
+    """
+    cancel, pause, resume and retry: one change to a job.
+    """
+    found = context.client.job(args.job_id)
+    if args.action == "cancel":
+        found.cancel()
+    elif args.action == "pause":
+        found.pause(stop_running=args.stop_running)
+    elif args.action == "resume":
+        found.resume()
+    else:
+        found.retry()
+    counts = found.task_counts
+    past = {"cancel": "canceled", "pause": "paused", "resume": "resumed", "retry": "retried"}
+    context.emit(
+        found.raw,
+        lambda: (
+            f"job {found.id} {past[args.action]}: now {found.state},"
+            f" {counts.done}/{counts.total} tasks done\n"
+        ),
+    )
+    return 0
+
+
+# -- tasks ------------------------------------------------------------------
+
+
+def tasks(context: Context, args: argparse.Namespace) -> int:
+    parent = context.client.job(args.job_id)
+    found = _first(parent.tasks(state=args.state, limit=_page_size(args.limit)), args.limit)
+    if context.json:
+        context.write(_list_json(found))
+    elif not found:
+        context.note(f"job {parent.id} has no tasks" + (f" {args.state}" if args.state else ""))
+    else:
+        context.write(tasks_table(found))
+    return 0
+
+
+def tasks_table(found: list[Task]) -> str:
+    return table(
+        ["ID>", "INDEX>", "STATE", "FRAMES", "ATTEMPT>", "PROGRESS>", "AGENT", "EXIT>", "ERROR"],
+        [
+            [t.id, t.index, t.state, frames_text(t.frames), t.attempt, percent(t.progress),
+             t.agent_id, t.exit_code, shorten(t.error, ERROR_WIDTH)]
+            for t in found
+        ],
+    )  # fmt: skip
+
+
+def task(context: Context, args: argparse.Namespace) -> int:
+    found = context.client.task(args.task_id)
+    if args.cancel:
+        found.cancel()
+    elif args.retry:
+        found.retry()
+    if context.json:
+        context.write(dump_json(found.raw))
+        return 0
+    context.write(task_details(found) + "\n" + attempts_table(found.attempts()))
+    return 0
+
+
+def task_details(found: Task) -> str:
+    return f"task {found.id}: job {found.job_id}, index {found.index}\n" + key_values(
+        [
+            ("state", found.state),
+            ("frames", frames_text(found.frames, 200)),
+            ("command", " ".join(found.command) if found.command else "(the job's)"),
+            ("attempt", found.attempt),
+            ("agent", found.agent_id),
+            ("progress", percent(found.progress)),
+            ("started", time_text(found.started_at)),
+            ("finished", time_text(found.finished_at)),
+            ("exit code", found.exit_code),
+            ("error", found.error),
+        ]
+    )
+
+
+def attempts_table(found: list[Attempt]) -> str:
+    if not found:
+        return "no attempts yet\n"
+    return table(
+        ["ATTEMPT>", "STATE", "AGENT", "STARTED", "FINISHED", "EXIT>", "ERROR"],
+        [
+            [a.attempt, a.state, a.agent_id, time_text(a.started_at), time_text(a.finished_at),
+             a.exit_code, shorten(a.error, ERROR_WIDTH)]
+            for a in found
+        ],
+    )  # fmt: skip
+
+
+def log(context: Context, args: argparse.Namespace) -> int:
+    found = context.client.task(args.task_id)
+    if args.follow:
+        return follow_log(context, found, args.attempt, args.after, args.interval)
+    if found.attempt == 0 and args.attempt is None:
+        context.note(f"task {found.id} is {found.state} and has not run yet: no log")
+        return 0
+    context.write(found.log(args.attempt, args.after))
+    return 0
+
+
+# -- agents -----------------------------------------------------------------
+
+
+def agents(context: Context, args: argparse.Namespace) -> int:
+    found = _first(
+        context.client.agents(state=args.state, tag=args.tag, limit=_page_size(args.limit)),
+        args.limit,
+    )
+    if context.json:
+        context.write(_list_json(found))
+    elif not found:
+        context.note("no agents")
+    else:
+        context.write(agents_table(found, context.runtime.now()))
+    return 0
+
+
+def agents_table(found: list[Agent], now: datetime) -> str:
+    return table(
+        ["ID", "HOSTNAME", "STATE", "CPUS>", "RAM MB>", "GPUS>", "SLOTS>", "TAGS", "LAST SEEN"],
+        [
+            [a.id, a.hostname, a.state, a.cpus, a.ram_mb, a.gpus,
+             a.limits.get("max_tasks"), ",".join(a.tags), ago_text(a.last_seen, now)]
+            for a in found
+        ],
+    )  # fmt: skip
+
+
+def find_agent(client: Client, name: str) -> Agent:
+    """
+    An agent by id, or by hostname (what operators know a machine by):
+    the hostname is looked up in the list of agents.
+    """
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        pass
+    else:
+        return client.agent(name)
+    matches = [a for a in client.agents(limit=MAX_PAGE) if a.hostname == name]
+    if not matches:
+        raise MasterdError(404, "not_found", f"no agent with the id or hostname {name!r}")
+    if len(matches) > 1:
+        ids = ", ".join(a.id for a in matches)
+        raise MasterdError(409, "ambiguous", f"{len(matches)} agents are named {name!r}: {ids}")
+    return matches[0]
+
+
+def agent(context: Context, args: argparse.Namespace) -> int:
+    found = find_agent(context.client, args.agent_id)
+    if args.disable:
+        found.disable()
+    elif args.enable:
+        found.enable()
+    if context.json:
+        context.write(dump_json(found.raw))
+        return 0
+    text = agent_details(found, context)
+    current = found.current_tasks()
+    text += "\ncurrent tasks:\n" + (tasks_table(current) if current else "none\n")
+    failures = found.failures(limit=5)
+    text += "\nlatest failures:\n" + (attempts_table(failures) if failures else "none\n")
+    context.write(text)
+    return 0
+
+
+def agent_details(found: Agent, context: Context) -> str:
+    now = context.runtime.now()
+    limits = ", ".join(f"{k} {v}" for k, v in sorted(found.limits.items()))
+    usage = ", ".join(f"{k} {v}" for k, v in sorted(found.usage.items()))
+    software = ", ".join(f"{k} {v}" for k, v in sorted(found.software.items()))
+    return f"agent {found.id}: {found.hostname}\n" + key_values(
+        [
+            ("state", found.state),
+            ("enabled", found.enabled),
+            ("master", found.master),
+            ("os", " ".join(filter(None, [found.os, found.version])) or None),
+            ("hardware", f"{found.cpus} cpus, {found.ram_mb} MB ram, {found.gpus} gpus"),
+            ("tags", ", ".join(found.tags) or None),
+            ("operator tags", ", ".join(found.operator_tags) or None),
+            ("limits", limits or None),
+            ("usage", usage or None),
+            ("software", software or None),
+            ("connected", time_text(found.connected_at)),
+            ("disconnected", time_text(found.disconnected_at)),
+            ("last seen", ago_text(found.last_seen, now)),
+        ]
+    )
+
+
+# -- the master ---------------------------------------------------------------
+
+
+def stats(context: Context, args: argparse.Namespace) -> int:
+    master = context.client.master()
+    context.emit(master.raw, lambda: stats_text(master))
+    return 0
+
+
+def stats_text(master: Master) -> str:
+    requests = master.requests
+    database = master.database
+    exceptions = master.exceptions
+    pairs: list[tuple[str, object]] = [
+        ("master", f"{master.name} {master.version}"),
+        ("started", time_text(master.started_at)),
+        ("uptime", duration_text(master.uptime_s)),
+        ("requests", f"{requests.get('total', 0)} total, {requests.get('in_flight', 0)} in"
+                     f" flight, avg {requests.get('avg_ms', 0)} ms, max"
+                     f" {requests.get('max_ms', 0)} ms"),
+        ("database", f"{database.get('queries', 0)} queries, avg {database.get('avg_ms', 0)} ms,"
+                     f" {'ready' if database.get('ready') else 'NOT READY'}"),
+        ("exceptions", exceptions.get("total", 0)),
+    ]  # fmt: skip
+    talkback = master.talkback
+    if talkback is not None:
+        pairs += [
+            ("agents connected", talkback.get("agents_connected", 0)),
+            ("talkback in", _counts(talkback.get("messages_in")) or None),
+            ("talkback out", _counts(talkback.get("messages_out")) or None),
+            ("talkback errors", talkback.get("errors", 0)),
+            ("talkback bytes", f"{talkback.get('bytes_in', 0)} in, {talkback.get('bytes_out', 0)}"
+                               " out"),
+        ]  # fmt: skip
+    text = key_values(pairs)
+    routes = requests.get("by_route") or []
+    if routes:
+        text += "\n" + table(
+            ["METHOD", "ROUTE", "STATUS>", "COUNT>", "AVG MS>", "MAX MS>"],
+            [[r.get("method"), r.get("route"), r.get("status"), r.get("count"), r.get("avg_ms"),
+              r.get("max_ms")] for r in routes],
+        )  # fmt: skip
+    recent = exceptions.get("recent") or []
+    if recent:
+        text += "\nrecent exceptions:\n" + table(
+            ["AT", "ROUTE", "TYPE", "MESSAGE"],
+            [[e.get("at"), e.get("route"), e.get("type"), shorten(e.get("message"), ERROR_WIDTH)]
+             for e in recent],
+        )  # fmt: skip
+    return text
+
+
+def _counts(counts: object) -> str:
+    if not isinstance(counts, dict):
+        return ""
+    return ", ".join(f"{k} {cell_text(v)}" for k, v in sorted(counts.items()))

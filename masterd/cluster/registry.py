@@ -1,0 +1,119 @@
+"""
+The masters of a farm, in the database: each registers at start and
+heartbeats every C{master.heartbeat_s} with its latest stats snapshot, so that
+an operator asking any master sees the whole cluster; a master whose
+heartbeat is older than C{master.expire_s} is down.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg2.extras import Json
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from masterd._time import isoformat
+from masterd._version import __version__
+from masterd.db import DatabaseUnavailable, Pool
+from masterd.service import StagedService
+
+log = Logger()
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class MasterRegistry(StagedService):
+    """
+    This master's row in the masters table, kept fresh.
+    """
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        pool: Pool,
+        clock: IReactorTime,
+        master: str,
+        listen: tuple[str, ...],
+        snapshot: Callable[[], dict[str, Any]],
+        heartbeat_s: float,
+        expire_s: float,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.master = master
+        self.listen = listen
+        self.snapshot = snapshot
+        self.heartbeat_s = heartbeat_s
+        self.expire_s = expire_s
+        self.instance = str(uuid.uuid4())
+        self.startedAt = clock.seconds()
+        self._loop = LoopingCall(self.beat)
+        self._loop.clock = clock
+
+    async def start(self) -> None:
+        self._loop.start(self.heartbeat_s, now=True)
+
+    async def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    async def beat(self) -> None:
+        """
+        Register or refresh this master; the first beat after a restart
+        takes the name over (a master of the same name that still
+        heartbeats is reported, since two masters must not share a name).
+        """
+        now = self.clock.seconds()
+        try:
+            rows = await self.pool.query(
+                "INSERT INTO masters (name, version, started_at, last_seen, listen, stats,"
+                " instance) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version,"
+                " started_at = CASE WHEN masters.instance = EXCLUDED.instance"
+                " THEN masters.started_at ELSE EXCLUDED.started_at END,"
+                " last_seen = EXCLUDED.last_seen, listen = EXCLUDED.listen,"
+                " stats = EXCLUDED.stats, instance = EXCLUDED.instance"
+                " RETURNING (SELECT instance FROM masters WHERE name = %s),"
+                " (SELECT last_seen FROM masters WHERE name = %s)",
+                (self.master, __version__, _ts(self.startedAt), _ts(now), list(self.listen),
+                 Json(self.snapshot()), self.instance, self.master, self.master),
+            )  # fmt: skip
+        except DatabaseUnavailable:
+            return
+        previous, seen = rows[0]
+        if previous is not None and str(previous) != self.instance and seen is not None:
+            age = now - seen.timestamp()
+            if age < self.expire_s:
+                log.warn(
+                    "another master named {name} heartbeat {age:.0f} s ago; master.name must"
+                    " be unique in a farm",
+                    name=self.master,
+                    age=age,
+                )
+
+    async def masters(self) -> list[dict[str, Any]]:
+        rows = await self.pool.query(
+            "SELECT name, version, started_at, last_seen, listen, stats FROM masters ORDER BY name"
+        )
+        now = self.clock.seconds()
+        return [
+            {
+                "name": name,
+                "href": f"/api/v1/masters/{name}",
+                "state": "up" if now - lastSeen.timestamp() <= self.expire_s else "down",
+                "version": version,
+                "started_at": isoformat(startedAt),
+                "last_seen": isoformat(lastSeen),
+                "listen": list(listen),
+                "stats": stats,
+            }
+            for name, version, startedAt, lastSeen, listen, stats in rows
+        ]
