@@ -121,7 +121,7 @@ class AgentRoutes:
     @app.route(f"/api/v1/tasks/<{ID}:taskID>/log", methods=["GET"])
     @requires(Role.viewer)
     async def taskLog(self, request: IRequest, taskID: int) -> bytes:
-        attempt = queryInt(request, "attempt", None, 1, 2**31 - 1)
+        attempt = queryInt(request, "attempt", None, 0, 2**31 - 1)
         after = queryInt(request, "after", 0, 0, 2**31 - 1)
         assert after is not None
         chosen, lines = await self.agents.taskLog(taskID, attempt, after)

@@ -411,9 +411,9 @@ class JobStore:
 
     async def retryJob(self, jobID: int) -> dict[str, Any]:
         async def work(txn: Transaction) -> dict[str, Any]:
-            await self._jobState(txn, jobID)
+            state = await self._jobState(txn, jobID)
             if not await self._retry(txn, "job_id = %s", (jobID,), jobID):
-                raise Conflict(f"job {jobID} has no failed or canceled tasks to retry")
+                raise Conflict(f"job {jobID} has no failed or canceled tasks to retry", state=state)
             return await self._getJob(txn, jobID)
 
         document = await self._pool.transaction(work)

@@ -143,6 +143,7 @@ def taskDocument(row: tuple[Any, ...]) -> dict[str, Any]:
         "exit_code": exitCode,
         "error": error,
         "attempts": f"{taskHref(taskID)}/attempts",
+        "log": f"{taskHref(taskID)}/log",
     }
 
 
