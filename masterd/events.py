@@ -9,6 +9,7 @@ L{WorkAvailable}. (Several masters relay them through LISTEN/NOTIFY.)
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,9 +47,19 @@ E = TypeVar("E")
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, origin: str = "") -> None:
         self._subscribers: dict[type, list[Callable[[Any], object]]] = defaultdict(list)
         self.published: int = 0
+        #: This master's name, in the notifications it sends.
+        self.origin = origin
+
+    async def notify(self, txn: Any, events: list[object]) -> None:
+        """
+        Tell the other masters, in the transaction that makes the change:
+        PostgreSQL delivers a NOTIFY only if, and once, it commits.
+        """
+        for payload in payloads(events, self.origin):
+            await txn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
 
     def subscribe(self, kind: type[E], callback: Callable[[E], object]) -> Callable[[], None]:
         self._subscribers[kind].append(callback)
@@ -78,3 +89,73 @@ class AgentChanged:
     agent_id: str
     #: The operator's limits, when they changed.
     limits: dict[str, Any] | None = None
+
+
+@frozen
+class AgentMoved:
+    """
+    An agent connected again (here or on another master): whichever master
+    still holds its older connection (session) closes it.
+    """
+
+    agent_id: str
+    session: str
+
+
+#: The channel every master listens on (docs/operations.md).
+CHANNEL = "masterd"
+#: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+_PAYLOAD_LIMIT = 7000
+
+
+def payloads(events: list[object], origin: str) -> list[str]:
+    """
+    Events as NOTIFY payloads (JSON, ids only: the receiver reads the rest
+    from the database), several to a payload, each under the size limit.
+    """
+    encoded = [_encode(e) for e in events]
+    out: list[str] = []
+    batch: list[Any] = []
+    size = 0
+    for item in encoded:
+        length = len(json.dumps(item))
+        if batch and size + length > _PAYLOAD_LIMIT:
+            out.append(json.dumps({"origin": origin, "events": batch}))
+            batch, size = [], 0
+        batch.append(item)
+        size += length + 1
+    if batch:
+        out.append(json.dumps({"origin": origin, "events": batch}))
+    return out
+
+
+def _encode(event: object) -> list[Any]:
+    if isinstance(event, TaskCanceled):
+        return ["cancel", event.task_id, event.attempt, event.agent_id, event.reason]
+    if isinstance(event, WorkAvailable):
+        return ["work", list(event.job_ids)]
+    if isinstance(event, AgentChanged):
+        return ["agent", event.agent_id, event.limits]
+    if isinstance(event, AgentMoved):
+        return ["moved", event.agent_id, event.session]
+    raise TypeError(f"{event!r} is not sent between masters")
+
+
+def decode(payload: str) -> tuple[str, list[object]]:
+    """
+    The origin master and the events of a payload; what cannot be read is
+    skipped (a hint is never the only record).
+    """
+    body = json.loads(payload)
+    events: list[object] = []
+    for item in body.get("events", []):
+        kind = item[0]
+        if kind == "cancel":
+            events.append(TaskCanceled(int(item[1]), int(item[2]), str(item[3]), str(item[4])))
+        elif kind == "work":
+            events.append(WorkAvailable(tuple(int(j) for j in item[1])))
+        elif kind == "agent":
+            events.append(AgentChanged(str(item[1]), item[2]))
+        elif kind == "moved":
+            events.append(AgentMoved(str(item[1]), str(item[2])))
+    return str(body.get("origin", "")), events

@@ -13,7 +13,7 @@ from attrs import define
 from twisted.application.service import IService
 from twisted.python import usage
 
-from masterd.cluster import MasterRegistry
+from masterd.cluster import MasterRegistry, Notifier
 from masterd.config import Config, ConfigError, loadConfig
 from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService
 from masterd.events import EventBus
@@ -97,12 +97,12 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     database.setServiceParent(root)
     StatsService(stats).setServiceParent(root)
 
-    events = EventBus()
+    events = EventBus(origin=config.master.name)
     jobs = JobStore(database.pool, events)
     auth = Authenticator(config.tokens)
     t = config.talkback
     batcher = Batcher(database.pool, config.scheduler.max_batch)
-    agentStore = AgentStore(database.pool, batcher, config.scheduler.blocklist_after)
+    agentStore = AgentStore(database.pool, batcher, config.scheduler.blocklist_after, events)
     registry = AgentRegistry(config.master.name, agentStore, events, reactor)
     talkback = TalkbackFactory(
         registry,
@@ -146,6 +146,8 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         ),
     )
     scheduler.setServiceParent(root)
+    notifier = Notifier(reactor, dsn, events, onResync=scheduler.resync)
+    notifier.setServiceParent(root)
     cluster = MasterRegistry(
         database.pool,
         reactor,

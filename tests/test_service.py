@@ -104,13 +104,22 @@ class TreeTests(SynchronousTestCase):
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
             [s.name for s in master.root],
-            ["embedded-postgres", "database", "stats", "http", "talkback", "scheduler", "cluster"],
+            [
+                "embedded-postgres",
+                "database",
+                "stats",
+                "http",
+                "talkback",
+                "scheduler",
+                "notifier",
+                "cluster",
+            ],
         )
         config = parseConfig({"database": {"dsn": "dbname=x"}}, environ={})
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
             [s.name for s in master.root],
-            ["database", "stats", "http", "talkback", "scheduler", "cluster"],
+            ["database", "stats", "http", "talkback", "scheduler", "notifier", "cluster"],
         )
 
 

@@ -268,6 +268,8 @@ class JobStore:
                     (list(spec.depends_on), jobID),
                 )
             await self._insertTasks(txn, jobID, spec, "queued" if parentsDone else "waiting")
+            if parentsDone and not spec.paused:
+                await self._events.notify(txn, [WorkAvailable((jobID,))])
             return await self._getJob(txn, jobID)
 
         document = await self._pool.transaction(work)
@@ -340,7 +342,9 @@ class JobStore:
         )
         active = [(r[0], r[2], str(r[3])) for r in rows if r[1] in ACTIVE and r[3] is not None]
         await _closeAttempts(txn, [(t, a) for t, a, _ in active], "canceled", reason)
-        return len(rows), [TaskCanceled(t, a, agent, reason) for t, a, agent in active]
+        events = [TaskCanceled(t, a, agent, reason) for t, a, agent in active]
+        await self._events.notify(txn, list(events))
+        return len(rows), events
 
     async def cancelJob(self, jobID: int) -> dict[str, Any]:
         async def work(txn: Transaction) -> tuple[dict[str, Any], list[TaskCanceled]]:
@@ -384,6 +388,8 @@ class JobStore:
             await txn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", (*params, jobID))
             document = await self._getJob(txn, jobID)
             resumed = before == "paused" and document["state"] == "queued"
+            if resumed or (changes.get("stop_running") and document["tasks"]["queued"]):
+                await self._events.notify(txn, [WorkAvailable((jobID,))])
             return document, events, resumed
 
         document, events, resumed = await self._pool.transaction(work)
@@ -414,6 +420,7 @@ class JobStore:
             state = await self._jobState(txn, jobID)
             if not await self._retry(txn, "job_id = %s", (jobID,), jobID):
                 raise Conflict(f"job {jobID} has no failed or canceled tasks to retry", state=state)
+            await self._events.notify(txn, [WorkAvailable((jobID,))])
             return await self._getJob(txn, jobID)
 
         document = await self._pool.transaction(work)
@@ -424,6 +431,7 @@ class JobStore:
         async def work(txn: Transaction) -> dict[str, Any]:
             await self._jobState(txn, jobID)
             await txn.execute("DELETE FROM job_blocklist WHERE job_id = %s", (jobID,))
+            await self._events.notify(txn, [WorkAvailable((jobID,))])
             return await self._getJob(txn, jobID)
 
         document = await self._pool.transaction(work)
@@ -492,6 +500,7 @@ class JobStore:
                     f"task {taskID} is {state}; only failed or canceled tasks can be retried",
                     state=state,
                 )
+            await self._events.notify(txn, [WorkAvailable((jobID,))])
             return jobID
 
         jobID = await self._pool.transaction(work)

@@ -242,6 +242,32 @@ class Scheduler(StagedService):
         # If the connection went meanwhile, the tasks are found again by the
         # assign timeout or the lost grace, whichever comes first.
 
+    def resync(self) -> None:
+        """
+        After hints may have been missed (the listening connection was
+        lost): cancels for attempts closed meanwhile, and work for everyone.
+        """
+
+        async def closed(txn: Transaction) -> list[tuple[str, int, int, str]]:
+            pairs = [(t, a) for a in self.agents.values() for t in a.running]
+            if not pairs:
+                return []
+            rows = await txn.query(
+                "SELECT t.agent_id, t.id, a.attempt, a.state FROM tasks t"
+                " JOIN task_attempts a ON a.task_id = t.id AND a.agent_id = t.agent_id"
+                " WHERE t.id = ANY (%s) AND a.finished_at IS NOT NULL"
+                " AND a.state IN ('canceled', 'lost')",
+                ([t for t, _ in pairs],),
+            )
+            return [(str(r[0]), r[1], r[2], r[3]) for r in rows]
+
+        async def run() -> None:
+            for agentID, taskID, attempt, _ in await self.batcher.submit(closed):
+                self.events.publish(TaskCanceled(taskID, attempt, agentID, "canceled"))
+            self.offerAll()
+
+        Deferred.fromCoroutine(run()).addErrback(lambda f: log.failure("resync failed", f))
+
     # -- the sweep --------------------------------------------------------------
 
     async def sweep(self) -> None:

@@ -186,7 +186,10 @@ class AgentDirectory:
             await txn.execute(
                 f"UPDATE agents SET {', '.join(sets)} WHERE id = %s", (*params, agentID)
             )
-            return await self._get(txn, agentID)
+            document = await self._get(txn, agentID)
+            limits = document["operator_limits"] if "limits" in changes else None
+            await self._events.notify(txn, [AgentChanged(agentID, limits)])
+            return document
 
         document = await self._pool.transaction(work)
         limits = document["operator_limits"] if "limits" in changes else None

@@ -15,7 +15,7 @@ from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from masterd.events import AgentChanged, EventBus, TaskCanceled
+from masterd.events import AgentChanged, AgentMoved, EventBus, TaskCanceled
 
 from .store import AgentStore
 
@@ -78,6 +78,7 @@ class AgentRegistry:
             None
         )
         events.subscribe(TaskCanceled, self._taskCanceled)
+        events.subscribe(AgentMoved, self._agentMoved)
         events.subscribe(AgentChanged, self._limitsChanged)
 
     # -- connections ---------------------------------------------------------
@@ -145,6 +146,11 @@ class AgentRegistry:
         connection = self.connections.get(event.agent_id)
         if connection is not None and event.limits is not None:
             connection.send({"type": "limits", **event.limits})
+
+    def _agentMoved(self, event: AgentMoved) -> None:
+        connection = self.connections.get(event.agent_id)
+        if connection is not None and connection.session == event.session:
+            connection.close(4409, "the agent connected again elsewhere")
 
     def closeAll(self, code: int, reason: str) -> None:
         for connection in list(self.connections.values()):

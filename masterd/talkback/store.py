@@ -17,6 +17,7 @@ from attrs import frozen
 from psycopg2.extras import Json
 
 from masterd.db import Batcher, Pool, Transaction
+from masterd.events import AgentMoved, EventBus
 from masterd.jobs import lifecycle
 
 from .messages import Hello, Limits, Log, TaskUpdate
@@ -54,8 +55,15 @@ class UpdateResult:
 
 
 class AgentStore:
-    def __init__(self, pool: Pool, batcher: Batcher | None = None, blocklistAfter: int = 0) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        batcher: Batcher | None = None,
+        blocklistAfter: int = 0,
+        events: EventBus | None = None,
+    ) -> None:
         self._pool = pool
+        self._events = events
         # Task reports are many and small: they share transactions when a
         # batcher is given.
         self._batcher = batcher
@@ -104,6 +112,9 @@ class AgentStore:
                     (hello.agent_id,),
                 )
             }
+            if previous and previous[0][1] is not None and self._events is not None:
+                # The master holding the older connection closes it.
+                await self._events.notify(txn, [AgentMoved(hello.agent_id, str(previous[0][1]))])
             listed = set(hello.running)
             requeued = sorted(active - listed)
             for taskID, attempt in requeued:
