@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from masterd.cluster import MasterRegistry
 
-from .test_talkback import Base
+from .test_talkback import AGENT, Base
 
 
 class RegistryTests(Base):
@@ -49,3 +49,32 @@ class RegistryTests(Base):
                                               "agents_connected"})  # fmt: skip
         self.assertEqual((await api.ok("GET", "/api/v1/masters/test"))["name"], "test")
         self.assertEqual((await api.call("GET", "/api/v1/masters/nope")).code, 404)
+
+
+class ExpiryTests(Base):
+    async def test_deadMastersAgentsGoOffline(self) -> None:
+        """
+        When a master stops heartbeating, a survivor marks its agents
+        offline as of its last heartbeat; the lost grace then applies.
+        """
+        api = await self.setUpTalkback()
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        m1 = MasterRegistry(api.pool, clock, "m1", (), dict, 10, 60)
+        m2 = MasterRegistry(api.pool, clock, "m2", (), dict, 10, 60)
+        await m1.beat()
+        await m2.beat()
+        await api.pool.query(
+            "INSERT INTO agents (id, hostname, master, session, connected_at)"
+            " VALUES (%s, 'n', 'm2', gen_random_uuid(), now())",
+            (AGENT,),
+        )
+        clock.advance(30)
+        await m1.beat()
+        self.assertEqual((await api.ok("GET", f"/api/v1/agents/{AGENT}"))["state"], "idle")
+        clock.advance(40)  # m2 last beat 70 s ago
+        await m1.beat()
+        agent = await api.ok("GET", f"/api/v1/agents/{AGENT}")
+        self.assertEqual((agent["state"], agent["master"]), ("offline", None))
+        self.assertEqual(agent["disconnected_at"], "2027-01-15T08:00:00.000Z")
+        self.assertEqual(await m1.expire(), [])

@@ -19,10 +19,13 @@ from twisted.logger import Logger
 
 from masterd._time import isoformat
 from masterd._version import __version__
-from masterd.db import DatabaseUnavailable, Pool
+from masterd.db import DatabaseUnavailable, Pool, Transaction
 from masterd.service import StagedService
 
 log = Logger()
+
+#: The advisory lock one surviving master takes to expire the dead ones.
+EXPIRY_LOCK = 0x6D6173746572_65
 
 
 def _ts(seconds: float) -> datetime:
@@ -98,6 +101,42 @@ class MasterRegistry(StagedService):
                     name=self.master,
                     age=age,
                 )
+        await self.expire()
+
+    async def expire(self) -> list[tuple[str, str]]:
+        """
+        One surviving master (whichever holds the advisory lock this time)
+        marks the agents of masters that stopped heartbeating offline, as of
+        their master's last heartbeat. Their tasks then follow the lost
+        grace: requeued by the sweep unless the agents reconnect to another
+        master and list them.
+        """
+        cutoff = _ts(self.clock.seconds() - self.expire_s)
+
+        async def work(txn: Transaction) -> list[tuple[str, str]]:
+            locked = await txn.query("SELECT pg_try_advisory_xact_lock(%s)", (EXPIRY_LOCK,))
+            if not locked[0][0]:
+                return []
+            rows = await txn.query(
+                "UPDATE agents a SET master = NULL, session = NULL,"
+                " disconnected_at = m.last_seen"
+                " FROM masters m WHERE a.master = m.name AND a.session IS NOT NULL"
+                " AND m.last_seen < %s AND m.name <> %s RETURNING a.id, m.name",
+                (cutoff, self.master),
+            )
+            return [(str(r[0]), r[1]) for r in rows]
+
+        try:
+            expired = await self.pool.transaction(work)
+        except DatabaseUnavailable:
+            return []
+        for agentID, master in expired:
+            log.warn(
+                "master {master} is down: agent {agentId} marked offline",
+                master=master,
+                agentId=agentID,
+            )
+        return expired
 
     async def masters(self) -> list[dict[str, Any]]:
         rows = await self.pool.query(
