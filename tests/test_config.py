@@ -39,6 +39,14 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(config.database.embedded_data_dir, (ROOT / "var" / "pgdata"))
         self.assertEqual({t.role for t in config.tokens}, {Role.admin, Role.agent})
 
+    def test_shippedClusterExample(self) -> None:
+        env = {f"MASTERD_{k}_TOKEN": k.lower() * 20 for k in ("OPS", "ADMIN", "AGENT")}
+        config = loadConfig(ROOT / "etc" / "cluster-master.yaml", environ=env)
+        self.assertEqual(config.master.name, "master-1")
+        self.assertEqual(len(config.tokens), 3)
+        with self.assertRaises(ConfigError):
+            loadConfig(ROOT / "etc" / "cluster-master.yaml", environ={})
+
     def test_defaults(self) -> None:
         config = parseConfig({"database": {"dsn": "dbname=x"}}, environ={})
         self.assertTrue(config.master.name)
