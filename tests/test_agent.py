@@ -171,13 +171,14 @@ class RunnerTests(TestCase):
         gate = self.stateDir / "go"
         first.run(self.task(7, ["sh", "-c", f"echo before; while [ ! -e {gate} ]; do sleep 0.05;"
                                             " done; echo after"]))  # fmt: skip
-        del first  # the agent "dies" without stopping its task
+        # The agent "dies" without stopping its task.
         second = self.runner()
         self.assertEqual(second.listed(), [{"task_id": 7, "attempt": 1}])
         gate.touch()
         await self.until(lambda: self.final(7) is not None)
         self.assertEqual((self.final(7) or {})["state"], "done")
         self.assertEqual(self.lines(7), ["before", "after"])
+        await self.until(lambda: 7 in first._ended)  # its child, reaped
 
     async def test_outbox(self) -> None:
         """
@@ -191,3 +192,29 @@ class RunnerTests(TestCase):
         for message in list(runner.outbox):
             runner.sent(message)
         self.assertEqual((runner.outbox, runner.listed()), ([], []))
+
+
+class ExceptionReportTests(SynchronousTestCase):
+    def test_loggedFailuresGoToTheMaster(self) -> None:
+        """
+        The agent's own unhandled exceptions are queued as exception
+        messages for the master.
+        """
+        from twisted.logger import Logger
+        from twisted.python.failure import Failure
+
+        from masterd.agent.connection import AgentService, AgentSettings
+
+        runner = Runner(reactor, Path(self.mktemp()), lambda message: None)
+        service = AgentService(reactor, AgentSettings("id", "t", ("ws://x",), "h"), runner)
+        try:
+            raise KeyError("gpu0")
+        except KeyError:
+            failure = Failure()
+        service.reportFailures({"log_failure": failure, "log_namespace": "x"})
+        service.reportFailures({"log_format": "just a message"})
+        [message] = runner.outbox
+        self.assertEqual(message["type"], "exception")
+        self.assertEqual(message["message"], "KeyError: 'gpu0'")
+        self.assertIn("Traceback", message["traceback"])
+        del Logger

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from typing import Any, cast
 
 from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.websocket import WebSocketClientEndpoint, WebSocketTransport
 
@@ -182,8 +182,29 @@ class AgentService(Service):
             connection.sendNow(message)
             self.runner.sent(message)
 
+    def reportFailures(self, event: dict[str, Any]) -> None:
+        """
+        A log observer: the agent's own unhandled exceptions (logged
+        failures) go to the master as exception messages.
+        """
+        failure = event.get("log_failure")
+        if failure is None or event.get("log_namespace", "").startswith("masterd.agent.report"):
+            return
+        try:
+            message = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+            traceback = failure.getTraceback()
+        except Exception:
+            return
+        self.runner.outbox.append(
+            {"type": "exception", "message": message[:10_000], "traceback": traceback[:100_000]}
+        )
+        connection = self.connection
+        if connection is not None and connection.welcomed:
+            connection.flush()
+
     def startService(self) -> None:
         super().startService()
+        globalLogPublisher.addObserver(cast(ILogObserver, self.reportFailures))
         self.runner.start()
         self._loop = Deferred.fromCoroutine(self._connectLoop())
         self._loop.addErrback(lambda f: log.failure("the connection loop failed", f))
@@ -219,6 +240,7 @@ class AgentService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        globalLogPublisher.removeObserver(cast(ILogObserver, self.reportFailures))
         self.runner.stop()
         if self._wait is not None and self._wait.active():
             self._wait.cancel()

@@ -87,6 +87,9 @@ class Runner:
         #: Messages not yet sent: the connection drains it whenever it can.
         self.outbox: list[dict[str, Any]] = []
         self.runs: dict[int, Run] = {}
+        #: Tasks whose shim this process started (and will see end), and
+        #: those whose shim has ended.
+        self._spawned: set[int] = set()
         self._ended: set[int] = set()
         #: Pending timeouts and kill escalations, by task.
         self._calls: dict[int, list[IDelayedCall]] = {}
@@ -190,6 +193,7 @@ class Runner:
             childFDs={0: "w", 1: "r", 2: "r"},
         )  # fmt: skip
         run = Run(taskID, attempt, process.pid, logPath, exitPath)
+        self._spawned.add(taskID)
         self.runs[taskID] = run
         self._save()
         self._report({"type": "task_update", "task_id": taskID, "attempt": attempt,
@@ -224,10 +228,16 @@ class Runner:
     def poll(self) -> None:
         for run in list(self.runs.values()):
             self._tail(run)
-            ended = run.task_id in self._ended or not _alive(run.pid)
-            if Path(run.exit_path).exists() or ended:
+            if run.task_id in self._spawned:
+                # Our own child: wait until it is reaped, pipes closed.
+                ended = run.task_id in self._ended
+            else:
+                # Adopted after a restart: its shim is not our child.
+                ended = Path(run.exit_path).exists() or not _alive(run.pid)
+            if ended:
                 self._tail(run, final=True)
                 self._ended.discard(run.task_id)
+                self._spawned.discard(run.task_id)
                 status = self._status(run)
                 if run.canceled:
                     self._finish(run, "failed", status, f"stopped: {run.reason}")
