@@ -17,7 +17,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.web.websocket import WebSocketClientEndpoint, WebSocketTransport
+from twisted.web.websocket import (
+    ConnectionRejected,
+    WebSocketClientEndpoint,
+    WebSocketTransport,
+)
 
 from .runner import Runner
 from .usage import hardware, usage
@@ -211,7 +215,9 @@ class AgentService(Service):
 
     def _delay(self) -> float:
         s = self.settings
-        capped = min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(self.attempts, 16))
+        # attempts counts failures so far, this one included: the first
+        # wait is backoff_initial_s.
+        capped = min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(self.attempts - 1, 16))
         return float(capped * random.uniform(0.5, 1.0))
 
     async def _connectLoop(self) -> None:
@@ -222,6 +228,9 @@ class AgentService(Service):
             try:
                 endpoint = WebSocketClientEndpoint.new(self.reactor, url, connectTimeout=10)
                 await endpoint.connect(connection)
+            except ConnectionRejected as e:
+                code = getattr(e.response, "code", "?")
+                log.warn("{url} refused the connection (HTTP {code})", url=url, code=code)
             except Exception as e:
                 log.warn("cannot connect to {url}: {why}", url=url, why=str(e) or type(e).__name__)
             else:
