@@ -5,7 +5,6 @@ A real master in a real process: twistd, the embedded PostgreSQL, sockets on
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -17,6 +16,8 @@ from typing import Any
 import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+
+from masterd.agent.runner import processAlive
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -97,16 +98,4 @@ def postmasterPID(dataDir: Path) -> int | None:
         return None
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it has exited all the same.
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return False
-    return status != "Z"
+alive = processAlive

@@ -53,7 +53,11 @@ class _Quiet(ProcessProtocol):
         self.onEnd()
 
 
-def _alive(pid: int) -> bool:
+def processAlive(pid: int) -> bool:
+    """
+    Is there a live process C{pid}? (A zombie answers kill(0), yet it has
+    exited.)
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -63,7 +67,7 @@ def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
-        return True
+        return False
 
 
 class Runner:
@@ -124,7 +128,7 @@ class Runner:
             return
         for item in saved:
             run = Run(**item)
-            if _alive(run.pid) or Path(run.exit_path).exists():
+            if processAlive(run.pid) or Path(run.exit_path).exists():
                 self.runs[run.task_id] = run
                 log.info("adopted task {taskId} (pid {pid})", taskId=run.task_id, pid=run.pid)
 
@@ -233,7 +237,7 @@ class Runner:
                 ended = run.task_id in self._ended
             else:
                 # Adopted after a restart: its shim is not our child.
-                ended = Path(run.exit_path).exists() or not _alive(run.pid)
+                ended = Path(run.exit_path).exists() or not processAlive(run.pid)
             if ended:
                 self._tail(run, final=True)
                 self._ended.discard(run.task_id)
