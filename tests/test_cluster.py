@@ -78,3 +78,22 @@ class ExpiryTests(Base):
         self.assertEqual((agent["state"], agent["master"]), ("offline", None))
         self.assertEqual(agent["disconnected_at"], "2027-01-15T08:00:00.000Z")
         self.assertEqual(await m1.expire(), [])
+
+    async def test_agentsOfAnEarlierRun(self) -> None:
+        """
+        Agents still recorded as held by an earlier run of this master (it
+        crashed) are marked offline when it starts again, so that their
+        tasks follow the lost grace.
+        """
+        api = await self.setUpTalkback()
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        await api.pool.query(
+            "INSERT INTO agents (id, hostname, master, session, connected_at)"
+            " VALUES (%s, 'n', 'm1', gen_random_uuid(), to_timestamp(1799999000))",
+            (AGENT,),
+        )
+        m1 = MasterRegistry(api.pool, clock, "m1", (), dict, 10, 60)
+        await m1.beat()
+        agent = await api.ok("GET", f"/api/v1/agents/{AGENT}")
+        self.assertEqual((agent["state"], agent["master"]), ("offline", None))

@@ -538,6 +538,9 @@ class ServiceTests(Base):
         await service.start()
         await service.stop()
         self.assertEqual((first.closed, second.closed), (GOING_AWAY, GOING_AWAY))
+        # Marked offline before the database goes, not when the sockets close.
+        self.assertEqual((await self.agent())["state"], "offline")
+        self.assertEqual((await self.agent(OTHER))["state"], "offline")
 
     async def test_flushAndReapLoops(self) -> None:
         from masterd.talkback import TalkbackService

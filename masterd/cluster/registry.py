@@ -57,6 +57,7 @@ class MasterRegistry(StagedService):
         self.heartbeat_s = heartbeat_s
         self.expire_s = expire_s
         self.instance = str(uuid.uuid4())
+        self._claimedOwn = False
         self.startedAt = clock.seconds()
         self._loop = LoopingCall(self.beat)
         self._loop.clock = clock
@@ -126,8 +127,23 @@ class MasterRegistry(StagedService):
             )
             return [(str(r[0]), r[1]) for r in rows]
 
+        async def mine(txn: Transaction) -> list[tuple[str, str]]:
+            # Agents held by an earlier run of this master (it crashed, or
+            # they were not marked offline on the way down): nobody holds
+            # them now.
+            rows = await txn.query(
+                "UPDATE agents SET master = NULL, session = NULL, disconnected_at = %s"
+                " WHERE master = %s AND session IS NOT NULL AND connected_at < %s"
+                " RETURNING id, master",
+                (_ts(self.startedAt), self.master, _ts(self.startedAt)),
+            )
+            return [(str(r[0]), r[1]) for r in rows]
+
         try:
             expired = await self.pool.transaction(work)
+            if not self._claimedOwn:
+                expired += await self.pool.transaction(mine)
+                self._claimedOwn = True
         except DatabaseUnavailable:
             return []
         for agentID, master in expired:

@@ -70,8 +70,16 @@ class TalkbackService(StagedService):
                 loop.stop()
         # Closing handshakes finish while the HTTP service closes its
         # connections next (it aborts whatever is left after a few seconds).
+        sessions = [
+            (c.agentID, c.session)
+            for c in self.registry.connections.values()
+            if c.agentID is not None and c.session is not None
+        ]
         self.registry.closeAll(GOING_AWAY, "master shutting down")
         try:
             await self.registry.flush()
+            # Mark them offline now, while the database is still ours: their
+            # connections are lost only after the pool has closed.
+            await self.registry.store.disconnectMany(sessions, self.clock.seconds())
         except DatabaseUnavailable:
             pass

@@ -141,6 +141,16 @@ class AgentStore:
         )
         return bool(rows)
 
+    async def disconnectMany(self, sessions: list[tuple[str, str]], now: float) -> None:
+        if not sessions:
+            return
+        await self._pool.query(
+            "UPDATE agents a SET master = NULL, session = NULL, disconnected_at = %s"
+            " FROM unnest(%s::uuid[], %s::uuid[]) AS x (id, session)"
+            " WHERE a.id = x.id AND a.session = x.session",
+            (_ts(now), [s[0] for s in sessions], [s[1] for s in sessions]),
+        )
+
     async def flush(self, seen: Sequence[tuple[str, str, float, dict[str, Any] | None]]) -> None:
         """
         Write the last-seen times (and latest usage) of many agents in one
