@@ -5,6 +5,7 @@ A real master in a real process: twistd, the embedded PostgreSQL, sockets on
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -85,10 +86,22 @@ class MasterProcess:
             self.process.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """
+        Stop the master (cleanly if it will, so that it stops its embedded
+        PostgreSQL), and whatever PostgreSQL a killed master left behind.
+        """
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self._log.close()
+        dataDir = self.cwd / "pgdata"
+        pid = postmasterPID(dataDir)
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGTERM)
 
 
 def postmasterPID(dataDir: Path) -> int | None:
