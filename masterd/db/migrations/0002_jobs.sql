@@ -181,6 +181,10 @@ BEGIN
     IF released IS NOT NULL THEN
         UPDATE tasks SET state = 'queued'
             WHERE job_id = ANY (released) AND state = 'waiting';
+        -- Every master hears of the released work (NOTIFY is sent at
+        -- commit, only if the transaction commits; docs/operations.md).
+        PERFORM pg_notify('masterd', json_build_object(
+            'origin', '', 'events', json_build_array(json_build_array('work', released)))::text);
     END IF;
 END
 $$;
