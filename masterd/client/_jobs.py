@@ -29,6 +29,28 @@ if TYPE_CHECKING:
     from ._agents import Agent
 
 
+class _Ending(Record):
+    """
+    What tasks and attempts share: when they ran and how they ended.
+    """
+
+    @property
+    def started_at(self) -> datetime | None:
+        return self._time("started_at")
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return self._time("finished_at")
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.raw.get("exit_code")
+
+    @property
+    def error(self) -> str | None:
+        return self.raw.get("error")
+
+
 class Job(Resource):
     """
     A command over a set of frames, split into tasks.
@@ -260,7 +282,7 @@ class Job(Resource):
         return f"<Job {self.raw.get('id')} {self.raw.get('state')} {self.raw.get('title')!r}>"
 
 
-class Task(Resource):
+class Task(Resource, _Ending):
     """
     A group of a job's frames that one agent renders in one go.
     """
@@ -316,22 +338,6 @@ class Task(Resource):
     @property
     def progress(self) -> float:
         return float(self.raw.get("progress") or 0.0)
-
-    @property
-    def started_at(self) -> datetime | None:
-        return self._time("started_at")
-
-    @property
-    def finished_at(self) -> datetime | None:
-        return self._time("finished_at")
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.raw.get("exit_code")
-
-    @property
-    def error(self) -> str | None:
-        return self.raw.get("error")
 
     def job(self) -> Job:
         return Job(self._transport, self._transport.get_json(ref_href(self.raw.get("job"), "job")))
@@ -406,7 +412,7 @@ class Task(Resource):
         )
 
 
-class Attempt(Record):
+class Attempt(_Ending):
     """
     One time a task was handed to an agent.
     """
@@ -438,22 +444,6 @@ class Attempt(Record):
         C{rejected}.
         """
         return str(self.raw["state"])
-
-    @property
-    def started_at(self) -> datetime | None:
-        return self._time("started_at")
-
-    @property
-    def finished_at(self) -> datetime | None:
-        return self._time("finished_at")
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.raw.get("exit_code")
-
-    @property
-    def error(self) -> str | None:
-        return self.raw.get("error")
 
     def task(self) -> Task:
         href = ref_href(self.raw.get("task"), "task")
