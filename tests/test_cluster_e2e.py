@@ -30,8 +30,8 @@ from twisted.python import log as twistedLog
 from twisted.trial.unittest import SkipTest, TestCase
 
 from ._postgres import freshDatabase
-from ._process import MasterProcess, alive, writeConfig
-from .test_e2e import ADMIN, AGENT_TOKEN, AgentProcess
+from ._process import MasterProcess, alive
+from .test_e2e import ADMIN, AgentProcess, farmConfig
 
 # The issue asks for 2,000 tasks; MASTERD_CLUSTER_E2E_TASKS overrides it for
 # a quicker run while developing.
@@ -71,19 +71,11 @@ def freePort() -> int:
 
 def masterConfig(directory: Path, name: str, dsn: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    return writeConfig(
+    return farmConfig(
         directory,
         master={"name": name, "heartbeat_s": 1, "expire_s": 4},
         database={"dsn": dsn},
-        auth={"tokens": [
-            {"name": "admin", "role": "admin", "token": ADMIN},
-            {"name": "agents", "role": "agent", "token": AGENT_TOKEN},
-        ]},
-        http={"listen": ["tcp:0:interface=127.0.0.1"], "access_log": False},
-        talkback={"heartbeat_s": 1, "agent_timeout_s": 4, "lost_grace_s": 2,
-                  "reap_interval_s": 0.5},
-        scheduler={"sweep_s": 1, "assign_timeout_s": 10},
-    )  # fmt: skip
+    )
 
 
 class HAProxyProcess:

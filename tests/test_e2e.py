@@ -52,23 +52,32 @@ class AgentProcess:
         self._log.close()
 
 
+def farmConfig(directory: Path, **overrides: Any) -> Path:
+    """
+    A master for a farm under test: an admin and an agent token, a free
+    port, no access log, and timers short enough for a test.
+    """
+    settings: dict[str, Any] = {
+        "auth": {"tokens": [
+            {"name": "admin", "role": "admin", "token": ADMIN},
+            {"name": "agents", "role": "agent", "token": AGENT_TOKEN},
+        ]},
+        "http": {"listen": ["tcp:0:interface=127.0.0.1"], "access_log": False},
+        "talkback": {"heartbeat_s": 1, "agent_timeout_s": 4, "lost_grace_s": 2,
+                     "reap_interval_s": 0.5},
+        "scheduler": {"sweep_s": 1, "assign_timeout_s": 10},
+    }  # fmt: skip
+    settings.update(overrides)
+    return writeConfig(directory, **settings)
+
+
 class EndToEndTests(TestCase):
     timeout = 240
 
     async def setUpFarm(self, agents: int = 2, maxTasks: int = 1) -> None:
         self.directory = Path(self.mktemp()).resolve()
         self.directory.mkdir(parents=True)
-        config = writeConfig(
-            self.directory,
-            auth={"tokens": [
-                {"name": "admin", "role": "admin", "token": ADMIN},
-                {"name": "agents", "role": "agent", "token": AGENT_TOKEN},
-            ]},
-            http={"listen": ["tcp:0:interface=127.0.0.1"], "access_log": False},
-            talkback={"heartbeat_s": 1, "agent_timeout_s": 4, "lost_grace_s": 2,
-                      "reap_interval_s": 0.5},
-            scheduler={"sweep_s": 1, "assign_timeout_s": 10},
-        )  # fmt: skip
+        config = farmConfig(self.directory)
         self.master = MasterProcess(config, self.directory)
         self.addCleanup(self.master.kill)
         port = await self.master.waitForPort()
