@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from masterd.config import DatabaseConfig, PoolConfig, parseConfig
 from masterd.db import (
+    Batcher,
     DatabaseService,
     DatabaseUnavailable,
     Migration,
@@ -285,3 +286,99 @@ async def status(url: str) -> int:
     await response.content()
     code: int = response.code
     return code
+
+
+class BatcherTests(TestCase):
+    """
+    Group commit against a real database.
+    """
+
+    async def batcher(self) -> tuple[Pool, Batcher]:
+        pool = Pool(reactor, await freshDatabase(self), minSize=1, maxSize=2)
+        await pool.open()
+        self.addCleanup(pool.close)
+        await pool.query("CREATE TABLE notes (id serial PRIMARY KEY, text text NOT NULL)")
+        return pool, Batcher(pool)
+
+    @staticmethod
+    def note(text: str | None) -> Any:
+        async def work(txn: Transaction) -> int:
+            rows = await txn.query("INSERT INTO notes (text) VALUES (%s) RETURNING id", (text,))
+            return int(rows[0][0])
+
+        return work
+
+    def test_arrivalsDuringBeginRideAlong(self) -> Deferred[None]:
+        """
+        What is submitted after a batch has started, but before its
+        transaction has begun, is written in that same transaction.
+        """
+
+        async def run() -> None:
+            _, batcher = await self.batcher()
+            first = batcher.submit(self.note("a"))
+            second = batcher.submit(self.note("b"))
+            self.assertEqual(await gatherResults([first, second]), [1, 2])
+            self.assertEqual((batcher.batches, batcher.operations), (1, 2))
+
+        return d(run())
+
+    def test_groupedBeforeSingles(self) -> Deferred[None]:
+        """
+        In a batch, grouped items run before single operations, whatever the
+        order they came in: a claim sees the reports of its own batch.
+        """
+
+        async def run() -> None:
+            _, batcher = await self.batcher()
+
+            async def count(txn: Transaction) -> int:
+                return int((await txn.query("SELECT count(*) FROM notes"))[0][0])
+
+            async def insertAll(txn: Transaction, texts: list[str]) -> list[int]:
+                return [await self.note(text)(txn) for text in texts]
+
+            counted = batcher.submit(count)
+            inserted = [batcher.submitGrouped(insertAll, t) for t in ("x", "y")]
+            self.assertEqual(await counted, 2)
+            self.assertEqual(await gatherResults(inserted), [1, 2])
+            self.assertEqual(batcher.batches, 1)
+
+        return d(run())
+
+    def test_oneBadOperationFailsAlone(self) -> Deferred[None]:
+        """
+        A batch that fails is written again one operation at a time: the bad
+        one fails, the others are written.
+        """
+
+        async def run() -> None:
+            pool, batcher = await self.batcher()
+            good = batcher.submit(self.note("fine"))
+            bad = batcher.submit(self.note(None))  # NOT NULL
+            alsoGood = batcher.submit(self.note("also fine"))
+            self.assertIsInstance(await good, int)
+            self.assertIsInstance(await alsoGood, int)
+            with self.assertRaises(psycopg2.errors.NotNullViolation):
+                await bad
+            rows = await pool.query("SELECT text FROM notes ORDER BY id")
+            self.assertEqual([r[0] for r in rows], ["fine", "also fine"])
+
+        return d(run())
+
+    def test_databaseDownFailsTheBatch(self) -> Deferred[None]:
+        """
+        With the database gone, every operation of the batch fails with
+        DatabaseUnavailable, and the batcher takes the next ones afterwards.
+        """
+
+        async def run() -> None:
+            pool, batcher = await self.batcher()
+            await pool.close()
+            pending = [batcher.submit(self.note("x")) for _ in range(3)]
+            for each in pending:
+                with self.assertRaises(DatabaseUnavailable):
+                    await each
+            self.assertFalse(batcher._running)
+
+        return d(run())

@@ -6,6 +6,7 @@ memory, over a real database.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -251,19 +252,15 @@ class ServiceTests(Base):
 
     async def settle(self) -> None:
         """
-        Let offers turn into claims: advance the clock past the scheduler's
-        callLater(0) and wait for the database, until nothing is pending.
+        Let offers turn into claims: advance the clock and wait for the
+        database, until nothing is pending.
         """
         for _ in range(200):
             self.clock.advance(0)
-            if (
-                self.scheduler._round is None
-                and self.scheduler._kick is None
-                and not self.batcher._running
-            ):
+            if not self.scheduler.busy and not self.batcher._running:
                 await deferLater(reactor, 0.01)
                 self.clock.advance(0)
-                if self.scheduler._round is None and self.scheduler._kick is None:
+                if not self.scheduler.busy and not self.batcher._running:
                     return
             await deferLater(reactor, 0.01)
 
@@ -286,6 +283,36 @@ class ServiceTests(Base):
         await self.say(connection, update(first, "done", exit_code=0))
         await self.settle()
         self.assertEqual([t["frames"] for t in self.assigned(transport)], [[3]])
+
+    async def test_reportsAndClaimShareOneTransaction(self) -> None:
+        """
+        A running and a done sent back to back, and the claim for the slot
+        the done frees, are written in one transaction: the agent's next
+        task waits for one commit, not three.
+        """
+        await self.setUpScheduler()
+        job = await self.api.submit(frames="1-3", command=["render", "{frame}"])
+        connection, transport = await self.joined()  # max_tasks 2
+        await self.settle()
+        task, _ = self.assigned(transport)
+        first = lifecycle.Assignment(task["task_id"], task["attempt"], job["id"], "", [], {},
+                                     None, [], None)  # fmt: skip
+        before = self.batcher.batches
+        # Both in one turn of the reactor, as an agent's single write.
+        connection.textMessageReceived(json.dumps(update(first, "running")))
+        connection.textMessageReceived(json.dumps(update(first, "done", exit_code=0)))
+        await connection.drained()
+        await self.settle()
+        [nextTask] = self.assigned(transport)
+        self.assertEqual(nextTask["frames"], [3])
+        self.assertEqual(self.batcher.batches - before, 1)
+        done = await self.api.ok("GET", f"/api/v1/tasks/{first.task_id}")
+        self.assertEqual(done["state"], "done")
+        # The running report was folded into the done: its start is kept.
+        self.assertIsNotNone(done["started_at"])
+        self.assertLessEqual(done["started_at"], done["finished_at"])
+        job = await self.api.ok("GET", f"/api/v1/jobs/{job['id']}")
+        self.assertEqual(job["tasks"]["done"], 1)
 
     async def test_submittedWorkReachesIdleAgents(self) -> None:
         await self.setUpScheduler()

@@ -26,6 +26,8 @@ ItemT = TypeVar("ItemT")
 Operation = Callable[[Transaction], Awaitable[Any]]
 #: Runs many items of one kind in one go: their results, in order.
 GroupRunner = Callable[[Transaction, list[Any]], Awaitable[list[Any]]]
+#: An operation or a grouped runner, its item (or _SINGLE), its result.
+_Entry = tuple[Any, Any, Deferred[Any]]
 
 log = Logger()
 
@@ -34,7 +36,7 @@ class Batcher:
     def __init__(self, pool: Pool, maxBatch: int = 500) -> None:
         self._pool = pool
         self._maxBatch = maxBatch
-        self._pending: list[tuple[Operation | GroupRunner, Any, Deferred[Any]]] = []
+        self._pending: list[_Entry] = []
         self._running = False
         self.batches = 0
         self.operations = 0
@@ -67,41 +69,47 @@ class Batcher:
             self._running = True
             Deferred.fromCoroutine(self._drain())
 
+    def _take(self) -> list[_Entry]:
+        batch = self._pending[: self._maxBatch]
+        del self._pending[: self._maxBatch]
+        return batch
+
     async def _drain(self) -> None:
         try:
             while self._pending:
-                batch = self._pending[: self._maxBatch]
-                del self._pending[: self._maxBatch]
-                await self._run(batch)
+                await self._runNext()
         finally:
             self._running = False
 
-    async def _run(self, batch: list[tuple[Any, Any, Deferred[Any]]]) -> None:
-        self.batches += 1
-        self.operations += len(batch)
+    async def _runNext(self) -> None:
+        taken: list[_Entry] = []
 
         async def work(txn: Transaction) -> list[Any]:
-            results: list[Any] = [None] * len(batch)
-            groups: dict[Any, list[int]] = {}
-            singles: list[int] = []
-            for i, (runner, item, _) in enumerate(batch):
-                if item is _SINGLE:
-                    singles.append(i)
-                else:
-                    groups.setdefault(runner, []).append(i)
-            # Grouped items first (task reports), then single operations
-            # (claims) in the order they came.
-            for runner, indexes in groups.items():
-                for i, result in zip(
-                    indexes, await runner(txn, [batch[i][1] for i in indexes]), strict=True
-                ):
-                    results[i] = result
-            for i in singles:
-                results[i] = await batch[i][0](txn)
-            return results
+            # The batch is taken only once the transaction has begun, so that
+            # whatever arrived during BEGIN rides along instead of waiting a
+            # whole batch.
+            taken.extend(self._take())
+            return await self._apply(txn, taken)
 
         try:
             results = await self._pool.transaction(work)
+        except DatabaseUnavailable as e:
+            for _, _, done in taken or self._take():
+                done.errback(e)
+            return
+        except Exception:
+            if not taken:
+                # Failed before the batch was taken: nothing of it ran.
+                for _, _, done in self._take():
+                    done.errback()
+                return
+            await self._retry(taken)
+            return
+        self._finish(taken, results)
+
+    async def _run(self, batch: list[_Entry]) -> None:
+        try:
+            results = await self._pool.transaction(lambda txn: self._apply(txn, batch))
         except DatabaseUnavailable as e:
             for _, _, done in batch:
                 done.errback(e)
@@ -110,12 +118,44 @@ class Batcher:
             if len(batch) == 1:
                 batch[0][2].errback()
                 return
-            log.warn("a batch of {count} failed; retrying one by one", count=len(batch))
-            for entry in batch:
-                await self._run([entry])
+            await self._retry(batch)
             return
+        self._finish(batch, results)
+
+    async def _retry(self, batch: list[_Entry]) -> None:
+        if len(batch) == 1:
+            await self._run(batch)
+            return
+        log.warn("a batch of {count} failed; retrying one by one", count=len(batch))
+        for entry in batch:
+            await self._run([entry])
+
+    def _finish(self, batch: list[_Entry], results: list[Any]) -> None:
+        self.batches += 1
+        self.operations += len(batch)
         for (_, _, done), result in zip(batch, results, strict=True):
             done.callback(result)
+
+    async def _apply(self, txn: Transaction, batch: list[_Entry]) -> list[Any]:
+        results: list[Any] = [None] * len(batch)
+        groups: dict[Any, list[int]] = {}
+        singles: list[int] = []
+        for i, (runner, item, _) in enumerate(batch):
+            if item is _SINGLE:
+                singles.append(i)
+            else:
+                groups.setdefault(runner, []).append(i)
+        # Grouped items first (task reports), then single operations (claims)
+        # in the order they came: a claim sees the slots freed by the reports
+        # of its own batch.
+        for runner, indexes in groups.items():
+            for i, result in zip(
+                indexes, await runner(txn, [batch[i][1] for i in indexes]), strict=True
+            ):
+                results[i] = result
+        for i in singles:
+            results[i] = await batch[i][0](txn)
+        return results
 
 
 _SINGLE = object()

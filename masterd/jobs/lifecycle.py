@@ -89,10 +89,14 @@ async def assignMany(
     """
     if not pairs:
         return []
+    ordered = sorted(pairs)
     rows = await txn.query(
         "WITH pairs AS (SELECT * FROM unnest(%s::bigint[], %s::uuid[]) AS p (task_id, agent_id)),"
-        " claimed AS (SELECT t.id, p.agent_id FROM tasks t JOIN pairs p ON p.task_id = t.id"
-        " WHERE t.state = 'queued' ORDER BY t.id FOR UPDATE OF t SKIP LOCKED),"
+        # Each task by its primary key (a join lets the planner read every
+        # queued task instead), locked in id order: the pairs come sorted.
+        " claimed AS (SELECT t.id, p.agent_id FROM pairs p CROSS JOIN LATERAL"
+        " (SELECT id FROM tasks WHERE id = p.task_id AND state = 'queued'"
+        " FOR UPDATE SKIP LOCKED) t),"
         " updated AS (UPDATE tasks t SET state = 'assigned', attempt = t.attempt + 1,"
         " agent_id = claimed.agent_id, progress = 0, started_at = NULL, finished_at = NULL,"
         " exit_code = NULL, error = NULL FROM claimed WHERE t.id = claimed.id"
@@ -103,7 +107,7 @@ async def assignMany(
         " SELECT u.id, u.attempt, u.job_id, u.frames, u.command, u.agent_id, j.title, j.command,"
         " j.env, j.cwd, j.task_timeout_s, j.req_cpus, j.req_ram_mb, j.req_gpus"
         " FROM updated u JOIN jobs j ON j.id = u.job_id ORDER BY u.id",
-        ([p[0] for p in pairs], [p[1] for p in pairs], _at(at)),
+        ([p[0] for p in ordered], [p[1] for p in ordered], _at(at)),
     )
     assignments = []
     for (taskID, attempt, jobID, frames, taskCommand, agentID, title, jobCommand, env, cwd,
@@ -185,18 +189,22 @@ async def runningMany(
 
 
 async def doneMany(
-    txn: Transaction, reports: Sequence[tuple[str, int, int, int | None, float | None]]
+    txn: Transaction,
+    reports: Sequence[tuple[str, int, int, int | None, float | None, float | None]],
 ) -> dict[int, int]:
     """
-    Many "done" reports, (agent, task, attempt, exit code, at), in one
-    statement; task id to job id for the reports that applied.
+    Many "done" reports, (agent, task, attempt, exit code, at, started), in
+    one statement; task id to job id for the reports that applied. C{started}
+    is the time of a "running" report folded into this one (or None).
     """
     rows = await txn.query(
         "WITH x AS (SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::int[], %s::int[],"
-        " %s::timestamptz[]) AS x (agent_id, task_id, attempt, exit_code, at)),"
+        " %s::timestamptz[], %s::timestamptz[])"
+        " AS x (agent_id, task_id, attempt, exit_code, at, started)),"
         " updated AS (UPDATE tasks t SET state = 'done', progress = 1,"
         " exit_code = x.exit_code, error = NULL,"
-        " started_at = coalesce(t.started_at, x.at, now()), finished_at = coalesce(x.at, now())"
+        " started_at = coalesce(t.started_at, x.started, x.at, now()),"
+        " finished_at = coalesce(x.at, now())"
         " FROM x WHERE t.id = x.task_id AND t.attempt = x.attempt AND t.agent_id = x.agent_id"
         " AND t.state IN ('assigned', 'running')"
         " RETURNING t.id, t.attempt, t.job_id, x.exit_code, x.at),"
@@ -211,6 +219,7 @@ async def doneMany(
             [r[2] for r in reports],
             [r[3] for r in reports],
             [_at(r[4]) for r in reports],
+            [_at(r[5]) for r in reports],
         ),
     )
     return {r[0]: r[1] for r in rows}

@@ -14,6 +14,7 @@ transaction.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from typing import Any
 
@@ -62,7 +63,7 @@ class _Candidate:
 _CANDIDATES = (
     "SELECT id, priority, n_assigned + n_running, weight, req_cpus, req_ram_mb, req_gpus,"
     " n_queued FROM jobs"
-    " WHERE n_queued > 0 AND NOT paused AND NOT canceled"
+    " WHERE state IN ('queued', 'running') AND n_queued > 0 AND NOT paused AND NOT canceled"
     " AND req_cpus <= %(cpus)s AND req_ram_mb <= %(ram)s AND req_gpus <= %(gpus)s"
     " AND req_tags <@ %(tags)s::text[]"
     " AND NOT EXISTS (SELECT 1 FROM job_blocklist b WHERE b.job_id = jobs.id"
@@ -79,27 +80,42 @@ _LOCK = (
 )
 
 
-def _pick(capacity: Capacity, candidates: list[_Candidate]) -> list[int]:
+class _Ranking:
     """
-    Fill an agent's free slots: the best-ranked job whose requirements
-    still fit the resources left, one task at a time. Returns job ids.
+    The candidate jobs of a group of alike agents, best first, kept in a
+    heap: each pick costs a logarithm, not a pass over every candidate (a
+    claim for 500 agents among 1,000 jobs would otherwise be quadratic).
     """
-    chosen: list[int] = []
-    cpus, ram, gpus = capacity.cpus, capacity.ram_mb, capacity.gpus
-    while len(chosen) < capacity.slots:
-        fitting = [
-            c
-            for c in candidates
-            if c.available and c.cpus <= cpus and c.ram_mb <= ram and c.gpus <= gpus
-        ]
-        if not fitting:
-            break
-        best = min(fitting, key=_Candidate.rank)
-        chosen.append(best.job_id)
-        best.available -= 1
-        best.active += 1
-        cpus, ram, gpus = cpus - best.cpus, ram - best.ram_mb, gpus - best.gpus
-    return chosen
+
+    def __init__(self, candidates: list[_Candidate]) -> None:
+        self._heap = [(c.rank(), i, c) for i, c in enumerate(candidates) if c.available]
+        heapq.heapify(self._heap)
+
+    def pick(self, capacity: Capacity) -> list[int]:
+        """
+        Fill an agent's free slots: the best-ranked job whose requirements
+        still fit the resources left, one task at a time; re-ranked after
+        each pick, so that slots spread across equal jobs. Returns job ids.
+        """
+        chosen: list[int] = []
+        cpus, ram, gpus = capacity.cpus, capacity.ram_mb, capacity.gpus
+        # Jobs too big for what this agent has left, set aside until it is
+        # served: they may fit the next agent.
+        tooBig: list[tuple[tuple[int, float, int], int, _Candidate]] = []
+        while len(chosen) < capacity.slots and self._heap:
+            rank, i, best = heapq.heappop(self._heap)
+            if best.cpus > cpus or best.ram_mb > ram or best.gpus > gpus:
+                tooBig.append((rank, i, best))
+                continue
+            chosen.append(best.job_id)
+            best.available -= 1
+            best.active += 1
+            cpus, ram, gpus = cpus - best.cpus, ram - best.ram_mb, gpus - best.gpus
+            if best.available:
+                heapq.heappush(self._heap, (best.rank(), i, best))
+        for entry in tooBig:
+            heapq.heappush(self._heap, entry)
+        return chosen
 
 
 def _groups(capacities: list[Capacity]) -> dict[tuple[Any, ...], list[Capacity]]:
@@ -143,8 +159,9 @@ async def claimMany(
             _Candidate(j, p, a, w, cpus, ram, gpus, min(queued, total))
             for j, p, a, w, cpus, ram, gpus, queued in rows
         ]
+        ranking = _Ranking(candidates)
         for c in group:
-            picks.extend((c.agent_id, jobID) for jobID in _pick(c, candidates))
+            picks.extend((c.agent_id, jobID) for jobID in ranking.pick(c))
     if not picks:
         return {}
     need = Counter(jobID for _, jobID in picks)

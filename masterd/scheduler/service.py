@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -125,7 +125,10 @@ class Scheduler(StagedService):
         self.settings = settings
         self.agents: dict[str, AgentSlots] = {}
         self._wanted: set[str] = set()
-        self._kick: IDelayedCall | None = None
+        #: A claim waits in the batcher; it will take every offer made
+        #: until its transaction runs.
+        self._claimQueued = False
+        self._inFlight = 0
         self._round: Deferred[None] | None = None
         self._sweep = LoopingCall(self.sweep)
         self._sweep.clock = clock
@@ -142,8 +145,6 @@ class Scheduler(StagedService):
     async def stop(self) -> None:
         if self._sweep.running:
             self._sweep.stop()
-        if self._kick is not None and self._kick.active():
-            self._kick.cancel()
         if self._round is not None:
             await self._round
 
@@ -191,43 +192,61 @@ class Scheduler(StagedService):
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._kick is None and self._round is None:
-            # On the next turn of the reactor: offers made in this one are
-            # claimed together.
-            self._kick = self.clock.callLater(0, self._startRound)
+        if not self._claimQueued:
+            self._claimQueued = True
+            self._round = Deferred.fromCoroutine(self._claimRound())
+            self._round.addErrback(lambda f: log.failure("scheduling round failed", f))
 
-    def _startRound(self) -> None:
-        self._kick = None
-        self._round = Deferred.fromCoroutine(self._claimRound())
-        self._round.addErrback(lambda f: log.failure("scheduling round failed", f))
-
-        def finished(result: object) -> None:
-            self._round = None
-            if self._wanted:
-                self._schedule()
-
-        self._round.addBoth(finished)
+    @property
+    def busy(self) -> bool:
+        """
+        A claim is queued or being written.
+        """
+        return self._claimQueued or self._inFlight > 0
 
     async def _claimRound(self) -> None:
-        wanted, self._wanted = self._wanted, set()
-        capacities = []
-        for agentID in sorted(wanted):
-            slots = self.agents.get(agentID)
-            if slots is None:
-                continue
-            capacity = slots.capacity()
-            if capacity.slots > 0:
-                capacities.append(capacity)
-        if not capacities:
-            return
-        self.rounds += 1
-        now = self.clock.seconds()
+        """
+        Queue one claim in the batcher. It decides whom to claim for only
+        when its transaction runs, after the task reports of the same batch:
+        a slot freed by a report is filled in the transaction that records
+        the report, and every offer made until then rides along.
+        """
+        taken: list[Capacity] = []
+        ran = False
 
+        async def claimNow(txn: Transaction) -> dict[str, list[lifecycle.Assignment]]:
+            nonlocal ran
+            ran = True
+            # Offers from now on need another claim (in the next batch).
+            self._claimQueued = False
+            # Run again after a failed batch: claim for the same agents.
+            wanted = self._wanted | {c.agent_id for c in taken}
+            self._wanted = set()
+            taken.clear()
+            for agentID in sorted(wanted):
+                slots = self.agents.get(agentID)
+                if slots is not None:
+                    capacity = slots.capacity()
+                    if capacity.slots > 0:
+                        taken.append(capacity)
+            if not taken:
+                return {}
+            self.rounds += 1
+            return await claimMany(txn, taken, self.clock.seconds())
+
+        self._inFlight += 1
         try:
-            results = await self.batcher.submit(lambda txn: claimMany(txn, capacities, now))
-        except DatabaseUnavailable:
-            self._wanted.update(c.agent_id for c in capacities)
-            return
+            results = await self.batcher.submit(claimNow)
+        except Exception as e:
+            if not ran:
+                self._claimQueued = False
+            # Offered again at the next chance, at the latest by the sweep.
+            self._wanted.update(c.agent_id for c in taken)
+            if isinstance(e, DatabaseUnavailable):
+                return
+            raise
+        finally:
+            self._inFlight -= 1
         for agentID, assignments in results.items():
             self._assigned(agentID, assignments)
 

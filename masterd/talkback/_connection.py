@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,6 +27,7 @@ from masterd.jobs import lifecycle
 
 from . import messages as m
 from .registry import AgentRegistry
+from .store import UpdateResult
 
 log = Logger()
 
@@ -114,6 +115,8 @@ class TalkbackConnection:
         self._offline: Deferred[None] = succeed(None)
         self._queued = 0
         self._paused = False
+        #: Task reports handed to the batcher and not yet written.
+        self._reports: set[Deferred[Any]] = set()
 
     # -- WebSocketProtocol ---------------------------------------------------
 
@@ -185,8 +188,12 @@ class TalkbackConnection:
             return result
 
         def fire(result: object) -> object:
-            # ... and, once the connection is lost, its agent marked offline.
-            self._offline.addBoth(offline)
+            # ... its reports written and, once the connection is lost, its
+            # agent marked offline.
+            def written(_: object) -> None:
+                self._offline.addBoth(offline)
+
+            DeferredList(list(self._reports), consumeErrors=True).addBoth(written)
             return result
 
         self._queue.addBoth(fire)
@@ -256,22 +263,29 @@ class TalkbackConnection:
     # -- handling, one message at a time ------------------------------------------
 
     def _enqueue(self, message: m.Message) -> None:
-        self._queued += 1
-        if self._queued >= _HIGH_WATER and not self._paused:
-            self._pauseReading(True)
+        self._track(+1)
 
         def handle(_: object) -> Deferred[None]:
             return Deferred.fromCoroutine(self._handle(message))
 
         def handled(result: object) -> None:
-            self._queued -= 1
-            if self._paused and self._queued <= _LOW_WATER:
-                self._pauseReading(False)
+            self._track(-1)
             if isinstance(result, Failure):
                 self._failed(message, result)
 
         self._queue.addCallback(handle)
         self._queue.addBoth(handled)
+
+    def _track(self, change: int) -> None:
+        """
+        Count messages received and not yet handled; stop reading past the
+        high-water mark, read again below the low one.
+        """
+        self._queued += change
+        if change > 0 and self._queued >= _HIGH_WATER and not self._paused:
+            self._pauseReading(True)
+        elif change < 0 and self._paused and self._queued <= _LOW_WATER:
+            self._pauseReading(False)
 
     def _pauseReading(self, pause: bool) -> None:
         tcp = getattr(self.transport, "transport", None)
@@ -311,18 +325,7 @@ class TalkbackConnection:
         if isinstance(message, m.Heartbeat):
             self.registry.seen(self, message.usage)
         elif isinstance(message, m.TaskUpdate):
-            result = await self.registry.store.taskUpdate(
-                self.agentID, message, self.clock.seconds()
-            )
-            if result.outcome is lifecycle.Outcome.stale and not result.already_canceled:
-                self.sendCancel(message.task_id, message.attempt, "not this agent's attempt")
-            if message.state != "running":
-                # Applied or not, the agent no longer runs it: its slot is free.
-                self.registry.onTaskFinished(
-                    self.agentID, message.task_id, message.state == "failed"
-                )
-            if result.released:
-                self.registry.events.publish(WorkAvailable(()))
+            self._report(message)
         elif isinstance(message, m.Log):
             outcome = await self.registry.store.log(self.agentID, message)
             if outcome is lifecycle.Outcome.stale:
@@ -333,6 +336,41 @@ class TalkbackConnection:
             self.registry.onAgentReady(self.agentID)
         elif isinstance(message, m.AgentException):
             await self.registry.store.exception(self.agentID, message.message, message.traceback)
+
+    def _report(self, update: m.TaskUpdate) -> None:
+        """
+        Hand a task report to the batcher without waiting for it: the
+        batcher keeps this connection's reports in order, so the next one
+        (done right after running) can share its transaction instead of
+        waiting for the previous commit. Reports in flight still count
+        towards the read backpressure.
+        """
+        agentID = self.agentID
+        assert agentID is not None
+        if update.state != "running":
+            # Applied or not, the agent no longer runs it: its slot is free,
+            # and a claim in the same transaction as this report may fill it.
+            self.registry.onTaskFinished(agentID, update.task_id, update.state == "failed")
+        self._track(+1)
+        pending = Deferred.fromCoroutine(
+            self.registry.store.taskUpdate(agentID, update, self.clock.seconds())
+        )
+        self._reports.add(pending)
+
+        def reported(result: UpdateResult) -> None:
+            if result.outcome is lifecycle.Outcome.stale and not result.already_canceled:
+                self.sendCancel(update.task_id, update.attempt, "not this agent's attempt")
+            if result.released:
+                self.registry.events.publish(WorkAvailable(()))
+
+        def settled(result: object) -> None:
+            self._reports.discard(pending)
+            self._track(-1)
+            if isinstance(result, Failure):
+                self._failed(update, result)
+
+        pending.addCallback(reported)
+        pending.addBoth(settled)
 
     async def _hello(self, hello: m.Hello) -> None:
         if self.agentID is not None:

@@ -230,6 +230,16 @@ class AgentStore:
         jobs: dict[int, int] = {}
         running = [i for i, r in enumerate(reports) if r[1].state == "running"]
         done = [i for i, r in enumerate(reports) if r[1].state == "done"]
+        # A "running" followed by its "done" in the same batch (a short task)
+        # is folded into the done: one update of the task, its attempt and
+        # its job instead of two. Its start time is kept.
+        doneKeys = {(reports[i][0], reports[i][1].task_id, reports[i][1].attempt) for i in done}
+        folded: dict[tuple[str, int, int], int] = {}
+        for i in running:
+            key = (reports[i][0], reports[i][1].task_id, reports[i][1].attempt)
+            if key in doneKeys:
+                folded[key] = i
+        running = [i for i in running if i not in folded.values()]
         if running:
             applied = await lifecycle.runningMany(
                 txn, [(reports[i][0], reports[i][1].task_id, reports[i][1].attempt,
@@ -239,15 +249,24 @@ class AgentStore:
                 if reports[i][1].task_id in applied:
                     outcomes[i] = lifecycle.Outcome.applied
         if done:
+            started: list[float | None] = []
+            for i in done:
+                start = folded.get((reports[i][0], reports[i][1].task_id, reports[i][1].attempt))
+                started.append(reports[start][2] if start is not None else None)
             finished = await lifecycle.doneMany(
                 txn, [(reports[i][0], reports[i][1].task_id, reports[i][1].attempt,
-                       reports[i][1].exit_code, reports[i][2]) for i in done],
+                       reports[i][1].exit_code, reports[i][2], when)
+                      for i, when in zip(done, started, strict=True)],
             )  # fmt: skip
             for i in done:
-                jobID = finished.get(reports[i][1].task_id)
+                update = reports[i][1]
+                jobID = finished.get(update.task_id)
                 if jobID is not None:
                     outcomes[i] = lifecycle.Outcome.applied
                     jobs[i] = jobID
+                    start = folded.get((reports[i][0], update.task_id, update.attempt))
+                    if start is not None:
+                        outcomes[start] = lifecycle.Outcome.applied
         for i, (agentID, update, at) in enumerate(reports):
             t, a = update.task_id, update.attempt
             if update.state == "failed":

@@ -5,10 +5,10 @@ database, and the bare SQL of a lifecycle under pgbench as the ceiling.
 
 Run it from the repository root::
 
-    python tests/bench/scheduler_bench.py [--case {throughput,contention,all}]
+    python tests/bench/scheduler_bench.py [--case {throughput,contention,latency,all}]
         [--agents 200] [--tasks 50000] [--jobs 1000] [--job-tasks 100]
-        [--contention-agents 500] [--duration 30] [--pgbench-clients 4,16]
-        [--pgbench-batch 50] [--pgbench-seconds 20]
+        [--contention-agents 500] [--hold 1] [--latency-tasks 8000] [--duration 30]
+        [--pgbench-clients 4,16] [--pgbench-batch 50] [--pgbench-seconds 20]
 
 Each case starts its own master (embedded PostgreSQL; helpers of
 talkback_bench.py) as a subprocess, submits its jobs through the API (the
@@ -18,7 +18,12 @@ with running and done. Cases:
 
  - C{throughput}: C{--agents} agents on one job of C{--tasks} tasks;
  - C{contention}: C{--contention-agents} agents on C{--jobs} jobs of
-   C{--job-tasks} tasks each.
+   C{--job-tasks} tasks each;
+ - C{latency}: C{--agents} agents on one job of C{--latency-tasks} tasks that
+   take C{--hold} s on average (0.5 to 1.5 times that): the farm is not
+   saturated, so the time from a free slot to its assign is the scheduler's
+   own. In the saturated cases an agent's wait is bounded below by Little's
+   law (agents / lifecycles a second), whatever the scheduler does.
 
 After C{--warmup} lifecycles it samples every C{--sample} s for C{--duration}
 s (or until the queue nearly runs out): lifecycles/s from the generator's
@@ -98,9 +103,9 @@ class AgentLoads(Loads):
     One scheduler_load.py process (talkback_bench's Loads: stats and quit).
     """
 
-    def __init__(self, port: int, count: int, rate: float) -> None:
+    def __init__(self, port: int, count: int, rate: float, hold: float = 0.0) -> None:
         command = [sys.executable, str(LOAD), "--port", str(port), "--count", str(count),
-                   "--rate", str(rate)]  # fmt: skip
+                   "--rate", str(rate), "--hold", str(hold)]  # fmt: skip
         pipe = subprocess.PIPE
         self.procs = [subprocess.Popen(command, stdin=pipe, stdout=pipe, text=True)]
         self.ps = [psutil.Process(p.pid) for p in self.procs]
@@ -284,13 +289,15 @@ def pgbench(pg: Postgres, port: int, script: Path, clients: int, tasks: int, siz
 
 
 def measure(args: argparse.Namespace, port: int, popen: subprocess.Popen[bytes], pg: Postgres,
-            db: Any, ids: list[int], total: int, agents: int) -> dict[str, Any]:  # fmt: skip
+            db: Any, ids: list[int], total: int, agents: int, hold: float = 0.0,
+            warmup: int | None = None) -> dict[str, Any]:  # fmt: skip
     began, proc = time.monotonic(), psutil.Process(popen.pid)
-    loads = AgentLoads(port, agents, args.rate)
+    loads = AgentLoads(port, agents, args.rate, hold)
+    warmup = args.warmup if warmup is None else warmup
     try:
         print(f"{agents} agents connecting at {args.rate:g}/s")
         ramp(argparse.Namespace(connections=agents, rate=args.rate), popen, loads)
-        while (st := loads.stats()).get("done", 0) < args.warmup:
+        while (st := loads.stats()).get("done", 0) < warmup:
             if time.monotonic() - began > 300:
                 raise BenchFailure(f"only {st.get('done', 0)} lifecycles in 300 s")
             time.sleep(0.2)
@@ -345,14 +352,20 @@ def report(case: str, args: argparse.Namespace, m: dict[str, Any], ceiling: dict
     print(f"\n== {case}: {agents} agents, {len(m['ids'])} job(s), {total} tasks ==")
     for label, value in [
         ("lifecycles/s (steady window)", f"{rate:.0f} from done messages, {dbRate:.0f} committed,"
-                                         f" over {wall:.1f} s   >= {RATE_TARGET}"
-                                         f"  {verdict(rate >= RATE_TARGET)}"
-                                         f" (aim {AIM}: {verdict(rate >= AIM)})"),
+                                         f" over {wall:.1f} s" + (
+                                         f"   (tasks of {args.hold:g} s on average: not a"
+                                         " throughput case)" if case == "latency" else
+                                         f"   >= {RATE_TARGET}  {verdict(rate >= RATE_TARGET)}"
+                                         f" (aim {AIM}: {verdict(rate >= AIM)})")),
         ("every task done after", f"{m['all_done']:.1f} s from the first connection"
                                   f" ({total / m['all_done']:.0f} lifecycles/s overall)"),
         ("done -> next assign", f"p50 {free[0]:.1f} ms, p90 {free[1]:.1f} ms, p99 {free[2]:.1f}"
                                 f" ms, max {free[3]:.0f} ms ({end['free_n']} samples)"
-                                f"   p99 <= {P99_TARGET:g} ms  {verdict(free[2] <= P99_TARGET)}"),
+                                f"   p99 <= {P99_TARGET:g} ms  {verdict(free[2] <= P99_TARGET)}"
+                                + ("" if case == "latency" else
+                                   f" (saturated: {agents} agents at {rate:.0f}/s wait"
+                                   f" {agents / max(rate, 1) * 1000:.0f} ms a lifecycle"
+                                   " on average, Little's law)")),
         ("welcome -> first assign", f"p50 {firstMs[0]:.1f} ms, p99 {firstMs[2]:.1f} ms,"
                                     f" max {firstMs[3]:.0f} ms ({end['first_n']} agents)"),
         ("CPU, % of one core", f"master {share['cpu']:.0f}, PostgreSQL {share['pg']:.0f},"
@@ -390,6 +403,8 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
         startup = waitFor(f"http://127.0.0.1:{port}/readyz", popen, 60.0)
         if case == "throughput":
             count, frames, agents = 1, f"1-{args.tasks}", args.agents
+        elif case == "latency":
+            count, frames, agents = 1, f"1-{args.latency_tasks}", args.agents
         else:
             count, frames, agents = args.jobs, f"1-{args.job_tasks}", args.contention_agents
         t0 = time.monotonic()
@@ -401,15 +416,20 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
         pg = Postgres(tmp / "pgdata")
         with closing(psycopg2.connect(pg.dsn)) as db:
             db.autocommit = True
-            m = measure(args, port, popen, pg, db, ids, total, agents)
+            if case == "latency":
+                m = measure(args, port, popen, pg, db, ids, total, agents, args.hold, agents)
+            else:
+                m = measure(args, port, popen, pg, db, ids, total, agents)
             m["ids"] = ids
             gone = time.monotonic()
             while master(port)["talkback"]["agents_connected"] and time.monotonic() - gone < 60:
                 time.sleep(0.2)
             ceiling: dict[str, dict[str, Any]] = {}
-            runs = [("1 lc, 3 txns", 1, True, c) for c in args.pgbench_clients]
-            runs += [("1 lc, 1 txn", 1, False, c) for c in args.pgbench_clients]
-            if args.pgbench_batch > 1:
+            runs = [] if case == "latency" else [
+                ("1 lc, 3 txns", 1, True, c) for c in args.pgbench_clients]  # fmt: skip
+            runs += [] if case == "latency" else [
+                ("1 lc, 1 txn", 1, False, c) for c in args.pgbench_clients]  # fmt: skip
+            if args.pgbench_batch > 1 and case != "latency":
                 runs += [(f"{args.pgbench_batch} lc, 3 txns", args.pgbench_batch, True, c)
                          for c in (1, 2)]  # fmt: skip
             for name, size, steps, clients in runs:
@@ -445,9 +465,11 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     add = parser.add_argument
-    add("--case", choices=["throughput", "contention", "all"], default="all")
+    add("--case", choices=["throughput", "contention", "latency", "all"], default="all")
     add("--agents", type=int, default=200, help="agents, throughput case (200)")
     add("--tasks", type=int, default=50_000, help="tasks of the one job (50000)")
+    add("--hold", type=float, default=1.0, help="mean task time, latency case, s (1)")
+    add("--latency-tasks", type=int, default=8000, help="tasks, latency case (8000)")
     add("--contention-agents", type=int, default=500, help="agents, contention case (500)")
     add("--jobs", type=int, default=1000, help="jobs, contention case (1000)")
     add("--job-tasks", type=int, default=100, help="tasks a job, contention case (100)")
@@ -469,7 +491,7 @@ def main(argv: list[str]) -> int:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     began = time.monotonic()
-    cases = ["throughput", "contention"] if args.case == "all" else [args.case]
+    cases = ["throughput", "contention", "latency"] if args.case == "all" else [args.case]
     good = all([runCase(args, case) for case in cases])
     print(f"whole benchmark: {time.monotonic() - began:.0f} s")
     return 0 if good else 1

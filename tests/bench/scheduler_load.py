@@ -6,8 +6,10 @@ no-op tasks::
     python tests/bench/scheduler_load.py --port PORT --count 200 [--first 0] [--rate 500]
 
 On C{assign}, an agent answers at once, for each task, C{running} then
-C{done} (exit code 0), in one write. It times the latency from its C{done}
-(a free slot) to its next C{assign}, and from its C{welcome} to its first.
+C{done} (exit code 0), in one write; with C{--hold S}, it answers C{running}
+at once and C{done} after a random 0.5 S to 1.5 S, like a farm whose tasks
+take time. It times the latency from its C{done} (a free slot) to its next
+C{assign}, and from its C{welcome} to its first.
 Commands on stdin: C{stats} prints a JSON line of counters and latency
 quantiles (ms: p50, p90, p99, max; free-slot latencies since the last
 C{window}), C{window} starts a new latency window, C{quit} exits.
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import resource
 import sys
 from typing import Any
@@ -62,6 +65,12 @@ class NoOpAgent(Agent):
         self.welcomedAt: float | None = None
         self.freedAt: float | None = None
 
+    def finish(self, wire: bytes, count: int) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(wire)
+            self.gen.counts["done"] += count
+            self.freedAt = self.gen.loop.time()
+
     def message(self, message: dict[str, Any]) -> None:
         gen: Any = self.gen
         kind = message.get("type")
@@ -73,6 +82,7 @@ class NoOpAgent(Agent):
                 gen.welcomeToAssign.append(now - self.welcomedAt)
             self.freedAt = None
             wire = b""
+            later = b""
             for task in message["tasks"]:
                 if task["task_id"] in gen.seen:
                     gen.counts["assigned_again"] += 1
@@ -82,12 +92,20 @@ class NoOpAgent(Agent):
                 for state in ("running", "done"):
                     text = json.dumps({**update, "state": state, **(
                         {"exit_code": 0} if state == "done" else {})})  # fmt: skip
-                    wire += self.ws.send(TextMessage(text))
+                    frame = self.ws.send(TextMessage(text))
+                    if state == "done" and gen.args.hold:
+                        later += frame
+                    else:
+                        wire += frame
             gen.counts["assigns"] += 1
-            gen.counts["done"] += len(message["tasks"])
             if self.transport is not None and not self.closed:
                 self.transport.write(wire)
-                self.freedAt = gen.loop.time()
+                if later:
+                    hold = gen.args.hold * random.uniform(0.5, 1.5)
+                    gen.loop.call_later(hold, self.finish, later, len(message["tasks"]))
+                else:
+                    gen.counts["done"] += len(message["tasks"])
+                    self.freedAt = gen.loop.time()
         else:
             if kind == "welcome":
                 self.welcomedAt = gen.loop.time()
@@ -119,6 +137,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=500, help="connections a second (500)")
     parser.add_argument("--period", type=float, default=10, help="heartbeat period, s (10)")
     parser.add_argument("--seed", type=int, default=2, help="agent id prefix (2)")
+    parser.add_argument("--hold", type=float, default=0, help="mean task time, s (0: none)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(main(parser.parse_args()))
