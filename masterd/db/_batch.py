@@ -5,8 +5,10 @@ transaction.
 Each commit of a small transaction costs a round trip and a WAL flush, which
 bound how many task reports and claims a master can write per second. The
 batcher runs everything submitted while the previous batch was being written
-in the next single transaction, in submission order: no artificial delay, and
-under load the batches grow by themselves. If a batch fails for any reason
+(and while the next one's BEGIN was on its way) in the next single
+transaction: no artificial delay, and under load the batches grow by
+themselves. In a batch, grouped items (set-based task reports) run first,
+then single operations (claims) in the order they came. If a batch fails for any reason
 but a lost database, its operations are retried one by one, each in its own
 transaction, so that one bad operation cannot fail the others.
 """
@@ -77,18 +79,21 @@ class Batcher:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                await self._runNext()
+                await self._run()
         finally:
             self._running = False
 
-    async def _runNext(self) -> None:
-        taken: list[_Entry] = []
+    async def _run(self, batch: list[_Entry] | None = None) -> None:
+        """
+        Write C{batch} in one transaction. Without one, take the next batch
+        only once the transaction has begun, so that whatever arrived during
+        BEGIN rides along instead of waiting a whole batch.
+        """
+        taken: list[_Entry] = [] if batch is None else batch
 
         async def work(txn: Transaction) -> list[Any]:
-            # The batch is taken only once the transaction has begun, so that
-            # whatever arrived during BEGIN rides along instead of waiting a
-            # whole batch.
-            taken.extend(self._take())
+            if batch is None:
+                taken.extend(self._take())
             return await self._apply(txn, taken)
 
         try:
@@ -98,37 +103,17 @@ class Batcher:
                 done.errback(e)
             return
         except Exception:
-            if not taken:
-                # Failed before the batch was taken: nothing of it ran.
-                for _, _, done in self._take():
+            if len(taken) <= 1:
+                # One operation failed; or the transaction failed before the
+                # batch was taken, and nothing of it ran.
+                for _, _, done in taken or self._take():
                     done.errback()
                 return
-            await self._retry(taken)
+            log.warn("a batch of {count} failed; retrying one by one", count=len(taken))
+            for entry in taken:
+                await self._run([entry])
             return
         self._finish(taken, results)
-
-    async def _run(self, batch: list[_Entry]) -> None:
-        try:
-            results = await self._pool.transaction(lambda txn: self._apply(txn, batch))
-        except DatabaseUnavailable as e:
-            for _, _, done in batch:
-                done.errback(e)
-            return
-        except Exception:
-            if len(batch) == 1:
-                batch[0][2].errback()
-                return
-            await self._retry(batch)
-            return
-        self._finish(batch, results)
-
-    async def _retry(self, batch: list[_Entry]) -> None:
-        if len(batch) == 1:
-            await self._run(batch)
-            return
-        log.warn("a batch of {count} failed; retrying one by one", count=len(batch))
-        for entry in batch:
-            await self._run([entry])
 
     def _finish(self, batch: list[_Entry], results: list[Any]) -> None:
         self.batches += 1
