@@ -5,16 +5,17 @@ with real processes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from masterd.agent.connection import talkbackURL
+from masterd.agent.connection import RESEND_AFTER_S, talkbackURL
 from masterd.agent.runner import Runner
 from masterd.agent.tap import Options, agentID
 
@@ -183,15 +184,29 @@ class RunnerTests(TestCase):
     async def test_outbox(self) -> None:
         """
         Reports wait in the outbox until the connection says they were sent;
-        a finished task waiting there is still listed in the hello.
+        a finished task is still listed in the hello, and its final report
+        kept (across a restart too) and offered again, until the master
+        acknowledges it.
         """
         runner = self.runner()
         runner.run(self.task(8, ["true"]))
         await self.until(lambda: self.final(8) is not None)
         self.assertEqual(runner.listed(), [{"task_id": 8, "attempt": 1}])
+        self.assertEqual(runner.unsent(), [])  # still in the outbox
         for message in list(runner.outbox):
             runner.sent(message)
-        self.assertEqual((runner.outbox, runner.listed()), ([], []))
+        self.assertEqual(runner.outbox, [])
+        self.assertEqual(runner.listed(), [{"task_id": 8, "attempt": 1}])
+        [final] = runner.unsent()
+        self.assertEqual((final["task_id"], final["state"]), (8, "done"))
+        # A restarted agent still has it.
+        runner.stop()
+        again = Runner(reactor, self.stateDir, lambda message: None)
+        self.assertEqual(again.listed(), [{"task_id": 8, "attempt": 1}])
+        self.assertEqual(again.unsent(), [final])
+        again.acknowledged(8, 1)
+        self.assertEqual((again.listed(), again.unsent()), ([], []))
+        self.assertEqual(Runner(reactor, self.stateDir, lambda message: None).listed(), [])
 
 
 class ExceptionReportTests(SynchronousTestCase):
@@ -218,3 +233,68 @@ class ExceptionReportTests(SynchronousTestCase):
         self.assertEqual(message["message"], "KeyError: 'gpu0'")
         self.assertIn("Traceback", message["traceback"])
         del Logger
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def sendTextMessage(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    def ping(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        pass
+
+    def take(self) -> list[dict[str, Any]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class AcknowledgementTests(SynchronousTestCase):
+    """
+    A final report stays with the agent until the master acknowledges it.
+    """
+
+    def connected(self) -> tuple[Runner, Any, _FakeTransport, Clock]:
+        from masterd.agent.connection import AgentService, AgentSettings, _Talkback
+
+        clock = Clock()
+        runner = Runner(clock, Path(self.mktemp()), lambda message: None)
+        final = {"type": "task_update", "task_id": 8, "attempt": 1, "state": "done",
+                 "exit_code": 0}  # fmt: skip
+        runner.unacked[8, 1] = final
+        service = AgentService(clock, AgentSettings("id", "t", ("ws://x",), "h"), runner)
+        connection = _Talkback(service)
+        transport = _FakeTransport()
+        connection.negotiationStarted(transport)  # type: ignore[arg-type]
+        connection.negotiationFinished()
+        return runner, connection, transport, clock
+
+    def test_sentAgainAfterWelcomeUntilAcknowledged(self) -> None:
+        runner, connection, transport, _clock = self.connected()
+        [hello] = transport.take()
+        self.assertEqual(hello["running"], [{"task_id": 8, "attempt": 1}])
+        connection.textMessageReceived(json.dumps({"type": "welcome", "heartbeat_s": 10}))
+        sent = [m for m in transport.take() if m["type"] == "task_update"]
+        self.assertEqual([(m["task_id"], m["state"]) for m in sent], [(8, "done")])
+        connection.textMessageReceived(
+            json.dumps({"type": "ack", "task_id": 8, "attempt": 1, "state": "done"})
+        )
+        self.assertEqual((runner.listed(), runner.unsent()), ([], []))
+
+    def test_sentAgainAfterAnErrorToRetry(self) -> None:
+        _runner, connection, transport, clock = self.connected()
+        connection.textMessageReceived(json.dumps({"type": "welcome", "heartbeat_s": 100}))
+        transport.take()
+        connection.textMessageReceived(
+            json.dumps({"type": "error", "retry": True, "message": "database away"})
+        )
+        connection.textMessageReceived(
+            json.dumps({"type": "error", "retry": True, "message": "database away"})
+        )
+        clock.advance(RESEND_AFTER_S)
+        sent = [m for m in transport.take() if m["type"] == "task_update"]
+        self.assertEqual([m["task_id"] for m in sent], [8])  # once for both errors

@@ -112,6 +112,12 @@ def update(a: lifecycle.Assignment, state: str, **extra: Any) -> dict[str, Any]:
     return message
 
 
+def ack(a: lifecycle.Assignment, state: str, **extra: Any) -> dict[str, Any]:
+    message = {"type": "ack", "task_id": a.task_id, "attempt": a.attempt, "state": state}
+    message.update(extra)
+    return message
+
+
 def cancel(a: lifecycle.Assignment, reason: str, **extra: Any) -> dict[str, Any]:
     message = {"type": "cancel", "task_id": a.task_id, "attempt": a.attempt, "reason": reason}
     message.update(extra)
@@ -389,14 +395,27 @@ class TaskTests(Base):
         await self.say(connection, update(a, "running", progress=0.5))
         task = await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}")
         self.assertEqual((task["state"], task["progress"]), ("running", 0.5))
-        # A report for another attempt is refused with a cancel.
-        await self.say(connection, update(a, "done", attempt=a.attempt + 1))
+        # A report for another attempt changes nothing; a "running" one is
+        # refused with a cancel, a final one only acknowledged (the agent
+        # has stopped that task already).
+        await self.say(connection, update(a, "running", attempt=a.attempt + 1))
         self.assertEqual(
             transport.take(), [cancel(a, "not this agent's attempt", attempt=a.attempt + 1)]
         )
+        await self.say(connection, update(a, "done", attempt=a.attempt + 1))
+        self.assertEqual(transport.take(), [ack(a, "done", attempt=a.attempt + 1)])
+        self.assertEqual(
+            (await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}"))["state"], "running"
+        )
         await self.say(connection, update(a, "done", exit_code=0))
         self.assertEqual((await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}"))["state"], "done")
-        self.assertEqual(transport.take(), [])
+        # Acknowledged once written, so that the agent may forget it.
+        self.assertEqual(transport.take(), [ack(a, "done")])
+        # Sent again (the ack was lost): acknowledged again, nothing changes.
+        await self.say(connection, update(a, "done", exit_code=0))
+        self.assertEqual(transport.take(), [ack(a, "done")])
+        [attempt] = (await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}/attempts"))["items"]
+        self.assertEqual(attempt["state"], "done")
 
     async def test_anotherAgentsTask(self) -> None:
         """
@@ -411,7 +430,9 @@ class TaskTests(Base):
             {"type": "log", "task_id": a.task_id, "attempt": a.attempt, "lines": ["x"]},
         ):
             await self.say(connection, message)
-            self.assertEqual(transport.take()[0]["type"], "cancel")
+            # The failed report is only acknowledged: the agent has stopped.
+            expected = "ack" if message["type"] == "task_update" else "cancel"
+            self.assertEqual(transport.take()[0]["type"], expected)
         task = await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}")
         self.assertEqual((task["state"], task["agent"]["id"]), ("assigned", OTHER))
         self.assertEqual((await self.api.call("GET", f"{task['href']}/log")).body, b"")
@@ -447,7 +468,7 @@ class TaskTests(Base):
         await self.api.ok("POST", f"/api/v1/jobs/{a.job_id}/cancel")
         self.assertEqual(transport.take(), [cancel(a, "job canceled")])
         await self.say(connection, update(a, "failed", exit_code=-15))
-        self.assertEqual(transport.take(), [])
+        self.assertEqual(transport.take(), [ack(a, "failed")])
         [attempt] = (await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}/attempts"))["items"]
         self.assertEqual(attempt["state"], "canceled")
 

@@ -28,6 +28,10 @@ from .usage import hardware, usage
 
 log = Logger()
 
+#: After the master could not write a report, how long before it is sent
+#: again.
+RESEND_AFTER_S = 5.0
+
 
 @frozen
 class AgentSettings:
@@ -68,6 +72,7 @@ class _Talkback:
         self.welcomed = False
         self.lost: Deferred[None] = Deferred()
         self._heartbeat: IDelayedCall | None = None
+        self._resend: IDelayedCall | None = None
         self._lastHeard = agent.clock.seconds()
         self.closeCode: int | None = None
 
@@ -116,10 +121,14 @@ class _Talkback:
                 self.agent.runner.run(task)
         elif kind == "cancel":
             self.agent.runner.cancel(message["task_id"], message["attempt"], message["reason"])
+        elif kind == "ack":
+            self.agent.runner.acknowledged(message["task_id"], message["attempt"])
         elif kind == "limits":
             log.info("the master set limits: {limits}", limits=message)
         elif kind == "error":
             log.warn("the master says: {message}", message=message.get("message"))
+            if message.get("retry"):
+                self._resendLater()
 
     def _welcome(self, message: dict[str, Any]) -> None:
         self.welcomed = True
@@ -147,16 +156,34 @@ class _Talkback:
 
     def flush(self) -> None:
         """
-        Send what waits in the outbox (reports made while disconnected).
+        Send what waits in the outbox (reports made while disconnected), and
+        again the final reports no master has acknowledged.
         """
         runner = self.agent.runner
+        for message in runner.unsent():
+            self.sendNow(message)
         for message in list(runner.outbox):
             self.sendNow(message)
             runner.sent(message)
 
+    def _resendLater(self) -> None:
+        """
+        The master could not write a message (its database was away): send
+        the unacknowledged reports again a little later.
+        """
+        if self._resend is None or not self._resend.active():
+            self._resend = self.agent.clock.callLater(RESEND_AFTER_S, self._resendNow)
+
+    def _resendNow(self) -> None:
+        self._resend = None
+        if self.transport is not None and self.welcomed:
+            for message in self.agent.runner.unsent():
+                self.sendNow(message)
+
     def connectionLost(self, reason: Failure) -> None:
-        if self._heartbeat is not None and self._heartbeat.active():
-            self._heartbeat.cancel()
+        for call in (self._heartbeat, self._resend):
+            if call is not None and call.active():
+                call.cancel()
         self.transport = None
         self.lost.callback(None)
 

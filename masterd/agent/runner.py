@@ -90,6 +90,10 @@ class Runner:
         self._send = report
         #: Messages not yet sent: the connection drains it whenever it can.
         self.outbox: list[dict[str, Any]] = []
+        #: Final reports (done, failed) the master has not acknowledged yet,
+        #: by (task, attempt): kept, across restarts too, and sent again
+        #: after each welcome until the master says it has written them.
+        self.unacked: dict[tuple[int, int], dict[str, Any]] = {}
         self.runs: dict[int, Run] = {}
         #: Tasks whose shim this process started (and will see end), and
         #: those whose shim has ended.
@@ -126,7 +130,11 @@ class Runner:
             saved = json.loads(self._statePath.read_text())
         except (OSError, ValueError):
             return
-        for item in saved:
+        if isinstance(saved, list):  # the runs alone, as written before acks
+            saved = {"runs": saved, "unacked": []}
+        for message in saved.get("unacked", []):
+            self.unacked[message["task_id"], message["attempt"]] = message
+        for item in saved.get("runs", []):
             run = Run(**item)
             if processAlive(run.pid) or Path(run.exit_path).exists():
                 self.runs[run.task_id] = run
@@ -134,20 +142,38 @@ class Runner:
 
     def _save(self) -> None:
         temporary = self._statePath.with_suffix(".tmp")
-        temporary.write_text(json.dumps([asdict(r) for r in self.runs.values()]))
+        temporary.write_text(
+            json.dumps(
+                {
+                    "runs": [asdict(r) for r in self.runs.values()],
+                    "unacked": list(self.unacked.values()),
+                }
+            )
+        )
         os.replace(temporary, self._statePath)
 
     def listed(self) -> list[dict[str, int]]:
         """
-        What the agent runs, for its hello: also the tasks that finished
-        while it was disconnected, whose reports are still to be sent.
+        What the agent runs, for its hello: also the tasks that finished and
+        whose final report the master has not acknowledged (it may never
+        have reached a master), so that they are not taken for lost.
         """
         running = [{"task_id": r.task_id, "attempt": r.attempt} for r in self.runs.values()]
-        return running + [
-            {"task_id": m["task_id"], "attempt": m["attempt"]}
-            for m in self.outbox
-            if m["type"] == "task_update" and m["state"] != "running"
-        ]
+        return running + [{"task_id": t, "attempt": a} for t, a in self.unacked]
+
+    def acknowledged(self, taskID: int, attempt: int) -> None:
+        """
+        The master has written the final report of this attempt.
+        """
+        if self.unacked.pop((taskID, attempt), None) is not None:
+            self._save()
+
+    def unsent(self) -> list[dict[str, Any]]:
+        """
+        Final reports sent but not acknowledged: to send again.
+        """
+        queued = {id(m) for m in self.outbox}
+        return [m for m in self.unacked.values() if id(m) not in queued]
 
     def start(self) -> None:
         if not self._poll.running:
@@ -277,9 +303,6 @@ class Runner:
         self._save()
 
     def _finish(self, run: Run, state: str, status: int | None, message: str | None) -> None:
-        self.runs.pop(run.task_id, None)
-        self._cancelCalls(run.task_id)
-        self._save()
         update: dict[str, Any] = {
             "type": "task_update",
             "task_id": run.task_id,
@@ -289,6 +312,12 @@ class Runner:
         }
         if message:
             update["message"] = message
+        self.runs.pop(run.task_id, None)
+        self._cancelCalls(run.task_id)
+        # Saved before it is sent: a report is never lost, even if the agent
+        # stops right now.
+        self.unacked[run.task_id, run.attempt] = update
+        self._save()
         self._report(update)
         for path in (run.log_path, run.exit_path):
             try:

@@ -358,8 +358,17 @@ class TalkbackConnection:
         self._reports.add(pending)
 
         def reported(result: UpdateResult) -> None:
-            if result.outcome is lifecycle.Outcome.stale and not result.already_canceled:
-                self.sendCancel(update.task_id, update.attempt, "not this agent's attempt")
+            if update.state == "running":
+                if result.outcome is lifecycle.Outcome.stale and not result.already_canceled:
+                    self.sendCancel(update.task_id, update.attempt, "not this agent's attempt")
+            else:
+                # A final report is written (or was stale: the agent stopped
+                # the task either way, so no cancel): the agent may forget it.
+                # Until this ack it keeps the report and sends it again after
+                # each welcome, so a master dying before its commit loses
+                # nothing.
+                self.send({"type": "ack", "task_id": update.task_id,
+                           "attempt": update.attempt, "state": update.state})  # fmt: skip
             if result.released:
                 self.registry.events.publish(WorkAvailable(()))
 
