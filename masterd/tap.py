@@ -4,6 +4,7 @@ C{twistd masterd}: command-line options and the service tree of one master.
 
 from __future__ import annotations
 
+import gc
 import resource
 import sys
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 from attrs import define
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from masterd.cluster import MasterRegistry, Notifier
@@ -178,10 +180,33 @@ def raiseFileLimit() -> int:
         return -1
 
 
+#: Young-generation threshold of the garbage collector (Python's default is
+#: 700 allocations): see tuneGarbageCollector.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tuneGarbageCollector(reactor: IReactorCore) -> None:
+    """
+    Make full garbage collections rare and shorter. A full collection walks
+    every tracked object (about 85 per connected agent: 0.6 s at 10,000
+    agents) and comes once a quarter as many objects as there are have been
+    promoted to the oldest generation since the last one. With Python's
+    default young threshold, anything alive for a few milliseconds (a
+    database round trip) is promoted; with a larger one, only objects that
+    live for seconds are. The objects of the master's start (modules,
+    classes, configuration) are frozen once it runs: they are never garbage
+    and no collection needs to walk them again.
+    """
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    reactor.callWhenRunning(gc.freeze)
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     raiseFileLimit()
+    tuneGarbageCollector(reactor)
     master = buildMaster(options["parsed"], reactor)
     master.root.registerExitCode()
     return master.root

@@ -4,6 +4,7 @@ The HTTP application in memory: health, auth, error shapes, counters.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from typing import Any
 
@@ -27,7 +28,7 @@ from masterd.http import (
     routeTemplate,
 )
 from masterd.jobs import JobStore
-from masterd.stats import MasterStats
+from masterd.stats import GCStats, MasterStats
 from masterd.talkback import AgentDirectory
 
 from ._http import FakeReadiness, MemoryHTTP
@@ -279,6 +280,7 @@ class HTTPTests(SynchronousTestCase):
         )
         self.assertTrue(recent["at"].endswith("Z"))
         self.assertEqual(master["database"]["queries"], 0)
+        self.assertEqual(sorted(master["gc"]), ["collections", "pause_ms_max", "pause_ms_total"])
 
         after = self.http.request("GET", "/api/v1/master", token=TOKENS["viewer"]).json()
         self.assertEqual(after["requests"]["total"], 8)
@@ -304,6 +306,8 @@ class HTTPTests(SynchronousTestCase):
         )
         self.assertIn('masterd_info{master="m1"', text)
         self.assertIn("masterd_database_ready 1.0", text)
+        self.assertIn('masterd_gc_collections_total{generation="2"}', text)
+        self.assertIn('masterd_gc_pause_max_seconds{generation="2"}', text)
 
     def test_metricsPublic(self) -> None:
         api = MasterAPI(
@@ -323,3 +327,36 @@ class RouteTemplateTests(SynchronousTestCase):
     def test_converters(self) -> None:
         self.assertEqual(routeTemplate("/api/v1/jobs/<int:id>"), "/api/v1/jobs/<id>")
         self.assertEqual(routeTemplate("/a/<string(length=2):x>/<y>"), "/a/<x>/<y>")
+
+
+class GCStatsTests(SynchronousTestCase):
+    def test_pausesByGeneration(self) -> None:
+        """
+        Each collection is counted under its generation, with its pause.
+        """
+        now = [10.0]
+        stats = GCStats(clock=lambda: now[0])
+        for generation, took in ((0, 0.001), (2, 0.5), (2, 0.25)):
+            stats("start", {"generation": generation})
+            now[0] += took
+            stats("stop", {"generation": generation})
+        self.assertEqual(
+            stats.snapshot(),
+            {
+                "collections": [1, 0, 2],
+                "pause_ms_total": [1.0, 0.0, 750.0],
+                "pause_ms_max": [1.0, 0.0, 500.0],
+            },
+        )
+
+    def test_installed(self) -> None:
+        """
+        Installed, it hears the real collector; uninstalled, it is gone.
+        """
+        stats = GCStats()
+        stats.install()
+        self.addCleanup(stats.uninstall)
+        gc.collect()
+        self.assertGreaterEqual(stats.collections[2], 1)
+        stats.uninstall()
+        self.assertNotIn(stats, gc.callbacks)

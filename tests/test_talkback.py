@@ -371,6 +371,23 @@ class LivenessTests(Base):
         self.clock.advance(5)
         self.assertTrue(transport.transport.aborted)
 
+    async def test_eachOnItsOwnPeriod(self) -> None:
+        """
+        One timer serves every connection, yet each is pinged a heartbeat
+        after its own last ping; the timer stops with the last connection.
+        """
+        await self.setUpTalkback(heartbeat_s=10, agent_timeout_s=25)
+        _, first = self.connect()
+        self.clock.advance(5)
+        _, later = self.connect()
+        self.clock.advance(5)
+        self.assertEqual((first.pings, later.pings), (1, 0))
+        self.clock.advance(5)
+        self.assertEqual((first.pings, later.pings), (1, 1))
+        for connection in list(self.registry._live):
+            connection.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     async def test_messagesCountAsLife(self) -> None:
         await self.setUpTalkback(heartbeat_s=10, agent_timeout_s=25)
         connection, transport = await self.joined()

@@ -10,12 +10,14 @@ from ._counters import (
     RequestStats,
     RouteCounter,
 )
+from ._gc import GCStats
 from ._prometheus import prometheusRegistry, renderPrometheus
 from ._service import StatsService
 
 __all__ = [
     "ExceptionRecord",
     "ExceptionStats",
+    "GCStats",
     "MasterStats",
     "QueryStats",
     "RequestStats",

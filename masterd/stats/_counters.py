@@ -16,6 +16,8 @@ from attrs import define, field, frozen
 
 from masterd._time import isoformat
 
+from ._gc import GCStats
+
 
 @define
 class RouteCounter:
@@ -152,6 +154,7 @@ class MasterStats:
     requests: RequestStats = field(factory=RequestStats)
     exceptions: ExceptionStats = field(factory=ExceptionStats)
     queries: QueryStats = field(factory=QueryStats)
+    gc: GCStats = field(factory=GCStats)
 
     def __attrs_post_init__(self) -> None:
         self.startedAt = self.now()
@@ -179,4 +182,5 @@ class MasterStats:
                 "queries": self.queries.count,
                 "avg_ms": round(_average(self.queries.totalSeconds, self.queries.count) * 1000, 3),
             },
+            "gc": self.gc.snapshot(),
         }

@@ -84,7 +84,31 @@ class _MasterCollector(Collector):
             "Time spent in database statements.",
             value=s.queries.totalSeconds,
         )
+        yield from self._gcMetrics()
         yield from self._talkbackMetrics()
+
+    def _gcMetrics(self) -> Iterator[Metric]:
+        g = self._stats.gc
+        count = CounterMetricFamily(
+            "masterd_gc_collections", "Garbage collections, by generation.", labels=["generation"]
+        )
+        seconds = CounterMetricFamily(
+            "masterd_gc_pause_seconds",
+            "Time the garbage collector held the process, by generation.",
+            labels=["generation"],
+        )
+        longest = GaugeMetricFamily(
+            "masterd_gc_pause_max_seconds", "The longest collection, by generation.",
+            labels=["generation"],
+        )  # fmt: skip
+        for generation in range(3):
+            label = [str(generation)]
+            count.add_metric(label, g.collections[generation])
+            seconds.add_metric(label, g.seconds[generation])
+            longest.add_metric(label, g.maxSeconds[generation])
+        yield count
+        yield seconds
+        yield longest
 
     def _talkbackMetrics(self) -> Iterator[Metric]:
         t = self._talkback()

@@ -17,3 +17,7 @@ class StatsService(StagedService):
 
     async def start(self) -> None:
         self.stats.startedAt = self.stats.now()
+        self.stats.gc.install()
+
+    async def stop(self) -> None:
+        self.stats.gc.uninstall()

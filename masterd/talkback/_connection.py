@@ -109,7 +109,14 @@ class TalkbackConnection:
         self.errors = 0
         self.closing = False
         self._lastHeard = 0.0
-        self._tick: IDelayedCall | None = None
+        #: When the registry's timer next pings this connection, and the
+        #: slot of its timing wheel that holds it.
+        self.nextPing = 0.0
+        self.slot = 0
+        #: When the agent last spoke, and its last usage report: written by
+        #: the registry's flush.
+        self.seenAt = 0.0
+        self.usage: dict[str, Any] | None = None
         self._abort: IDelayedCall | None = None
         self._queue: Deferred[None] = succeed(None)
         self._offline: Deferred[None] = succeed(None)
@@ -132,7 +139,8 @@ class TalkbackConnection:
 
     def negotiationFinished(self) -> None:
         self._lastHeard = self.clock.seconds()
-        self._tick = self.clock.callLater(self.settings.heartbeat_s, self._heartbeat)
+        self.nextPing = self._lastHeard + self.settings.heartbeat_s
+        self.registry.track(self)
 
     def pongReceived(self, payload: bytes) -> None:
         self._lastHeard = self.clock.seconds()
@@ -159,10 +167,10 @@ class TalkbackConnection:
 
     def connectionLost(self, reason: Failure) -> None:
         self.closing = True
-        for call in (self._tick, self._abort):
-            if call is not None and call.active():
-                call.cancel()
-        self._tick = self._abort = None
+        self.registry.untrack(self)
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        self._abort = None
         if self.registry.remove(self) and self.agentID and self.session:
             log.info("agent {agentId} disconnected", agentId=self.agentID)
             self._offline = Deferred.fromCoroutine(self._markOffline(self.agentID, self.session))
@@ -233,11 +241,18 @@ class TalkbackConnection:
 
     # -- liveness -----------------------------------------------------------------
 
-    def _heartbeat(self) -> None:
-        self._tick = None
-        if self.closing or self.transport is None:
+    def tick(self, now: float) -> None:
+        """
+        Called by the registry's one timer for all connections (a timer per
+        connection would make a thousand short-lived objects a second at
+        10,000 agents, and full garbage collections with them): ping once
+        C{heartbeat_s} has passed since the last ping, close a connection
+        silent for C{agent_timeout_s}.
+        """
+        if now < self.nextPing or self.closing or self.transport is None:
             return
-        silent = self.clock.seconds() - self._lastHeard
+        self.nextPing = now + self.settings.heartbeat_s
+        silent = now - self._lastHeard
         if silent >= self.settings.agent_timeout_s:
             log.warn(
                 "agent {agentId} silent for {silent:.0f} s; closing",
@@ -247,7 +262,6 @@ class TalkbackConnection:
             self.close(TIMED_OUT, "timed out")
             return
         self.transport.ping()
-        self._tick = self.clock.callLater(self.settings.heartbeat_s, self._heartbeat)
 
     def _tooBig(self) -> None:
         self.registry.stats.errors += 1

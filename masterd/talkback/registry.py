@@ -7,12 +7,14 @@ counters.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from masterd.events import AgentChanged, AgentMoved, EventBus, TaskCanceled
@@ -45,13 +47,6 @@ class TalkbackStats:
         }
 
 
-@define
-class _Seen:
-    session: str
-    at: float
-    usage: dict[str, Any] | None = None
-
-
 class AgentRegistry:
     def __init__(
         self,
@@ -59,6 +54,7 @@ class AgentRegistry:
         store: AgentStore,
         events: EventBus,
         clock: IReactorTime,
+        tickInterval: float = 0.1,
     ) -> None:
         self.master = master
         self.store = store
@@ -66,7 +62,17 @@ class AgentRegistry:
         self.clock = clock
         self.stats = TalkbackStats()
         self.connections: dict[str, TalkbackConnection] = {}
-        self._seen: dict[str, _Seen] = {}
+        #: Every open connection, with or without a hello: the timer pings
+        #: them and closes the silent ones.
+        self._live: set[TalkbackConnection] = set()
+        #: Open connections by the tick that pings them next.
+        self._wheel: dict[int, set[TalkbackConnection]] = {}
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = clock
+        self._tickInterval = tickInterval
+        #: Connections heard from since the last flush; what they said is
+        #: kept on them (nothing new is allocated per heartbeat).
+        self._dirty: set[TalkbackConnection] = set()
         #: Called with an agent id when it joins, and when a slot of it may
         #: have come free (the scheduler offers work then).
         self.onAgentReady: Callable[[str], object] = lambda agentID: None
@@ -93,12 +99,46 @@ class AgentRegistry:
         self.stats.connected = len(self.connections)
         return old
 
+    def track(self, connection: TalkbackConnection) -> None:
+        """
+        A connection is open: ping it from now on.
+        """
+        self._live.add(connection)
+        self._place(connection)
+        if not self._ticker.running:
+            self._ticker.start(self._tickInterval, now=False)
+
+    def untrack(self, connection: TalkbackConnection) -> None:
+        self._live.discard(connection)
+        self._dirty.discard(connection)
+        self._wheel.get(connection.slot, set()).discard(connection)
+        if not self._live and self._ticker.running:
+            self._ticker.stop()
+
+    def _place(self, connection: TalkbackConnection) -> None:
+        # The first tick at or after its next ping.
+        connection.slot = math.ceil(connection.nextPing / self._tickInterval)
+        self._wheel.setdefault(connection.slot, set()).add(connection)
+
+    def _tick(self) -> None:
+        """
+        Ping the connections whose time has come: only those, slot by slot
+        (a timing wheel), so that each tick costs what it pings and the
+        pings of 10,000 agents spread over the heartbeat period.
+        """
+        now = self.clock.seconds()
+        current = math.floor(now / self._tickInterval)
+        for slot in sorted(s for s in self._wheel if s <= current):
+            for connection in self._wheel.pop(slot):
+                connection.tick(now)
+                if connection in self._live:
+                    self._place(connection)
+
     def remove(self, connection: TalkbackConnection) -> bool:
         agentID = connection.agentID
         if agentID is None or self.connections.get(agentID) is not connection:
             return False
         del self.connections[agentID]
-        self._seen.pop(agentID, None)
         self.stats.connected = len(self.connections)
         self.onAgentGone(agentID)
         return True
@@ -107,31 +147,29 @@ class AgentRegistry:
         """
         Note that an agent spoke; written at the next flush.
         """
-        agentID, session = connection.agentID, connection.session
-        if agentID is None or session is None:
+        if connection.agentID is None or connection.session is None:
             return
-        entry = self._seen.get(agentID)
-        now = self.clock.seconds()
-        if entry is None or entry.session != session:
-            self._seen[agentID] = _Seen(session, now, usage)
-        else:
-            entry.at = now
-            if usage is not None:
-                entry.usage = usage
+        connection.seenAt = self.clock.seconds()
+        if usage is not None:
+            connection.usage = usage
+        self._dirty.add(connection)
 
     async def flush(self) -> int:
         """
         Write every last-seen time and usage noted since the last flush, in
         one statement.
         """
-        pending, self._seen = self._seen, {}
-        batch = [(agentID, s.session, s.at, s.usage) for agentID, s in pending.items()]
+        dirty, self._dirty = self._dirty, set()
+        batch = [
+            (c.agentID, c.session, c.seenAt, c.usage)
+            for c in dirty
+            if c.agentID is not None and c.session is not None
+        ]
         try:
             await self.store.flush(batch)
         except Exception:
-            # Keep what could not be written, unless newer news came since.
-            for agentID, s in pending.items():
-                self._seen.setdefault(agentID, s)
+            # Written at the next flush, unless gone meanwhile.
+            self._dirty.update(c for c in dirty if c in self._live)
             raise
         return len(batch)
 

@@ -191,7 +191,8 @@ def talkback(port: int) -> tuple[dict[str, Any], float]:
     elapsed = (time.perf_counter() - started) * 1e3
     if status != 200:
         raise BenchFailure(f"GET /api/v1/master answered {status}: {body[:300]!r}")
-    document: dict[str, Any] = json.loads(body)["talkback"]
+    whole = json.loads(body)
+    document: dict[str, Any] = {**whole["talkback"], "gc": whole.get("gc")}
     return document, elapsed
 
 
@@ -204,6 +205,7 @@ def sample(master: psutil.Process, loads: Loads, pg: Postgres, port: int) -> dic
         "genRSS": sum(p.memory_info().rss for p in loads.ps),
         "connected": tb["agents_connected"], "recv": tb["messages_in"].get("Heartbeat", 0),
         "sent": st.get("sent", 0), "api": apiMs, "rtt": st["rtt_ms"], "stats": st,
+        "gc": tb["gc"],
     }  # fmt: skip
 
 
@@ -244,6 +246,21 @@ def idle(times: Any) -> float:
 
 def verdict(good: bool) -> str:
     return "PASS" if good else "BELOW TARGET"
+
+
+def fullCollections(first: dict[str, Any] | None, end: dict[str, Any] | None,
+                    wall: float) -> str:  # fmt: skip
+    """
+    The master's generation-2 collections over the window, from its own
+    counters (C{gc} in GET /api/v1/master).
+    """
+    if not first or not end:
+        return "(the master does not report them)"
+    count = end["collections"][2] - first["collections"][2]
+    paused = end["pause_ms_total"][2] - first["pause_ms_total"][2]
+    return (f"{count} in {wall:.0f} s, {paused:.0f} ms in all"
+            f" ({paused / count if count else 0:.0f} ms each); longest since start"
+            f" {end['pause_ms_max'][2]:.0f} ms")  # fmt: skip
 
 
 def report(
@@ -298,6 +315,7 @@ def report(
         ("lag sent - received", f"{lags[0]} at start, {lags[-1]} at end, max {max(lags)}"),
         ("probe round trip", f"median p50 {p50s[len(p50s) // 2]:.1f} ms, max {worst:.0f} ms;"
                              f" {stalls} of {len(p50s)} intervals had one > 100 ms"),
+        ("full garbage collections", fullCollections(first["gc"], end["gc"], wall)),
         ("last_seen within 15 s (DB)", f"{fresh} of {n}  {verdict(fresh >= n * 0.99)}"),
         ("dropped / close codes / errors", f"{st.get('dropped', 0)} / {st['closes']}"
                                            f" / {st.get('error_messages', 0)}"),
