@@ -67,6 +67,39 @@ class AgentHTTPTests(Base):
         )
         self.assertEqual((await self.api.ok("GET", f"/api/v1/agents/{AGENT}/tasks"))["items"], [])
 
+    async def test_failuresAndJobsInPages(self) -> None:
+        """
+        An agent's failures and jobs grow without bound: they come in pages,
+        newest first, each with the href of the next.
+        """
+        await self.setUpTalkback()
+        connection, _ = await self.joined()
+        failed = []
+        for _ in range(3):  # three jobs of two tasks, every task failing
+            for task in await self.assign(frames="1-2"):
+                await self.say(connection, {"type": "task_update", "task_id": task.task_id,
+                                            "attempt": task.attempt, "state": "failed",
+                                            "exit_code": 1})  # fmt: skip
+                failed.append((task.task_id, task.attempt, task.job_id))
+        for what, key, expected in [
+            ("failures", lambda i: (i["task"]["id"], i["attempt"]),
+             [(t, a) for t, a, _ in reversed(failed)]),
+            ("jobs", lambda i: i["job"]["id"], sorted({j for _, _, j in failed}, reverse=True)),
+        ]:  # fmt: skip
+            seen, href, pages = [], f"/api/v1/agents/{AGENT}/{what}?limit=2", 0
+            while href is not None:
+                page = await self.api.ok("GET", href)
+                seen.extend(key(i) for i in page["items"])
+                href, pages = page["next"], pages + 1
+            self.assertEqual(seen, expected, what)
+            self.assertEqual(pages, (len(expected) + 1) // 2, what)
+        for path, field in [
+            (f"/api/v1/agents/{AGENT}/failures?after=12", "after"),
+            (f"/api/v1/agents/{AGENT}/jobs?after=x", "after"),
+        ]:
+            reply = await self.api.call("GET", path)
+            self.assertEqual((reply.code, reply.json()["details"]["field"]), (400, field), path)
+
     async def test_patch(self) -> None:
         await self.setUpTalkback()
         await self.joined()

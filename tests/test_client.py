@@ -541,6 +541,24 @@ class LazyReferenceTests(SynchronousTestCase):
         self.assertEqual((exception.message, exception.traceback), ("KeyError", "TB"))
         self.assertEqual(exception.at, datetime(2026, 11, 28, 23, 0, tzinfo=UTC))
 
+    def test_agentFailuresInPages(self) -> None:
+        href = f"/api/v1/agents/{AGENT}"
+        self.opener.on("GET", href, agentDoc())
+        self.opener.on(
+            "GET", f"{href}/failures?limit=2",
+            page([attemptDoc(5), attemptDoc(4)], f"{href}/failures?limit=2&after=9001-4"),
+        )  # fmt: skip
+        self.opener.on("GET", f"{href}/failures?limit=2&after=9001-4", page([attemptDoc(3)]))
+        agent = self.client.agent(AGENT)
+        self.assertEqual([f.attempt for f in agent.all_failures(page_size=2)], [5, 4, 3])
+        self.opener.on(
+            "GET", f"{href}/jobs?limit=100",
+            page([{"job": {"id": 42, "href": "/api/v1/jobs/42"}, "attempts": 1, "done": 1,
+                   "failed": 0, "last_started_at": None}], f"{href}/jobs?limit=100&after=42"),
+        )  # fmt: skip
+        self.opener.on("GET", f"{href}/jobs?limit=100&after=42", page([]))
+        self.assertEqual([j.job_id for j in agent.all_jobs()], [42])
+
 
 class PaginationTests(SynchronousTestCase):
     def setUp(self) -> None:

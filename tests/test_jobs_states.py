@@ -204,7 +204,14 @@ class ModifyTests(Base):
         )  # fmt: skip
         self.assertEqual((doc["priority"], doc["title"], doc["max_retries"]), (90, "renamed", 5))
         self.assertEqual(doc["requirements"], {"cpus": 0, "ram_mb": 0, "gpus": 1, "tags": ["gpu"]})
+        # Requirements merge: the ones named change, the others stay.
+        doc = await api.ok("PATCH", job["href"], {"requirements": {"cpus": 4}})
+        self.assertEqual(doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 1, "tags": ["gpu"]})
+        doc = await api.ok("PATCH", job["href"], {"requirements": {"tags": [], "gpus": 0}})
+        self.assertEqual(doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 0, "tags": []})
         for body, field in [
+            ({"requirements": None}, "requirements"),
+            ({"requirements": {"ram_mb": "lots"}}, "requirements.ram_mb"),
             ({}, "(body)"),
             ({"priority": 200}, "priority"),
             ({"owner": "me"}, "owner"),

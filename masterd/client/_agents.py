@@ -4,11 +4,11 @@ Agents (render nodes) and the master itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from ._base import Record, Resource, list_items, ref_href, ref_id
+from ._base import Record, Resource, iterate_pages, list_items, ref_href, ref_id
 from ._jobs import Attempt, Job, Task
 
 
@@ -130,19 +130,38 @@ class Agent(Resource):
 
     def failures(self, limit: int | None = None) -> list[Attempt]:
         """
-        Its latest failed attempts, newest first.
+        Its latest failed attempts, newest first (one page of C{limit}; see
+        L{all_failures} for every one).
         """
         href = self.raw.get("failures") or f"{self.href}/failures"
         items = list_items(self._transport, href, {"limit": limit})
         return [Attempt(self._transport, raw) for raw in items]
 
+    def all_failures(self, page_size: int = 100) -> Iterator[Attempt]:
+        """
+        Every failed attempt of the agent, newest first, page after page as
+        the iteration reaches them.
+        """
+        href = self.raw.get("failures") or f"{self.href}/failures"
+        return iterate_pages(self._transport, href, {"limit": page_size},
+                             lambda raw: Attempt(self._transport, raw))  # fmt: skip
+
     def jobs(self, limit: int | None = None) -> list[AgentJob]:
         """
-        The jobs it worked on, latest first, with its attempts on each.
+        The jobs it worked on, latest first, with its attempts on each (one
+        page of C{limit}; see L{all_jobs} for every one).
         """
         href = self.raw.get("jobs") or f"{self.href}/jobs"
         items = list_items(self._transport, href, {"limit": limit})
         return [AgentJob(self._transport, raw) for raw in items]
+
+    def all_jobs(self, page_size: int = 100) -> Iterator[AgentJob]:
+        """
+        Every job it worked on, latest first, page after page.
+        """
+        href = self.raw.get("jobs") or f"{self.href}/jobs"
+        return iterate_pages(self._transport, href, {"limit": page_size},
+                             lambda raw: AgentJob(self._transport, raw))  # fmt: skip
 
     def exceptions(self, limit: int | None = None) -> list[AgentException]:
         """

@@ -237,9 +237,10 @@ class Job(Resource):
         requirements: Requirements | Mapping[str, Any] | None = None,
     ) -> Self:
         """
-        Change the fields given (C{PATCH}); C{requirements} replaces the
-        whole object. Priority and requirements apply to tasks not yet
-        handed out.
+        Change the fields given (C{PATCH}). C{requirements}: a
+        L{Requirements} sets all four; a mapping changes only the ones it
+        names (C{{"cpus": 8}}). Priority and requirements apply to tasks not
+        yet handed out.
         """
         body: dict[str, Any] = {
             "priority": priority,

@@ -98,25 +98,45 @@ class AgentRoutes:
     async def agentTasks(self, request: IRequest, agentID: str) -> bytes:
         agent = await self.agents.get(_agentID(agentID))
         items, _ = await self.jobs.assignments(agent=agent["id"], job=None, limit=5000, after=None)
-        return jsonResponse(request, {"items": items})
+        # Its current tasks: as many as its slots, always one page.
+        return jsonResponse(request, {"items": items, "next": None})
 
     @app.route("/api/v1/agents/<agentID>/failures", methods=["GET"])
     @requires(Role.viewer)
     async def agentFailures(self, request: IRequest, agentID: str) -> bytes:
-        items = await self.agents.failures(_agentID(agentID), queryLimit(request))
-        return jsonResponse(request, {"items": items})
+        limit, afterText = queryLimit(request), queryText(request, "after")
+        after = _attemptCursor(afterText) if afterText else None
+        agent = _agentID(agentID)
+        items, more = await self.agents.failures(agent, limit, after)
+        following = None
+        if more:
+            last = items[-1]
+            following = nextHref(
+                f"/api/v1/agents/{agent}/failures", {"limit": limit},
+                f"{last['task']['id']}-{last['attempt']}",
+            )  # fmt: skip
+        return jsonResponse(request, {"items": items, "next": following})
 
     @app.route("/api/v1/agents/<agentID>/jobs", methods=["GET"])
     @requires(Role.viewer)
     async def agentJobs(self, request: IRequest, agentID: str) -> bytes:
-        items = await self.agents.jobs(_agentID(agentID), queryLimit(request))
-        return jsonResponse(request, {"items": items})
+        limit = queryLimit(request)
+        after = queryInt(request, "after", None, 1, 2**63 - 1)
+        agent = _agentID(agentID)
+        items, more = await self.agents.jobs(agent, limit, after)
+        following = None
+        if more:
+            following = nextHref(
+                f"/api/v1/agents/{agent}/jobs", {"limit": limit}, items[-1]["job"]["id"]
+            )
+        return jsonResponse(request, {"items": items, "next": following})
 
     @app.route("/api/v1/agents/<agentID>/exceptions", methods=["GET"])
     @requires(Role.viewer)
     async def agentExceptions(self, request: IRequest, agentID: str) -> bytes:
         items = await self.agents.exceptions(_agentID(agentID), queryLimit(request))
-        return jsonResponse(request, {"items": items})
+        # The latest hundred are all that is kept: one page.
+        return jsonResponse(request, {"items": items, "next": None})
 
     @app.route(f"/api/v1/tasks/<{ID}:taskID>/log", methods=["GET"])
     @requires(Role.viewer)
@@ -131,3 +151,13 @@ class AgentRoutes:
         request.setHeader(b"x-masterd-next-after", str(after + len(lines)).encode("ascii"))
         request.setHeader(b"content-length", str(len(body)).encode("ascii"))
         return body
+
+
+def _attemptCursor(text: str) -> tuple[int, int]:
+    """
+    An attempt as a page cursor: "<task id>-<attempt>".
+    """
+    task, dash, attempt = text.partition("-")
+    if not (dash and task.isdigit() and attempt.isdigit()) or len(text) > 40:
+        raise InvalidField("after", "must be <task id>-<attempt>, as in a next href")
+    return int(task), int(attempt)

@@ -110,7 +110,9 @@ class JobRoutes:
     @app.route(f"/api/v1/tasks/<{ID}:taskID>/attempts", methods=["GET"])
     @requires(Role.viewer)
     async def taskAttempts(self, request: IRequest, taskID: int) -> bytes:
-        return jsonResponse(request, {"items": await self.jobs.taskAttempts(taskID)})
+        # Every attempt of the task, oldest first: one page.
+        items = await self.jobs.taskAttempts(taskID)
+        return jsonResponse(request, {"items": items, "next": None})
 
     @app.route(f"/api/v1/tasks/<{ID}:taskID>/cancel", methods=["POST"])
     @requires(Role.operator)

@@ -318,7 +318,10 @@ def parseJobPatch(raw: object) -> dict[str, Any]:
             raise InvalidField("paused", f"must be true or false, not {jsonType(body['paused'])}")
         changes["paused"] = body["paused"]
     if "requirements" in body:
-        changes["requirements"] = parseRequirements(body["requirements"])
+        # A merge: the requirements named change, the others stay.
+        given = _object(body["requirements"], "requirements")
+        parsed = parseRequirements(given)
+        changes["requirements"] = {key: getattr(parsed, key) for key in given}
     if "stop_running" in body:
         if not isinstance(body["stop_running"], bool):
             raise InvalidField(

@@ -19,7 +19,7 @@ from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, InvalidField, NoSuchResource
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
 
-from .spec import JobSpec, Requirements
+from .spec import JobSpec
 from .states import ACTIVE, UNFINISHED, TaskState
 from .views import (
     ATTEMPT_COLUMNS,
@@ -380,15 +380,17 @@ class JobStore:
                 if key in changes:
                     sets.append(f"{key} = %s")
                     params.append(changes[key])
-            if "requirements" in changes:
-                r: Requirements = changes["requirements"]
-                sets.append("req_cpus = %s, req_ram_mb = %s, req_gpus = %s, req_tags = %s")
-                params.extend([r.cpus, r.ram_mb, r.gpus, list(r.tags)])
+            required: dict[str, Any] = changes.get("requirements", {})
+            for key, value in required.items():
+                sets.append(f"req_{key} = %s")
+                params.append(list(value) if key == "tags" else value)
             sets.append("updated_at = now()")
             await txn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", (*params, jobID))
             document = await self._getJob(txn, jobID)
             resumed = before == "paused" and document["state"] == "queued"
-            if resumed or (changes.get("stop_running") and document["tasks"]["queued"]):
+            # New requirements may fit agents that sat idle.
+            widened = bool(required) or changes.get("stop_running")
+            if resumed or (widened and document["tasks"]["queued"]):
                 await self._events.notify(txn, [WorkAvailable((jobID,))])
             return document, events, resumed
 

@@ -215,27 +215,48 @@ class AgentDirectory:
         if not await txn.query("SELECT 1 FROM agents WHERE id = %s", (agentID,)):
             raise NoSuchResource("agent", agentID)
 
-    async def failures(self, agentID: str, limit: int) -> list[dict[str, Any]]:
+    async def failures(
+        self, agentID: str, limit: int, after: tuple[int, int] | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """
+        Its failed attempts, newest first, a page of C{limit} after the
+        attempt C{after} (task id, attempt); whether more follow.
+        """
+
         async def work(txn: Transaction) -> list[dict[str, Any]]:
             await self._exists(txn, agentID)
             rows = await txn.query(
-                f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE agent_id = %s"
-                " AND state = 'failed' ORDER BY finished_at DESC LIMIT %s",
-                (agentID, limit),
-            )
+                f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE agent_id = %(agent)s"
+                " AND state = 'failed' AND (%(task)s::bigint IS NULL"
+                " OR (finished_at, task_id, attempt) < (SELECT finished_at, task_id, attempt"
+                " FROM task_attempts WHERE task_id = %(task)s AND attempt = %(attempt)s))"
+                " ORDER BY finished_at DESC, task_id DESC, attempt DESC LIMIT %(limit)s",
+                {"agent": agentID, "task": after[0] if after else None,
+                 "attempt": after[1] if after else None, "limit": limit + 1},
+            )  # fmt: skip
             return [attemptDocument(r) for r in rows]
 
-        return await self._pool.transaction(work)
+        return _page(await self._pool.transaction(work), limit)
 
-    async def jobs(self, agentID: str, limit: int) -> list[dict[str, Any]]:
+    async def jobs(
+        self, agentID: str, limit: int, after: int | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """
+        The jobs it worked on, the latest first, a page of C{limit} after
+        job C{after}; whether more follow.
+        """
+
         async def work(txn: Transaction) -> list[dict[str, Any]]:
             await self._exists(txn, agentID)
             rows = await txn.query(
                 "SELECT job_id, count(*), count(*) FILTER (WHERE state = 'done'),"
                 " count(*) FILTER (WHERE state = 'failed'), max(started_at)"
-                " FROM task_attempts WHERE agent_id = %s GROUP BY job_id"
-                " ORDER BY max(started_at) DESC LIMIT %s",
-                (agentID, limit),
+                " FROM task_attempts WHERE agent_id = %(agent)s GROUP BY job_id"
+                " HAVING %(after)s::bigint IS NULL OR (max(started_at), job_id) <"
+                " (SELECT max(started_at), %(after)s::bigint FROM task_attempts"
+                " WHERE agent_id = %(agent)s AND job_id = %(after)s)"
+                " ORDER BY max(started_at) DESC, job_id DESC LIMIT %(limit)s",
+                {"agent": agentID, "after": after, "limit": limit + 1},
             )
             return [
                 {"job": jobRef(j), "attempts": n, "done": d, "failed": f,
@@ -243,7 +264,7 @@ class AgentDirectory:
                 for j, n, d, f, last in rows
             ]  # fmt: skip
 
-        return await self._pool.transaction(work)
+        return _page(await self._pool.transaction(work), limit)
 
     async def exceptions(self, agentID: str, limit: int) -> list[dict[str, Any]]:
         async def work(txn: Transaction) -> list[dict[str, Any]]:
@@ -282,3 +303,11 @@ class AgentDirectory:
             return chosen, lines
 
         return await self._pool.transaction(work)
+
+
+def _page(items: list[Any], limit: int) -> tuple[list[Any], bool]:
+    """
+    A page of at most C{limit} items from C{limit} + 1 fetched, and whether
+    more follow.
+    """
+    return items[:limit], len(items) > limit
