@@ -142,16 +142,16 @@ class PluginTests(SynchronousTestCase):
 class GarbageCollectorTests(SynchronousTestCase):
     def test_tuned(self) -> None:
         """
-        The master raises the young generation's threshold at once, and
+        The master raises the young generations' thresholds at once, and
         freezes what its start made once the reactor runs.
         """
         import gc
 
-        from masterd.tap import GC_YOUNG_THRESHOLD, tuneGarbageCollector
+        from masterd.tap import GC_THRESHOLDS, tuneGarbageCollector
 
         before = gc.get_threshold()
         self.addCleanup(gc.set_threshold, *before)
         reactor = MemoryReactorClock()
         tuneGarbageCollector(reactor)
-        self.assertEqual(gc.get_threshold(), (GC_YOUNG_THRESHOLD, before[1], before[2]))
+        self.assertEqual(gc.get_threshold(), (*GC_THRESHOLDS, before[2]))
         self.assertEqual(reactor.whenRunningHooks, [(gc.freeze, (), {})])
