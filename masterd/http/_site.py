@@ -44,6 +44,10 @@ class _Tracked:
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
         self.wrapped.makeConnection(transport)
+        # Every request asks its channel for the local address, which costs
+        # a getsockname() each time; it never changes on a connection.
+        host = transport.getHost()
+        self.channel.getHost = lambda: host
 
     def dataReceived(self, data: bytes) -> None:
         self.wrapped.dataReceived(data)

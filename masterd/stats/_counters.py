@@ -156,8 +156,16 @@ class MasterStats:
     queries: QueryStats = field(factory=QueryStats)
     gc: GCStats = field(factory=GCStats)
 
+    _started: tuple[float, str | None] = field(init=False, default=(-1.0, None))
+
     def __attrs_post_init__(self) -> None:
         self.startedAt = self.now()
+
+    def _startedText(self) -> str | None:
+        # Formatted once, not on every request for the master document.
+        if self._started[0] != self.startedAt:
+            self._started = (self.startedAt, isoformat(self.startedAt))
+        return self._started[1]
 
     def snapshot(self) -> dict[str, object]:
         """
@@ -165,7 +173,7 @@ class MasterStats:
         """
         r = self.requests
         return {
-            "started_at": isoformat(self.startedAt),
+            "started_at": self._startedText(),
             "uptime_s": round(self.now() - self.startedAt, 3),
             "requests": {
                 "total": r.total,
