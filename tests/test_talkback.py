@@ -14,6 +14,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from masterd.db import Batcher
 from masterd.events import TaskCanceled
 from masterd.jobs import lifecycle
 from masterd.talkback import (
@@ -453,6 +454,41 @@ class TaskTests(Base):
         task = await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}")
         self.assertEqual((task["state"], task["agent"]["id"]), ("assigned", OTHER))
         self.assertEqual((await self.api.call("GET", f"{task['href']}/log")).body, b"")
+
+    async def test_logsBatched(self) -> None:
+        """
+        Log messages of several attempts written in one batch are numbered
+        on per attempt in the order they came, and written before a done
+        that came after them; another agent's lines are refused.
+        """
+        await self.setUpTalkback()
+        batcher = Batcher(self.api.pool)
+        self.registry.store._batcher = batcher
+        connection, transport = await self.joined()
+        a, b = await self.assign(frames="1-2")
+        [c] = await self.assign(agent=OTHER)
+        await self.say(connection, {"type": "log", "task_id": a.task_id, "attempt": a.attempt,
+                                    "lines": ["a1"]})  # fmt: skip
+        transport.take()
+        before = batcher.batches
+        # A report first, so that reports come first in the batch: the log
+        # lines must still be written before the done that follows them.
+        connection.textMessageReceived(json.dumps(update(b, "running")))
+        for task, lines in ((a, ["a2", "a3"]), (b, ["b1"]), (a, []), (c, ["x"]), (a, ["a4"])):
+            connection.textMessageReceived(json.dumps(
+                {"type": "log", "task_id": task.task_id, "attempt": task.attempt,
+                 "lines": lines}))  # fmt: skip
+        connection.textMessageReceived(json.dumps(update(a, "done", exit_code=0)))
+        await connection.drained()
+        self.assertEqual(batcher.batches - before, 1)
+        for task, text in ((a, "a1\na2\na3\na4\n"), (b, "b1\n"), (c, "")):
+            reply = await self.api.call("GET", f"/api/v1/tasks/{task.task_id}/log")
+            self.assertEqual(reply.body.decode(), text)
+        self.assertEqual(
+            [m["type"] for m in transport.take()], ["cancel", "ack"]
+        )  # the other agent's task; the done
+        task = await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}")
+        self.assertEqual(task["state"], "done")
 
     async def test_logs(self) -> None:
         await self.setUpTalkback()

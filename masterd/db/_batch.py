@@ -54,15 +54,19 @@ class Batcher:
         return done
 
     def submitGrouped(
-        self, runner: Callable[[Transaction, list[ItemT]], Awaitable[list[T]]], item: ItemT
+        self,
+        runner: Callable[[Transaction, list[ItemT]], Awaitable[list[T]]],
+        item: ItemT,
+        first: bool = False,
     ) -> Deferred[T]:
         """
         Run C{item} with every other item for the same C{runner} in the next
         batch, in one call of C{runner} (one set-based statement instead of
-        one per item); fires with C{item}'s result.
+        one per item); fires with C{item}'s result. Groups submitted with
+        C{first} run before the others of their batch.
         """
         done: Deferred[T] = Deferred()
-        self._pending.append((runner, item, done))
+        self._pending.append(((runner, first), item, done))
         self._start()
         return done
 
@@ -130,10 +134,12 @@ class Batcher:
                 singles.append(i)
             else:
                 groups.setdefault(runner, []).append(i)
-        # Grouped items first (task reports), then single operations (claims)
-        # in the order they came: a claim sees the slots freed by the reports
-        # of its own batch.
-        for runner, indexes in groups.items():
+        # Grouped items first (those asked to run first, then the others:
+        # log lines before task reports), then single operations (claims) in
+        # the order they came: a claim sees the slots freed by the reports of
+        # its own batch.
+        for runner, first in sorted(groups, key=lambda key: not key[1]):
+            indexes = groups[runner, first]
             for i, result in zip(
                 indexes, await runner(txn, [batch[i][1] for i in indexes]), strict=True
             ):

@@ -8,8 +8,8 @@ message at a time, in the order they came.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -30,6 +30,8 @@ from .registry import AgentRegistry
 from .store import UpdateResult
 
 log = Logger()
+
+T = TypeVar("T")
 
 # Close codes (docs/talkback.md).
 NORMAL = 1000
@@ -123,7 +125,7 @@ class TalkbackConnection:
         self._queued = 0
         self._paused = False
         #: Task reports handed to the batcher and not yet written.
-        self._reports: set[Deferred[Any]] = set()
+        self._writing: set[Deferred[Any]] = set()
 
     # -- WebSocketProtocol ---------------------------------------------------
 
@@ -201,7 +203,7 @@ class TalkbackConnection:
             def written(_: object) -> None:
                 self._offline.addBoth(offline)
 
-            DeferredList(list(self._reports), consumeErrors=True).addBoth(written)
+            DeferredList(list(self._writing), consumeErrors=True).addBoth(written)
             return result
 
         self._queue.addBoth(fire)
@@ -341,9 +343,7 @@ class TalkbackConnection:
         elif isinstance(message, m.TaskUpdate):
             self._report(message)
         elif isinstance(message, m.Log):
-            outcome = await self.registry.store.log(self.agentID, message)
-            if outcome is lifecycle.Outcome.stale:
-                self.sendCancel(message.task_id, message.attempt, "not this agent's attempt")
+            self._logLines(message)
         elif isinstance(message, m.Limits):
             assert self.session is not None
             await self.registry.store.agentLimits(self.agentID, self.session, message)
@@ -365,11 +365,6 @@ class TalkbackConnection:
             # Applied or not, the agent no longer runs it: its slot is free,
             # and a claim in the same transaction as this report may fill it.
             self.registry.onTaskFinished(agentID, update.task_id, update.state == "failed")
-        self._track(+1)
-        pending = Deferred.fromCoroutine(
-            self.registry.store.taskUpdate(agentID, update, self.clock.seconds())
-        )
-        self._reports.add(pending)
 
         def reported(result: UpdateResult) -> None:
             if update.state == "running":
@@ -386,13 +381,42 @@ class TalkbackConnection:
             if result.released:
                 self.registry.events.publish(WorkAvailable(()))
 
+        store = self.registry.store
+        self._written(update, store.taskUpdate(agentID, update, self.clock.seconds()), reported)
+
+    def _logLines(self, log: m.Log) -> None:
+        """
+        Hand log lines to the batcher, as task reports (they are written
+        before the reports of their batch: an agent's last lines come before
+        its done).
+        """
+        assert self.agentID is not None
+
+        def written(outcome: lifecycle.Outcome) -> None:
+            if outcome is lifecycle.Outcome.stale:
+                self.sendCancel(log.task_id, log.attempt, "not this agent's attempt")
+
+        self._written(log, self.registry.store.log(self.agentID, log), written)
+
+    def _written(
+        self, message: m.Message, writing: Coroutine[Any, Any, T], then: Callable[[T], object]
+    ) -> None:
+        """
+        Follow a write handed to the batcher without holding up the
+        connection: C{then} with its result, an error message if it fails.
+        Writes in flight count towards the read backpressure.
+        """
+        self._track(+1)
+        pending = Deferred.fromCoroutine(writing)
+        self._writing.add(pending)
+
         def settled(result: object) -> None:
-            self._reports.discard(pending)
+            self._writing.discard(pending)
             self._track(-1)
             if isinstance(result, Failure):
-                self._failed(update, result)
+                self._failed(message, result)
 
-        pending.addCallback(reported)
+        pending.addCallback(then)
         pending.addBoth(settled)
 
     async def _hello(self, hello: m.Hello) -> None:

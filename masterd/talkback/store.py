@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from attrs import frozen
 from psycopg2.extras import Json
 
@@ -196,19 +197,53 @@ class AgentStore:
     async def log(self, agentID: str, log: Log) -> lifecycle.Outcome:
         """
         Store a log message's lines after the attempt's last line, if the
-        attempt is still this agent's.
+        attempt is still this agent's. Through the batcher, every agent's
+        log messages of a batch are one statement, written before the task
+        reports of the batch (an agent's last lines come before its done).
         """
-        rows = await self._pool.query(
-            "INSERT INTO task_logs (task_id, attempt, first_line, lines)"
-            " SELECT %s, %s, coalesce((SELECT max(first_line + cardinality(lines))"
-            " FROM task_logs WHERE task_id = %s AND attempt = %s), 0), %s"
-            " WHERE EXISTS (SELECT 1 FROM tasks WHERE id = %s AND attempt = %s"
-            " AND agent_id = %s AND state IN ('assigned', 'running'))"
-            " RETURNING first_line",
-            (log.task_id, log.attempt, log.task_id, log.attempt, list(log.lines),
-             log.task_id, log.attempt, agentID),
-        )  # fmt: skip
-        return lifecycle.Outcome.applied if rows else lifecycle.Outcome.stale
+        item = (agentID, log)
+        if self._batcher is not None:
+            return await self._batcher.submitGrouped(self._applyLogs, item, first=True)
+        return (await self._pool.transaction(lambda txn: self._applyLogs(txn, [item])))[0]
+
+    async def _applyLogs(
+        self, txn: Transaction, items: list[tuple[str, Log]]
+    ) -> list[lifecycle.Outcome]:
+        """
+        Many log messages in one statement: each attempt's chunks numbered
+        on from its last stored line, in the order they came.
+        """
+        rows = await txn.query(
+            "WITH x AS (SELECT * FROM unnest(%s::bigint[], %s::int[], %s::uuid[], %s::text[],"
+            " %s::int[]) AS x (task_id, attempt, agent_id, lines, ord)),"
+            " ok AS (SELECT x.task_id, x.attempt, x.ord, ARRAY(SELECT e FROM"
+            " jsonb_array_elements_text(x.lines::jsonb) WITH ORDINALITY AS a (e, i)"
+            " ORDER BY i) AS lines FROM x JOIN tasks t ON t.id = x.task_id"
+            " AND t.attempt = x.attempt AND t.agent_id = x.agent_id"
+            " AND t.state IN ('assigned', 'running')),"
+            " base AS (SELECT k.task_id, k.attempt, coalesce((SELECT max(l.first_line"
+            " + cardinality(l.lines)) FROM task_logs l WHERE l.task_id = k.task_id"
+            " AND l.attempt = k.attempt), 0) AS b"
+            " FROM (SELECT DISTINCT task_id, attempt FROM ok) k),"
+            " inserted AS (INSERT INTO task_logs (task_id, attempt, first_line, lines)"
+            " SELECT ok.task_id, ok.attempt, base.b + coalesce(sum(cardinality(ok.lines))"
+            " OVER (PARTITION BY ok.task_id, ok.attempt ORDER BY ok.ord"
+            " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0), ok.lines"
+            " FROM ok JOIN base USING (task_id, attempt) WHERE cardinality(ok.lines) > 0)"
+            " SELECT ord FROM ok",
+            (
+                [log.task_id for _, log in items],
+                [log.attempt for _, log in items],
+                [agentID for agentID, _ in items],
+                [orjson.dumps(log.lines).decode() for _, log in items],
+                list(range(len(items))),
+            ),
+        )
+        applied = {r[0] for r in rows}
+        return [
+            lifecycle.Outcome.applied if i in applied else lifecycle.Outcome.stale
+            for i in range(len(items))
+        ]
 
     async def taskUpdate(
         self, agentID: str, update: TaskUpdate, at: float | None = None
