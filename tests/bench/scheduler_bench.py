@@ -103,9 +103,10 @@ class AgentLoads(Loads):
     One scheduler_load.py process (talkback_bench's Loads: stats and quit).
     """
 
-    def __init__(self, port: int, count: int, rate: float, hold: float = 0.0) -> None:
+    def __init__(self, port: int, count: int, rate: float, hold: float = 0.0,
+                 logs: int = 0) -> None:  # fmt: skip
         command = [sys.executable, str(LOAD), "--port", str(port), "--count", str(count),
-                   "--rate", str(rate), "--hold", str(hold)]  # fmt: skip
+                   "--rate", str(rate), "--hold", str(hold), "--logs", str(logs)]  # fmt: skip
         pipe = subprocess.PIPE
         self.procs = [subprocess.Popen(command, stdin=pipe, stdout=pipe, text=True)]
         self.ps = [psutil.Process(p.pid) for p in self.procs]
@@ -292,7 +293,7 @@ def measure(args: argparse.Namespace, port: int, popen: subprocess.Popen[bytes],
             db: Any, ids: list[int], total: int, agents: int, hold: float = 0.0,
             warmup: int | None = None) -> dict[str, Any]:  # fmt: skip
     began, proc = time.monotonic(), psutil.Process(popen.pid)
-    loads = AgentLoads(port, agents, args.rate, hold)
+    loads = AgentLoads(port, agents, args.rate, hold, args.logs)
     warmup = args.warmup if warmup is None else warmup
     try:
         print(f"{agents} agents connecting at {args.rate:g}/s")
@@ -421,6 +422,14 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
             else:
                 m = measure(args, port, popen, pg, db, ids, total, agents)
             m["ids"] = ids
+            if args.logs:
+                with db.cursor() as cursor:
+                    cursor.execute("SELECT coalesce(sum(cardinality(lines)), 0) FROM task_logs")
+                    stored = int(cursor.fetchone()[0])
+                sent = m["end"].get("log_lines", 0)
+                rate = stored / m["all_done"]
+                m["checks"].append(f"log lines stored: {stored} of {sent} sent"
+                                   f" ({rate:.0f} a second over the run)")  # fmt: skip
             gone = time.monotonic()
             while master(port)["talkback"]["agents_connected"] and time.monotonic() - gone < 60:
                 time.sleep(0.2)
@@ -469,6 +478,8 @@ def main(argv: list[str]) -> int:
     add("--agents", type=int, default=200, help="agents, throughput case (200)")
     add("--tasks", type=int, default=50_000, help="tasks of the one job (50000)")
     add("--hold", type=float, default=1.0, help="mean task time, latency case, s (1)")
+    add("--logs", type=int, default=0, help="log messages of 20 lines each task sends before"
+        " its done, every case (0)")  # fmt: skip
     add("--latency-tasks", type=int, default=8000, help="tasks, latency case (8000)")
     add("--contention-agents", type=int, default=500, help="agents, contention case (500)")
     add("--jobs", type=int, default=1000, help="jobs, contention case (1000)")

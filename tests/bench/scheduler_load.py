@@ -6,7 +6,8 @@ no-op tasks::
     python tests/bench/scheduler_load.py --port PORT --count 200 [--first 0] [--rate 500]
 
 On C{assign}, an agent answers at once, for each task, C{running} then
-C{done} (exit code 0), in one write; with C{--hold S}, it answers C{running}
+C{done} (exit code 0), in one write (with C{--logs N}, N log messages of
+C{--lines} lines each before the C{done}); with C{--hold S}, it answers C{running}
 at once and C{done} after a random 0.5 S to 1.5 S, like a farm whose tasks
 take time. It times the latency from its C{done} (a free slot) to its next
 C{assign}, and from its C{welcome} to its first.
@@ -93,6 +94,17 @@ class NoOpAgent(Agent):
                     text = json.dumps({**update, "state": state, **(
                         {"exit_code": 0} if state == "done" else {})})  # fmt: skip
                     frame = self.ws.send(TextMessage(text))
+                    if state == "done":
+                        # Its output first, as a real task's: --logs messages
+                        # of --lines lines each.
+                        output = b""
+                        for n in range(gen.args.logs):
+                            lines = [f"task {task['task_id']} line {n * gen.args.lines + i}"
+                                     for i in range(gen.args.lines)]  # fmt: skip
+                            output += self.ws.send(TextMessage(json.dumps(
+                                {**update, "type": "log", "lines": lines})))  # fmt: skip
+                            gen.counts["log_lines"] += len(lines)
+                        frame = output + frame
                     if state == "done" and gen.args.hold:
                         later += frame
                     else:
@@ -138,6 +150,8 @@ if __name__ == "__main__":
     parser.add_argument("--period", type=float, default=10, help="heartbeat period, s (10)")
     parser.add_argument("--seed", type=int, default=2, help="agent id prefix (2)")
     parser.add_argument("--hold", type=float, default=0, help="mean task time, s (0: none)")
+    parser.add_argument("--logs", type=int, default=0, help="log messages a task (0)")
+    parser.add_argument("--lines", type=int, default=20, help="lines a log message (20)")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(main(parser.parse_args()))
