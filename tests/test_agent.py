@@ -71,6 +71,15 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(caught.exception.code, 2, argv)
             del words
 
+    def test_gpus(self) -> None:
+        base = ("--master", "ws://a", "--token", "t")
+        self.assertIsNone(self.parse(*base)["gpus"])  # counted at start
+        self.assertEqual(self.parse(*base, "--gpus", "2")["gpus"], 2)
+        for bad in ("-1", "two"):
+            with self.assertRaises(SystemExit) as caught:
+                self.parse(*base, "--gpus", bad)
+            self.assertEqual(caught.exception.code, 2)
+
     def test_talkbackURL(self) -> None:
         self.assertEqual(talkbackURL("ws://h:8080"), "ws://h:8080/api/v1/talkback")
         self.assertEqual(talkbackURL("http://h:8080/"), "ws://h:8080/api/v1/talkback")
@@ -298,3 +307,41 @@ class AcknowledgementTests(SynchronousTestCase):
         clock.advance(RESEND_AFTER_S)
         sent = [m for m in transport.take() if m["type"] == "task_update"]
         self.assertEqual([m["task_id"] for m in sent], [8])  # once for both errors
+
+
+class UsageTests(SynchronousTestCase):
+    def test_countGPUs(self) -> None:
+        """
+        One GPU per "GPU n:" line of nvidia-smi -L; none when it fails.
+        """
+        import subprocess
+
+        from masterd.agent import usage
+
+        self.patch(usage.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+        listing = "GPU 0: NVIDIA RTX A6000 (UUID: GPU-1)\nGPU 1: NVIDIA RTX A6000 (UUID: GPU-2)\n"
+
+        def run(stdout: str, code: int = 0) -> Any:
+            return lambda argv, **kw: subprocess.CompletedProcess(argv, code, stdout, "")
+
+        self.assertEqual(usage.countGPUs(run(listing)), 2)
+        self.assertEqual(usage.countGPUs(run("", 9)), 0)
+
+        def missing(argv: Any, **kw: Any) -> Any:
+            raise FileNotFoundError(argv[0])
+
+        self.assertEqual(usage.countGPUs(missing), 0)
+        self.patch(usage.shutil, "which", lambda name: None)
+        self.assertEqual(usage.countGPUs(run(listing)), 0)
+        self.assertEqual(usage.hardware(gpus=3)["gpus"], 3)
+
+    def test_usage(self) -> None:
+        """
+        What a heartbeat carries: CPU, memory, disk and I/O counters.
+        """
+        from masterd.agent.usage import usage
+
+        report = usage()
+        for key in ("cpu_percent", "ram_used_mb", "ram_free_mb", "disk_free_mb"):
+            self.assertIn(key, report)
+        self.assertIsInstance(report.get("net_recv_bytes", 0), int)

@@ -41,6 +41,8 @@ class AgentSettings:
     hostname: str
     max_tasks: int = 1
     tags: tuple[str, ...] = ()
+    #: GPUs to offer; None: as nvidia-smi counts them.
+    gpus: int | None = None
     version: str = ""
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -94,7 +96,7 @@ class _Talkback:
                     "version": s.version,
                     "tags": list(s.tags),
                     "max_tasks": s.max_tasks,
-                    **hardware(),
+                    **hardware(s.gpus),
                 },
                 "running": self.agent.runner.listed(),
             }

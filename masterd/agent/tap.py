@@ -25,9 +25,10 @@ from masterd._version import __version__
 
 from .connection import AgentService, AgentSettings
 from .runner import Runner
+from .usage import countGPUs
 
 TOKEN_ENV = "MASTERD_AGENT_TOKEN"
-_KEYS = {"master", "token", "state-dir", "max-tasks", "tag", "hostname"}
+_KEYS = {"master", "token", "state-dir", "max-tasks", "tag", "hostname", "gpus"}
 
 
 def defaultStateDir() -> str:
@@ -46,6 +47,7 @@ class Options(usage.Options):
         ["state-dir", "s", None, "Where the agent keeps its id and its tasks' state."],
         ["max-tasks", "n", None, "How many tasks to run at once (default 1)."],
         ["hostname", None, None, "The name to report (default: the host name)."],
+        ["gpus", None, None, "How many GPUs to offer (default: as nvidia-smi counts them)."],
     ]
 
     def __init__(self) -> None:
@@ -81,7 +83,7 @@ class Options(usage.Options):
                 if key not in _KEYS:
                     raise ValueError(f"{self['config']}: {key}: is not a known key")
                 merged[key] = value
-        for key in ("token", "state-dir", "max-tasks", "hostname"):
+        for key in ("token", "state-dir", "max-tasks", "hostname", "gpus"):
             if self[key] is not None:
                 merged[key] = self[key]
         if self["master"]:
@@ -102,6 +104,14 @@ class Options(usage.Options):
             raise ValueError("--max-tasks: must be an integer") from None
         if maxTasks < 1:
             raise ValueError("--max-tasks: must be at least 1")
+        gpus = merged.get("gpus")
+        if gpus is not None:
+            try:
+                gpus = int(gpus)
+            except (TypeError, ValueError):
+                raise ValueError("--gpus: must be an integer") from None
+            if gpus < 0:
+                raise ValueError("--gpus: must be 0 or more")
         tags = merged.get("tag") or []
         if isinstance(tags, str):
             tags = [tags]
@@ -112,6 +122,7 @@ class Options(usage.Options):
             "max_tasks": maxTasks,
             "tags": tuple(str(t) for t in tags),
             "hostname": str(merged.get("hostname") or socket.gethostname()),
+            "gpus": gpus,
         }
 
 
@@ -140,6 +151,8 @@ def makeService(options: Options) -> IService:
         hostname=s["hostname"],
         max_tasks=s["max_tasks"],
         tags=s["tags"],
+        # Counted once: nvidia-smi is too slow to run at every hello.
+        gpus=countGPUs() if s["gpus"] is None else s["gpus"],
         version=__version__,
     )
     holder: dict[str, AgentService] = {}

@@ -8,18 +8,40 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 
 
-def hardware() -> dict[str, Any]:
+def hardware(gpus: int | None = None) -> dict[str, Any]:
+    """
+    What the machine has; C{gpus} as given, else as C{nvidia-smi} counts
+    them (0 without it).
+    """
     return {
         "os": f"{platform.system()} {platform.release()}".strip(),
         "cpus": os.cpu_count() or 0,
         "ram_mb": int(psutil.virtual_memory().total // (1024 * 1024)),
-        "gpus": 0,
+        "gpus": countGPUs() if gpus is None else gpus,
     }
+
+
+def countGPUs(run: Callable[..., Any] = subprocess.run) -> int:
+    """
+    NVIDIA GPUs, one line each in C{nvidia-smi -L}; 0 if there is no
+    nvidia-smi or it fails (a machine without a driver has none to offer).
+    """
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        done = run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    if done.returncode != 0:
+        return 0
+    return sum(1 for line in done.stdout.splitlines() if line.startswith("GPU "))
 
 
 def usage() -> dict[str, Any]:
@@ -37,4 +59,13 @@ def usage() -> dict[str, Any]:
         report["disk_free_mb"] = int(shutil.disk_usage(os.getcwd()).free // (1024 * 1024))
     except OSError:
         pass
+    # Counters since boot: a rate is the difference between two heartbeats.
+    disk = psutil.disk_io_counters()
+    if disk is not None:
+        report["disk_read_bytes"] = disk.read_bytes
+        report["disk_write_bytes"] = disk.write_bytes
+    net = psutil.net_io_counters()
+    if net is not None:
+        report["net_recv_bytes"] = net.bytes_recv
+        report["net_sent_bytes"] = net.bytes_sent
     return report
