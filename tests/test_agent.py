@@ -344,4 +344,9 @@ class UsageTests(SynchronousTestCase):
         report = usage()
         for key in ("cpu_percent", "ram_used_mb", "ram_free_mb", "disk_free_mb"):
             self.assertIn(key, report)
-        self.assertIsInstance(report.get("net_recv_bytes", 0), int)
+        self.assertIsInstance(report.get("io", {}).get("net_recv_bytes", 0), int)
+        # The master takes it as it is.
+        from masterd.talkback.messages import Heartbeat, parseMessage
+
+        parsed = parseMessage(json.dumps({"type": "heartbeat", "usage": report}))
+        self.assertEqual(parsed, Heartbeat(report))

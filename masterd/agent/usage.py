@@ -60,12 +60,15 @@ def usage() -> dict[str, Any]:
     except OSError:
         pass
     # Counters since boot: a rate is the difference between two heartbeats.
+    io: dict[str, int] = {}
     disk = psutil.disk_io_counters()
     if disk is not None:
-        report["disk_read_bytes"] = disk.read_bytes
-        report["disk_write_bytes"] = disk.write_bytes
+        io["disk_read_bytes"] = disk.read_bytes
+        io["disk_write_bytes"] = disk.write_bytes
     net = psutil.net_io_counters()
     if net is not None:
-        report["net_recv_bytes"] = net.bytes_recv
-        report["net_sent_bytes"] = net.bytes_sent
+        io["net_recv_bytes"] = net.bytes_recv
+        io["net_sent_bytes"] = net.bytes_sent
+    if io:
+        report["io"] = io
     return report
