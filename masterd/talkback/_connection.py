@@ -124,7 +124,7 @@ class TalkbackConnection:
         self._offline: Deferred[None] = succeed(None)
         self._queued = 0
         self._paused = False
-        #: Task reports handed to the batcher and not yet written.
+        #: Task reports and log lines handed to the batcher, not yet written.
         self._writing: set[Deferred[Any]] = set()
 
     # -- WebSocketProtocol ---------------------------------------------------
