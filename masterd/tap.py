@@ -103,7 +103,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     jobs = JobStore(database.pool, events)
     auth = Authenticator(config.tokens)
     t = config.talkback
-    batcher = Batcher(database.pool, config.scheduler.max_batch)
+    batcher = Batcher(database.pool, config.scheduler.max_batch, stats.scheduling)
     agentStore = AgentStore(database.pool, batcher, config.scheduler.blocklist_after, events)
     registry = AgentRegistry(config.master.name, agentStore, events, reactor)
     talkback = TalkbackFactory(
@@ -146,6 +146,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
             assign_timeout_s=s.assign_timeout_s,
             blocklist_after=s.blocklist_after,
         ),
+        stats.scheduling,
     )
     scheduler.setServiceParent(root)
     notifier = Notifier(reactor, dsn, events, onResync=scheduler.resync)

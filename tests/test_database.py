@@ -28,6 +28,7 @@ from masterd.db import (
     migrate,
     packagedMigrations,
 )
+from masterd.stats import SchedulingStats
 from masterd.tap import buildMaster
 
 from ._postgres import freshDatabase
@@ -315,11 +316,15 @@ class BatcherTests(TestCase):
         """
 
         async def run() -> None:
-            _, batcher = await self.batcher()
+            pool, _ = await self.batcher()
+            stats = SchedulingStats()
+            batcher = Batcher(pool, stats=stats)
             first = batcher.submit(self.note("a"))
             second = batcher.submit(self.note("b"))
             self.assertEqual(await gatherResults([first, second]), [1, 2])
             self.assertEqual((batcher.batches, batcher.operations), (1, 2))
+            self.assertEqual((stats.batches, stats.operations, stats.largest), (1, 2, 2))
+            self.assertGreater(stats.seconds, 0)
 
         return d(run())
 

@@ -281,6 +281,7 @@ class HTTPTests(SynchronousTestCase):
         self.assertTrue(recent["at"].endswith("Z"))
         self.assertEqual(master["database"]["queries"], 0)
         self.assertEqual(sorted(master["gc"]), ["collections", "pause_ms_max", "pause_ms_total"])
+        self.assertEqual(master["scheduling"]["tasks_assigned"], 0)
 
         after = self.http.request("GET", "/api/v1/master", token=TOKENS["viewer"]).json()
         self.assertEqual(after["requests"]["total"], 8)
@@ -307,6 +308,7 @@ class HTTPTests(SynchronousTestCase):
         self.assertIn('masterd_info{master="m1"', text)
         self.assertIn("masterd_database_ready 1.0", text)
         self.assertIn('masterd_gc_collections_total{generation="2"}', text)
+        self.assertIn("masterd_tasks_assigned_total 0.0", text)
         self.assertIn('masterd_gc_pause_max_seconds{generation="2"}', text)
 
     def test_metricsPublic(self) -> None:

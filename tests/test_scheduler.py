@@ -283,6 +283,8 @@ class ServiceTests(Base):
         await self.say(connection, update(first, "done", exit_code=0))
         await self.settle()
         self.assertEqual([t["frames"] for t in self.assigned(transport)], [[3]])
+        self.assertEqual(self.scheduler.stats.assigned, 3)
+        self.assertGreaterEqual(self.scheduler.stats.claims, 2)
 
     async def test_reportsAndClaimShareOneTransaction(self) -> None:
         """

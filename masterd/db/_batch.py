@@ -15,11 +15,14 @@ transaction, so that one bad operation cannot fail the others.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+
+from masterd.stats import SchedulingStats
 
 from ._pool import DatabaseUnavailable, Pool, Transaction
 
@@ -35,9 +38,17 @@ log = Logger()
 
 
 class Batcher:
-    def __init__(self, pool: Pool, maxBatch: int = 500) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        maxBatch: int = 500,
+        stats: SchedulingStats | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._pool = pool
         self._maxBatch = maxBatch
+        self._stats = stats
+        self._timer = timer
         self._pending: list[_Entry] = []
         self._running = False
         self.batches = 0
@@ -100,6 +111,7 @@ class Batcher:
                 taken.extend(self._take())
             return await self._apply(txn, taken)
 
+        began = self._timer()
         try:
             results = await self._pool.transaction(work)
         except DatabaseUnavailable as e:
@@ -117,6 +129,8 @@ class Batcher:
             for entry in taken:
                 await self._run([entry])
             return
+        if self._stats is not None:
+            self._stats.batch(len(taken), self._timer() - began)
         self._finish(taken, results)
 
     def _finish(self, batch: list[_Entry], results: list[Any]) -> None:

@@ -27,6 +27,7 @@ from masterd.db import Batcher, DatabaseUnavailable, Transaction
 from masterd.events import AgentChanged, EventBus, TaskCanceled, WorkAvailable
 from masterd.jobs import lifecycle
 from masterd.service import StagedService
+from masterd.stats import SchedulingStats
 from masterd.talkback import AgentRegistry
 
 from .claims import Capacity, claimMany
@@ -117,8 +118,10 @@ class Scheduler(StagedService):
         events: EventBus,
         clock: IReactorTime,
         settings: SchedulerSettings,
+        stats: SchedulingStats | None = None,
     ) -> None:
         self.batcher = batcher
+        self.stats = stats if stats is not None else SchedulingStats()
         self.registry = registry
         self.events = events
         self.clock = clock
@@ -247,7 +250,10 @@ class Scheduler(StagedService):
             raise
         finally:
             self._inFlight -= 1
+        if taken:
+            self.stats.claims += 1
         for agentID, assignments in results.items():
+            self.stats.assigned += len(assignments)
             self._assigned(agentID, assignments)
 
     def _assigned(self, agentID: str, assignments: list[lifecycle.Assignment]) -> None:

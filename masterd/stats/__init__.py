@@ -9,6 +9,7 @@ from ._counters import (
     QueryStats,
     RequestStats,
     RouteCounter,
+    SchedulingStats,
 )
 from ._gc import GCStats
 from ._prometheus import prometheusRegistry, renderPrometheus
@@ -22,6 +23,7 @@ __all__ = [
     "QueryStats",
     "RequestStats",
     "RouteCounter",
+    "SchedulingStats",
     "StatsService",
     "prometheusRegistry",
     "renderPrometheus",

@@ -139,6 +139,39 @@ class QueryStats:
         self.totalSeconds += seconds
 
 
+@define
+class SchedulingStats:
+    """
+    The group-commit batcher's transactions (task reports, log lines and
+    claims written together) and what the scheduler assigned.
+    """
+
+    batches: int = 0
+    operations: int = 0
+    seconds: float = 0.0
+    largest: int = 0
+    claims: int = 0
+    assigned: int = 0
+
+    def batch(self, operations: int, seconds: float) -> None:
+        self.batches += 1
+        self.operations += operations
+        self.seconds += seconds
+        if operations > self.largest:
+            self.largest = operations
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "batches": self.batches,
+            "batched_operations": self.operations,
+            "avg_batch": round(_average(self.operations, self.batches), 2),
+            "max_batch": self.largest,
+            "avg_batch_ms": round(_average(self.seconds, self.batches) * 1000, 3),
+            "claims": self.claims,
+            "tasks_assigned": self.assigned,
+        }
+
+
 def _average(total: float, count: int) -> float:
     return total / count if count else 0.0
 
@@ -155,6 +188,7 @@ class MasterStats:
     exceptions: ExceptionStats = field(factory=ExceptionStats)
     queries: QueryStats = field(factory=QueryStats)
     gc: GCStats = field(factory=GCStats)
+    scheduling: SchedulingStats = field(factory=SchedulingStats)
 
     _started: tuple[float, str | None] = field(init=False, default=(-1.0, None))
 
@@ -191,4 +225,5 @@ class MasterStats:
                 "avg_ms": round(_average(self.queries.totalSeconds, self.queries.count) * 1000, 3),
             },
             "gc": self.gc.snapshot(),
+            "scheduling": self.scheduling.snapshot(),
         }

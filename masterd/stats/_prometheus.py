@@ -85,6 +85,16 @@ class _MasterCollector(Collector):
             value=s.queries.totalSeconds,
         )
         yield from self._gcMetrics()
+        b = s.scheduling
+        for metric, help, value in (
+            ("masterd_batches", "Group-commit transactions written.", b.batches),
+            ("masterd_batched_operations", "Reports, log messages and claims in them.",
+             b.operations),
+            ("masterd_batch_duration_seconds", "Time spent writing them.", b.seconds),
+            ("masterd_claims", "Scheduling claims made.", b.claims),
+            ("masterd_tasks_assigned", "Tasks assigned by this master.", b.assigned),
+        ):  # fmt: skip
+            yield CounterMetricFamily(metric, help, value=value)
         yield from self._talkbackMetrics()
 
     def _gcMetrics(self) -> Iterator[Metric]:
