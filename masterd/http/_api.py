@@ -119,6 +119,7 @@ class MasterAPI(JobRoutes, AgentRoutes):
             "agents_connected": (
                 self.talkback.registry.stats.connected if self.talkback is not None else 0
             ),
+            "tasks_assigned": self.stats.scheduling.assigned,
         }
 
     @app.route("/api/v1/masters", methods=["GET"])
