@@ -16,7 +16,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from masterd.agent.connection import RESEND_AFTER_S, talkbackURL
-from masterd.agent.runner import Runner
+from masterd.agent.runner import Run, Runner
 from masterd.agent.tap import Options, agentID
 
 from ._process import alive
@@ -295,7 +295,7 @@ class AcknowledgementTests(SynchronousTestCase):
         self.assertEqual((runner.listed(), runner.unsent()), ([], []))
 
     def test_sentAgainAfterAnErrorToRetry(self) -> None:
-        _runner, connection, transport, clock = self.connected()
+        runner, connection, transport, clock = self.connected()
         connection.textMessageReceived(json.dumps({"type": "welcome", "heartbeat_s": 100}))
         transport.take()
         connection.textMessageReceived(
@@ -304,9 +304,11 @@ class AcknowledgementTests(SynchronousTestCase):
         connection.textMessageReceived(
             json.dumps({"type": "error", "retry": True, "message": "database away"})
         )
+        runner.runs[9] = Run(9, 2, 0, "/dev/null", "/nonexistent")
         clock.advance(RESEND_AFTER_S)
         sent = [m for m in transport.take() if m["type"] == "task_update"]
-        self.assertEqual([m["task_id"] for m in sent], [8])  # once for both errors
+        # Once for both errors: the task it runs, and the unacknowledged end.
+        self.assertEqual([(m["task_id"], m["state"]) for m in sent], [(9, "running"), (8, "done")])
 
 
 class UsageTests(SynchronousTestCase):

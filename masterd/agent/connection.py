@@ -170,16 +170,24 @@ class _Talkback:
 
     def _resendLater(self) -> None:
         """
-        The master could not write a message (its database was away): send
-        the unacknowledged reports again a little later.
+        The master could not write a message (its database was away): say
+        again, a little later, what it may have missed.
         """
         if self._resend is None or not self._resend.active():
             self._resend = self.agent.clock.callLater(RESEND_AFTER_S, self._resendNow)
 
     def _resendNow(self) -> None:
+        """
+        Say again what the master may have failed to write: that the tasks
+        still running run (so that none is taken for never started), and
+        the final reports it has not acknowledged.
+        """
         self._resend = None
         if self.transport is not None and self.welcomed:
-            for message in self.agent.runner.unsent():
+            runner = self.agent.runner
+            for message in runner.runningReports():
+                self.sendNow(message)
+            for message in runner.unsent():
                 self.sendNow(message)
 
     def connectionLost(self, reason: Failure) -> None:

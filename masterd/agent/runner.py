@@ -168,6 +168,16 @@ class Runner:
         if self.unacked.pop((taskID, attempt), None) is not None:
             self._save()
 
+    def runningReports(self) -> list[dict[str, Any]]:
+        """
+        A C{running} report for each task it runs now.
+        """
+        return [
+            {"type": "task_update", "task_id": r.task_id, "attempt": r.attempt,
+             "state": "running"}
+            for r in self.runs.values()
+        ]  # fmt: skip
+
     def unsent(self) -> list[dict[str, Any]]:
         """
         Final reports sent but not acknowledged: to send again.
