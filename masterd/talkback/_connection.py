@@ -33,6 +33,9 @@ log = Logger()
 
 T = TypeVar("T")
 
+#: Messages handled as they arrive when nothing is queued before them.
+_AT_ONCE = (m.Heartbeat, m.TaskUpdate, m.Log)
+
 # Close codes (docs/talkback.md).
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -123,6 +126,8 @@ class TalkbackConnection:
         self._queue: Deferred[None] = succeed(None)
         self._offline: Deferred[None] = succeed(None)
         self._queued = 0
+        #: Messages waiting in the queue for their turn.
+        self._handling = 0
         self._paused = False
         #: Task reports and log lines handed to the batcher, not yet written.
         self._writing: set[Deferred[Any]] = set()
@@ -279,13 +284,24 @@ class TalkbackConnection:
     # -- handling, one message at a time ------------------------------------------
 
     def _enqueue(self, message: m.Message) -> None:
+        if not self._handling and self.agentID is not None and isinstance(message, _AT_ONCE):
+            # Nothing waits before it, and it needs no database round trip
+            # of its own: handled now, without a coroutine and a Deferred
+            # (most messages of a busy farm are these).
+            try:
+                self._atOnce(message)
+            except Exception:
+                self._failed(message, Failure())
+            return
         self._track(+1)
+        self._handling += 1
 
         def handle(_: object) -> Deferred[None]:
             return Deferred.fromCoroutine(self._handle(message))
 
         def handled(result: object) -> None:
             self._track(-1)
+            self._handling -= 1
             if isinstance(result, Failure):
                 self._failed(message, result)
 
@@ -337,19 +353,32 @@ class TalkbackConnection:
             self._error("type", "the first message must be hello")
             self.close(UNAUTHORIZED, "hello first")
             return
+        if isinstance(message, _AT_ONCE):
+            self._atOnce(message)
+            return
         self.registry.seen(self)
-        if isinstance(message, m.Heartbeat):
-            self.registry.seen(self, message.usage)
-        elif isinstance(message, m.TaskUpdate):
-            self._report(message)
-        elif isinstance(message, m.Log):
-            self._logLines(message)
-        elif isinstance(message, m.Limits):
+        if isinstance(message, m.Limits):
             assert self.session is not None
             await self.registry.store.agentLimits(self.agentID, self.session, message)
             self.registry.onAgentReady(self.agentID)
         elif isinstance(message, m.AgentException):
             await self.registry.store.exception(self.agentID, message.message, message.traceback)
+
+    def _atOnce(self, message: m.Heartbeat | m.TaskUpdate | m.Log) -> None:
+        """
+        A heartbeat, task report or log lines from a welcomed agent: noted,
+        and the writes handed to the batcher.
+        """
+        if self.closing:
+            return
+        if isinstance(message, m.Heartbeat):
+            self.registry.seen(self, message.usage)
+            return
+        self.registry.seen(self)
+        if isinstance(message, m.TaskUpdate):
+            self._report(message)
+        else:
+            self._logLines(message)
 
     def _report(self, update: m.TaskUpdate) -> None:
         """
