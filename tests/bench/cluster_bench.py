@@ -65,11 +65,10 @@ if __package__ in (None, ""):
 
 from tests.bench.http_bench import _SUSPICIOUS, freePort, twistd, waitFor
 from tests.bench.jobs_bench import Client
-from tests.bench.scheduler_bench import LOAD, committed, exactlyOnce, master, submit
+from tests.bench.scheduler_bench import AgentLoads, committed, exactlyOnce, master, submit
 from tests.bench.talkback_bench import (
     ADMIN,
     BenchFailure,
-    Loads,
     Postgres,
     cpu,
     idle,
@@ -87,36 +86,6 @@ auth:
     - {{name: bench, role: admin, token: {admin}}}
     - {{name: agents, role: agent, token: {agent}}}
 """
-
-
-class Generator(Loads):
-    """
-    One scheduler_load.py process, its agents C{first}.. connecting to one
-    master (talkback_bench's Loads: stats and quit).
-    """
-
-    def __init__(self, port: int, count: int, first: int, rate: float) -> None:
-        command = [
-            sys.executable,
-            str(LOAD),
-            "--port",
-            str(port),
-            "--count",
-            str(count),
-            "--first",
-            str(first),
-            "--rate",
-            str(rate),
-        ]
-        pipe = subprocess.PIPE
-        self.procs = [subprocess.Popen(command, stdin=pipe, stdout=pipe, text=True)]
-        self.ps = [psutil.Process(p.pid) for p in self.procs]
-
-    def window(self) -> None:
-        for p in self.procs:
-            assert p.stdin is not None
-            p.stdin.write("window\n")
-            p.stdin.flush()
 
 
 class Master:
@@ -200,7 +169,7 @@ def spread(total: int, parts: int) -> list[tuple[int, int]]:
     ]
 
 
-def checkAll(masters: list[Master], gens: list[Generator]) -> list[dict[str, Any]]:
+def checkAll(masters: list[Master], gens: list[AgentLoads]) -> list[dict[str, Any]]:
     """
     Every master and generator alive; the generators' counters, one each.
     """
@@ -217,7 +186,7 @@ def checkAll(masters: list[Master], gens: list[Generator]) -> list[dict[str, Any
 
 
 def sample(
-    masters: list[Master], gens: list[Generator], pg: Postgres, db: Any, ids: list[int]
+    masters: list[Master], gens: list[AgentLoads], pg: Postgres, db: Any, ids: list[int]
 ) -> dict[str, Any]:
     stats = checkAll(masters, gens)
     return {
@@ -245,7 +214,7 @@ def measure(args: argparse.Namespace, server: Server, tmp: Path, n: int) -> dict
     """
     dsn = server.create(f"masterd_cluster_{n}")
     masters: list[Master] = []
-    gens: list[Generator] = []
+    gens: list[AgentLoads] = []
     began = time.monotonic()
     try:
         (tmp / f"n{n}").mkdir()
@@ -264,7 +233,7 @@ def measure(args: argparse.Namespace, server: Server, tmp: Path, n: int) -> dict
         with closing(psycopg2.connect(dsn)) as db:
             db.autocommit = True
             gens = [
-                Generator(m.port, count, first, args.rate / n)
+                AgentLoads(m.port, count, args.rate / n, first=first)
                 for m, (count, first) in zip(masters, spread(args.agents, n), strict=True)
             ]
             deadline = time.monotonic() + args.agents / args.rate * 3 + 60

@@ -104,9 +104,10 @@ class AgentLoads(Loads):
     """
 
     def __init__(self, port: int, count: int, rate: float, hold: float = 0.0,
-                 logs: int = 0) -> None:  # fmt: skip
+                 logs: int = 0, first: int = 0) -> None:  # fmt: skip
         command = [sys.executable, str(LOAD), "--port", str(port), "--count", str(count),
-                   "--rate", str(rate), "--hold", str(hold), "--logs", str(logs)]  # fmt: skip
+                   "--rate", str(rate), "--hold", str(hold), "--logs", str(logs),
+                   "--first", str(first)]  # fmt: skip
         pipe = subprocess.PIPE
         self.procs = [subprocess.Popen(command, stdin=pipe, stdout=pipe, text=True)]
         self.ps = [psutil.Process(p.pid) for p in self.procs]
