@@ -104,7 +104,10 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     auth = Authenticator(config.tokens)
     t = config.talkback
     batcher = Batcher(database.pool, config.scheduler.max_batch, stats.scheduling)
-    agentStore = AgentStore(database.pool, batcher, config.scheduler.blocklist_after, events)
+    agentStore = AgentStore(
+        database.pool, batcher, config.scheduler.blocklist_after, events,
+        config.limits.max_log_lines_per_attempt,
+    )  # fmt: skip
     registry = AgentRegistry(config.master.name, agentStore, events, reactor)
     talkback = TalkbackFactory(
         registry,

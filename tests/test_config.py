@@ -55,6 +55,7 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(config.http.access_log, True)
         self.assertEqual((config.database.pool.min, config.database.pool.max), (2, 10))
         self.assertEqual(config.limits.max_body_bytes, 1024 * 1024)
+        self.assertEqual(config.limits.max_log_lines_per_attempt, 1_000_000)
         self.assertEqual(config.tokens, ())
 
     def test_good(self) -> None:
@@ -90,13 +91,14 @@ class ConfigTests(SynchronousTestCase):
     def test_wrongTypes(self) -> None:
         raw = good()
         raw["http"] = {"listen": "tcp:8080", "public_metrics": "yes"}
-        raw["limits"] = {"max_body_bytes": "1MB"}
+        raw["limits"] = {"max_body_bytes": "1MB", "max_log_lines_per_attempt": 10}
         self.assertEqual(
             self.problems(raw),
             [
                 "m.yaml: http.listen: must be a list, not a string",
                 "m.yaml: http.public_metrics: must be true or false, not a string",
                 "m.yaml: limits.max_body_bytes: must be an integer, not a string",
+                "m.yaml: limits.max_log_lines_per_attempt: must be at least 100, not 10",
             ],
         )
 

@@ -490,6 +490,27 @@ class TaskTests(Base):
         task = await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}")
         self.assertEqual(task["state"], "done")
 
+    async def test_logsCut(self) -> None:
+        """
+        An attempt keeps at most the configured number of lines: the chunk
+        that crosses the limit is cut and says so, later ones are dropped.
+        """
+        await self.setUpTalkback()
+        self.registry.store.maxLogLines = 5
+        connection, transport = await self.joined()
+        a, b = await self.assign(frames="1-2")
+        for task, lines in ((a, ["1", "2", "3"]), (a, ["4", "5", "6", "7"]), (a, ["8"]),
+                            (b, ["1", "2", "3", "4", "5"]), (b, ["6"]), (b, ["7"])):  # fmt: skip
+            await self.say(connection, {"type": "log", "task_id": task.task_id,
+                                        "attempt": task.attempt, "lines": lines})  # fmt: skip
+        cut = "[masterd: output cut at 5 lines]"
+        for task, expected in ((a, ["1", "2", "3", "4", "5", cut]),
+                               (b, ["1", "2", "3", "4", "5", cut])):  # fmt: skip
+            reply = await self.api.call("GET", f"/api/v1/tasks/{task.task_id}/log")
+            self.assertEqual(reply.body.decode().splitlines(), expected)
+        # Still the agent's attempts: no cancel for the lines dropped.
+        self.assertEqual([m for m in transport.take() if m["type"] == "cancel"], [])
+
     async def test_logs(self) -> None:
         await self.setUpTalkback()
         connection, _ = await self.joined()

@@ -313,5 +313,11 @@ def _limits(s: Section) -> LimitsConfig:
     frames = s.integer(
         "max_frames_per_job", LimitsConfig().max_frames_per_job, minimum=1, maximum=100_000_000
     )
+    logLines = s.integer(
+        "max_log_lines_per_attempt", LimitsConfig().max_log_lines_per_attempt,
+        minimum=100, maximum=2**31 - 1,
+    )  # fmt: skip
     s.finish()
-    return LimitsConfig(max_body_bytes=body, max_frames_per_job=frames)
+    return LimitsConfig(
+        max_body_bytes=body, max_frames_per_job=frames, max_log_lines_per_attempt=logLines
+    )

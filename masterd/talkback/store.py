@@ -62,8 +62,10 @@ class AgentStore:
         batcher: Batcher | None = None,
         blocklistAfter: int = 0,
         events: EventBus | None = None,
+        maxLogLines: int = 1_000_000,
     ) -> None:
         self._pool = pool
+        self.maxLogLines = maxLogLines
         self._events = events
         # Task reports are many and small: they share transactions when a
         # batcher is given.
@@ -211,7 +213,10 @@ class AgentStore:
     ) -> list[lifecycle.Outcome]:
         """
         Many log messages in one statement: each attempt's chunks numbered
-        on from its last stored line, in the order they came.
+        on from its last stored line, in the order they came. An attempt
+        keeps at most C{maxLogLines} lines: the chunk that crosses the limit
+        is cut and ends with a line saying so; later ones are dropped (a
+        runaway task must not fill the database).
         """
         rows = await txn.query(
             "WITH x AS (SELECT * FROM unnest(%s::bigint[], %s::int[], %s::uuid[], %s::text[],"
@@ -225,11 +230,15 @@ class AgentStore:
             " + cardinality(l.lines)) FROM task_logs l WHERE l.task_id = k.task_id"
             " AND l.attempt = k.attempt), 0) AS b"
             " FROM (SELECT DISTINCT task_id, attempt FROM ok) k),"
+            " placed AS (SELECT ok.task_id, ok.attempt, ok.lines, base.b"
+            " + coalesce(sum(cardinality(ok.lines)) OVER (PARTITION BY ok.task_id, ok.attempt"
+            " ORDER BY ok.ord ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS first"
+            " FROM ok JOIN base USING (task_id, attempt) WHERE cardinality(ok.lines) > 0),"
             " inserted AS (INSERT INTO task_logs (task_id, attempt, first_line, lines)"
-            " SELECT ok.task_id, ok.attempt, base.b + coalesce(sum(cardinality(ok.lines))"
-            " OVER (PARTITION BY ok.task_id, ok.attempt ORDER BY ok.ord"
-            " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0), ok.lines"
-            " FROM ok JOIN base USING (task_id, attempt) WHERE cardinality(ok.lines) > 0)"
+            " SELECT task_id, attempt, first, CASE WHEN first + cardinality(lines) <= %s"
+            " THEN lines ELSE lines[1:%s - first] || %s::text END"
+            # At exactly the limit a chunk leaves only the line saying so.
+            " FROM placed WHERE first <= %s)"
             " SELECT ord FROM ok",
             (
                 [log.task_id for _, log in items],
@@ -237,6 +246,10 @@ class AgentStore:
                 [agentID for agentID, _ in items],
                 [orjson.dumps(log.lines).decode() for _, log in items],
                 list(range(len(items))),
+                self.maxLogLines,
+                self.maxLogLines,
+                f"[masterd: output cut at {self.maxLogLines} lines]",
+                self.maxLogLines,
             ),
         )
         applied = {r[0] for r in rows}
