@@ -133,7 +133,7 @@ class ArgumentTests(Base):
             ["agent", AGENT, "--enable", "--disable"],
             ["submit", "--title", "t", "--frames", "1", "--env", "NOEQUALS", "--", "r"],
             ["submit", "--title", "t", "--frames", "1", "--chunk", "0", "--", "r"],
-            ["submit", "--frames", "1", "--", "r"],
+            ["submit", "--title", "t", "--", "r"],
             ["job", "1", "--watch", "--interval", "0"],
         ]:
             err = self.assertFails(argv, 2)
@@ -265,6 +265,13 @@ class SubmitTests(Base):
             self.opener.sent[0].body,
             {"title": "t", "command": ["render", "{frame}"], "frames": "1-4"},
         )
+
+    def test_titleDefaultsToCommand(self) -> None:
+        self.run_("submit", "--frames", "1-4", "--", "sh", "-c", "echo {frame}")
+        self.assertEqual(self.opener.sent[0].body["title"], "sh -c echo {frame}")
+        self.run_("submit", "--frames", "1", "--", "render", "x" * 300)
+        title = self.opener.sent[-1].body["title"]
+        self.assertEqual((len(title), title[:7], title[-1]), (200, "render ", "…"))
 
     def test_someRequirements(self) -> None:
         self.run_("submit", "--title", "t", "--frames", "1", "--gpus", "2", "--", "r")

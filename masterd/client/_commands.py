@@ -57,6 +57,14 @@ def _list_json(records: Iterable[Job | Task | Agent]) -> str:
 # -- jobs -------------------------------------------------------------------
 
 
+def default_title(command: list[str]) -> str:
+    """
+    A job's title when none is given: its command, as far as it fits.
+    """
+    text = " ".join(command).strip() or "job"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 def submit(context: Context, args: argparse.Namespace) -> int:
     requirements: dict[str, Any] = {}
     for key in ("cpus", "ram_mb", "gpus"):
@@ -65,7 +73,7 @@ def submit(context: Context, args: argparse.Namespace) -> int:
     if args.tag:
         requirements["tags"] = args.tag
     job = context.client.submit(
-        title=args.title,
+        title=args.title or default_title(args.command),
         command=args.command,
         frames=args.frames,
         chunk=args.chunk,

@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _submit_options(submit: argparse.ArgumentParser) -> None:
-    submit.add_argument("--title", required=True)
+    submit.add_argument("--title", help="the job's title (default: its command)")
     submit.add_argument(
         "--frames", required=True, help='a frame spec: "1-100", "1-100x5,200,210-215"'
     )
