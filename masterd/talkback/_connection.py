@@ -1,8 +1,10 @@
 """
 One agent's talkback connection: a WebSocket protocol (twisted.web.websocket)
-that authenticates the agent's hello, keeps the connection alive with pings
-on an injected clock, and turns each message into a database change, one
-message at a time, in the order they came.
+that authenticates the agent's hello, is pinged by the registry's timing
+wheel, and turns each message into a database change in the order they came:
+task reports and log lines through the group-commit batcher (which keeps
+their order) without holding up the connection, other messages one at a
+time.
 """
 
 from __future__ import annotations
@@ -281,7 +283,7 @@ class TalkbackConnection:
         if self.errors > self.settings.max_errors:
             self.close(POLICY, "too many bad messages")
 
-    # -- handling, one message at a time ------------------------------------------
+    # -- handling, in order ------------------------------------------------------
 
     def _enqueue(self, message: m.Message) -> None:
         if not self._handling and self.agentID is not None and isinstance(message, _AT_ONCE):
