@@ -287,7 +287,8 @@ class AgentStore:
             key = (reports[i][0], reports[i][1].task_id, reports[i][1].attempt)
             if key in doneKeys:
                 folded[key] = i
-        running = [i for i in running if i not in folded.values()]
+        foldedIn = set(folded.values())
+        running = [i for i in running if i not in foldedIn]
         if running:
             applied = await lifecycle.runningMany(
                 txn, [(reports[i][0], reports[i][1].task_id, reports[i][1].attempt,
