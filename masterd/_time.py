@@ -19,3 +19,12 @@ def isoformat(when: datetime | float | None) -> str | None:
         raise ValueError("naive datetimes have no place in masterd")
     text = when.astimezone(UTC).isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
+
+
+def isotime(when: datetime | float) -> str:
+    """
+    L{isoformat} of a time that is always there.
+    """
+    text = isoformat(when)
+    assert text is not None
+    return text

@@ -44,10 +44,12 @@ class NoSuchResource(LookupError):
     The thing asked for does not exist. Answered 404.
     """
 
-    def __init__(self, kind: str, ident: Any) -> None:
+    def __init__(self, kind: str, ident: Any, field: str | None = None) -> None:
         super().__init__(f"no {kind} {ident}")
         self.kind = kind
         self.ident = ident
+        #: The path parameter that named it, when it could name nothing.
+        self.field = field
 
 
 class Unauthorized(Exception):

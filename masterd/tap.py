@@ -22,6 +22,7 @@ from masterd.events import EventBus
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.scheduler import Scheduler, SchedulerSettings
+from masterd.schema import InputLimits
 from masterd.service import MasterService
 from masterd.stats import MasterStats, StatsService
 from masterd.talkback import (
@@ -103,6 +104,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     jobs = JobStore(database.pool, events)
     auth = Authenticator(config.tokens)
     t = config.talkback
+    inputLimits = InputLimits(max_depth=config.limits.max_json_depth)
     batcher = Batcher(database.pool, config.scheduler.max_batch, stats.scheduling)
     agentStore = AgentStore(
         database.pool, batcher, config.scheduler.blocklist_after, events,
@@ -117,6 +119,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
             agent_timeout_s=t.agent_timeout_s,
             max_message_bytes=t.max_message_bytes,
             max_errors=t.max_errors,
+            inputLimits=inputLimits,
         ),
         reactor,
     )
@@ -130,6 +133,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         talkback=talkback,
         publicMetrics=config.http.public_metrics,
         maxFrames=config.limits.max_frames_per_job,
+        inputLimits=inputLimits,
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
     site.accessLog.enabled = config.http.access_log

@@ -43,7 +43,7 @@ class AgentHTTPTests(Base):
         for path, field in [
             ("/api/v1/agents?state=sleepy", "state"),
             ("/api/v1/agents?after=nope", "after"),
-            ("/api/v1/agents/nope", "id"),
+            ("/api/v1/agents/nope", "agentID"),
         ]:
             reply = await self.api.call("GET", path)
             self.assertEqual((reply.code, reply.json()["details"]["field"]), (400, field), path)

@@ -11,16 +11,19 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from psycopg2.extras import Json
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from masterd._time import isoformat
+from masterd._time import isotime
 from masterd._version import __version__
 from masterd.db import DatabaseUnavailable, Pool, Transaction
 from masterd.service import StagedService
+
+from .models import MasterInfo
 
 log = Logger()
 
@@ -154,21 +157,21 @@ class MasterRegistry(StagedService):
             )
         return expired
 
-    async def masters(self) -> list[dict[str, Any]]:
+    async def masters(self) -> list[MasterInfo]:
         rows = await self.pool.query(
             "SELECT name, version, started_at, last_seen, listen, stats FROM masters ORDER BY name"
         )
         now = self.clock.seconds()
         return [
-            {
-                "name": name,
-                "href": f"/api/v1/masters/{name}",
-                "state": "up" if now - lastSeen.timestamp() <= self.expire_s else "down",
-                "version": version,
-                "started_at": isoformat(startedAt),
-                "last_seen": isoformat(lastSeen),
-                "listen": list(listen),
-                "stats": stats,
-            }
+            MasterInfo(
+                name=name,
+                href=f"/api/v1/masters/{quote(name, safe='')}",
+                state="up" if now - lastSeen.timestamp() <= self.expire_s else "down",
+                version=version,
+                started_at=isotime(startedAt),
+                last_seen=isotime(lastSeen),
+                listen=list(listen),
+                stats=stats,
+            )
             for name, version, startedAt, lastSeen, listen, stats in rows
         ]

@@ -317,7 +317,11 @@ def _limits(s: Section) -> LimitsConfig:
         "max_log_lines_per_attempt", LimitsConfig().max_log_lines_per_attempt,
         minimum=100, maximum=2**31 - 1,
     )  # fmt: skip
+    depth = s.integer("max_json_depth", LimitsConfig().max_json_depth, minimum=4, maximum=200)
     s.finish()
     return LimitsConfig(
-        max_body_bytes=body, max_frames_per_job=frames, max_log_lines_per_attempt=logLines
+        max_body_bytes=body,
+        max_frames_per_job=frames,
+        max_log_lines_per_attempt=logLines,
+        max_json_depth=depth,
     )

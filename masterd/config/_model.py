@@ -59,6 +59,7 @@ class LimitsConfig:
     max_body_bytes: int = 1024 * 1024
     max_frames_per_job: int = 1_000_000
     max_log_lines_per_attempt: int = 1_000_000
+    max_json_depth: int = 32
 
 
 @frozen

@@ -5,8 +5,6 @@ talkback WebSocket.
 
 from __future__ import annotations
 
-import uuid
-
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.websocket import WebSocketResource
@@ -15,20 +13,29 @@ from masterd.auth import Authenticator
 from masterd.config import Role
 from masterd.errors import Forbidden, InvalidField
 from masterd.jobs import JobStore
+from masterd.jobs.models import AttemptPage, TaskPage
+from masterd.schema import MAX_BIGINT, MAX_INT
 from masterd.talkback import AgentDirectory, TalkbackFactory
-from masterd.talkback.directory import AGENT_STATES, parseAgentPatch
+from masterd.talkback.directory import agentChanges
+from masterd.talkback.models import (
+    AgentDocument,
+    AgentExceptionPage,
+    AgentJobPage,
+    AgentJobQuery,
+    AgentPage,
+    AgentPatch,
+    AgentQuery,
+    FailureQuery,
+    LogQuery,
+    PageQuery,
+)
 
-from ._app import ID, app
-from ._auth import requires
-from ._json import APIError, jsonResponse, readJSON
-from ._query import nextHref, queryChoice, queryInt, queryLimit, queryText
+from ._json import APIError
+from ._operations import PathParam, agentID, operation
+from ._query import nextHref
 
-
-def _agentID(text: str, field: str = "id") -> str:
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise InvalidField(field, f"must be an agent id (a UUID), not {text!r}") from None
+AGENT = (PathParam("agentID", "agent", "agent", "An agent id (a UUID)"),)
+TASK = (PathParam("taskID", "id", "task", "A task id"),)
 
 
 class AgentRoutes:
@@ -41,7 +48,11 @@ class AgentRoutes:
     agents: AgentDirectory
     talkback: TalkbackFactory | None
 
-    @app.route("/api/v1/talkback", methods=["GET"])
+    @operation("GET", "/api/v1/talkback", summary="The agents' WebSocket channel",
+               role=None, status=101, errors=(400, 401, 403, 404), tag="talkback",
+               description="Upgrade to a WebSocket (see the AsyncAPI document at "
+               "/api/v1/asyncapi.json). A token of role agent goes in the Authorization "
+               "header or in the hello message.")  # fmt: skip
     def talkbackChannel(self, request: IRequest) -> IResource:
         if self.talkback is None:
             raise APIError(404, "not_found", "this master has no talkback channel")
@@ -59,105 +70,111 @@ class AgentRoutes:
             request.principal = principal  # type: ignore[attr-defined]
         return WebSocketResource(self.talkback)
 
-    @app.route("/api/v1/agents", methods=["GET"])
-    @requires(Role.viewer)
-    async def listAgents(self, request: IRequest) -> bytes:
-        state = queryChoice(request, "state", AGENT_STATES)
-        tag = queryText(request, "tag") or None
-        limit = queryLimit(request)
-        afterText = queryText(request, "after")
-        after = _agentID(afterText, "after") if afterText else None
-        items, more = await self.agents.listAgents(state=state, tag=tag, limit=limit, after=after)
+    @operation("GET", "/api/v1/agents", summary="List agents by id", role=Role.viewer,
+               query=AgentQuery, response=AgentPage, tag="agents")  # fmt: skip
+    async def listAgents(self, request: IRequest, query: AgentQuery) -> AgentPage:
+        after = agentID(query.after, "after") if query.after else None
+        items, more = await self.agents.listAgents(
+            state=query.state, tag=query.tag, limit=query.limit, after=after
+        )
         following = None
         if more:
             following = nextHref(
-                "/api/v1/agents", {"state": state, "tag": tag, "limit": limit}, items[-1]["id"]
+                "/api/v1/agents",
+                {"state": query.state, "tag": query.tag, "limit": query.limit},
+                items[-1].id,
             )
-        return jsonResponse(request, {"items": items, "next": following})
+        return AgentPage(items=items, next=following)
 
-    @app.route("/api/v1/agents/<agentID>", methods=["GET"])
-    @requires(Role.viewer)
-    async def getAgent(self, request: IRequest, agentID: str) -> bytes:
-        return jsonResponse(request, await self.agents.get(_agentID(agentID)))
+    @operation("GET", "/api/v1/agents/{agentID}", summary="An agent", role=Role.viewer,
+               params=AGENT, response=AgentDocument, tag="agents")  # fmt: skip
+    async def getAgent(self, request: IRequest, agentID: str) -> AgentDocument:
+        return await self.agents.get(agentID)
 
-    @app.route("/api/v1/agents/<agentID>", methods=["PATCH"])
-    @requires(Role.operator)
-    async def patchAgent(self, request: IRequest, agentID: str) -> bytes:
-        changes = parseAgentPatch(readJSON(request))
-        return jsonResponse(request, await self.agents.patch(_agentID(agentID), changes))
+    @operation("PATCH", "/api/v1/agents/{agentID}", summary="Enable, disable, limit or tag "
+               "an agent", role=Role.operator, params=AGENT, body=AgentPatch,
+               response=AgentDocument, tag="agents")  # fmt: skip
+    async def patchAgent(self, request: IRequest, agentID: str, body: AgentPatch) -> AgentDocument:
+        return await self.agents.patch(agentID, agentChanges(body))
 
-    @app.route("/api/v1/agents/<agentID>", methods=["DELETE"])
-    @requires(Role.admin)
-    async def deleteAgent(self, request: IRequest, agentID: str) -> bytes:
-        await self.agents.delete(_agentID(agentID))
-        request.setResponseCode(204)
-        return b""
+    @operation("DELETE", "/api/v1/agents/{agentID}", summary="Forget an offline agent",
+               role=Role.admin, params=AGENT, status=204, errors=(409,),
+               tag="agents")  # fmt: skip
+    async def deleteAgent(self, request: IRequest, agentID: str) -> None:
+        await self.agents.delete(agentID)
 
-    @app.route("/api/v1/agents/<agentID>/tasks", methods=["GET"])
-    @requires(Role.viewer)
-    async def agentTasks(self, request: IRequest, agentID: str) -> bytes:
-        agent = await self.agents.get(_agentID(agentID))
-        items, _ = await self.jobs.assignments(agent=agent["id"], job=None, limit=5000, after=None)
-        # Its current tasks: as many as its slots, always one page.
-        return jsonResponse(request, {"items": items, "next": None})
+    @operation("GET", "/api/v1/agents/{agentID}/tasks", summary="An agent's current tasks "
+               "(one page)", role=Role.viewer, params=AGENT, response=TaskPage,
+               tag="agents")  # fmt: skip
+    async def agentTasks(self, request: IRequest, agentID: str) -> TaskPage:
+        agent = await self.agents.get(agentID)
+        items, _ = await self.jobs.assignments(agent=agent.id, job=None, limit=5000, after=None)
+        return TaskPage(items=items, next=None)
 
-    @app.route("/api/v1/agents/<agentID>/failures", methods=["GET"])
-    @requires(Role.viewer)
-    async def agentFailures(self, request: IRequest, agentID: str) -> bytes:
-        limit, afterText = queryLimit(request), queryText(request, "after")
-        after = _attemptCursor(afterText) if afterText else None
-        agent = _agentID(agentID)
-        items, more = await self.agents.failures(agent, limit, after)
+    @operation("GET", "/api/v1/agents/{agentID}/failures", summary="An agent's failed "
+               "attempts, newest first", role=Role.viewer, params=AGENT, query=FailureQuery,
+               response=AttemptPage, tag="agents")  # fmt: skip
+    async def agentFailures(
+        self, request: IRequest, agentID: str, query: FailureQuery
+    ) -> AttemptPage:
+        after = _attemptCursor(query.after) if query.after else None
+        items, more = await self.agents.failures(agentID, query.limit, after)
         following = None
         if more:
             last = items[-1]
             following = nextHref(
-                f"/api/v1/agents/{agent}/failures", {"limit": limit},
-                f"{last['task']['id']}-{last['attempt']}",
+                f"/api/v1/agents/{agentID}/failures", {"limit": query.limit},
+                f"{last.task.id}-{last.attempt}",
             )  # fmt: skip
-        return jsonResponse(request, {"items": items, "next": following})
+        return AttemptPage(items=items, next=following)
 
-    @app.route("/api/v1/agents/<agentID>/jobs", methods=["GET"])
-    @requires(Role.viewer)
-    async def agentJobs(self, request: IRequest, agentID: str) -> bytes:
-        limit = queryLimit(request)
-        after = queryInt(request, "after", None, 1, 2**63 - 1)
-        agent = _agentID(agentID)
-        items, more = await self.agents.jobs(agent, limit, after)
+    @operation("GET", "/api/v1/agents/{agentID}/jobs", summary="The jobs an agent worked on, "
+               "latest first", role=Role.viewer, params=AGENT, query=AgentJobQuery,
+               response=AgentJobPage, tag="agents")  # fmt: skip
+    async def agentJobs(
+        self, request: IRequest, agentID: str, query: AgentJobQuery
+    ) -> AgentJobPage:
+        items, more = await self.agents.jobs(agentID, query.limit, query.after)
         following = None
         if more:
             following = nextHref(
-                f"/api/v1/agents/{agent}/jobs", {"limit": limit}, items[-1]["job"]["id"]
+                f"/api/v1/agents/{agentID}/jobs", {"limit": query.limit}, items[-1].job.id
             )
-        return jsonResponse(request, {"items": items, "next": following})
+        return AgentJobPage(items=items, next=following)
 
-    @app.route("/api/v1/agents/<agentID>/exceptions", methods=["GET"])
-    @requires(Role.viewer)
-    async def agentExceptions(self, request: IRequest, agentID: str) -> bytes:
-        items = await self.agents.exceptions(_agentID(agentID), queryLimit(request))
-        # The latest hundred are all that is kept: one page.
-        return jsonResponse(request, {"items": items, "next": None})
+    @operation("GET", "/api/v1/agents/{agentID}/exceptions", summary="An agent's latest "
+               "exceptions (the last hundred are kept)", role=Role.viewer, params=AGENT,
+               query=PageQuery, response=AgentExceptionPage, tag="agents")  # fmt: skip
+    async def agentExceptions(
+        self, request: IRequest, agentID: str, query: PageQuery
+    ) -> AgentExceptionPage:
+        items = await self.agents.exceptions(agentID, query.limit)
+        return AgentExceptionPage(items=items, next=None)
 
-    @app.route(f"/api/v1/tasks/<{ID}:taskID>/log", methods=["GET"])
-    @requires(Role.viewer)
-    async def taskLog(self, request: IRequest, taskID: int) -> bytes:
-        attempt = queryInt(request, "attempt", None, 0, 2**31 - 1)
-        after = queryInt(request, "after", 0, 0, 2**31 - 1)
-        assert after is not None
-        chosen, lines = await self.agents.taskLog(taskID, attempt, after)
+    @operation("GET", "/api/v1/tasks/{taskID}/log", summary="A task attempt's log",
+               role=Role.viewer, params=TASK, query=LogQuery, response=str,
+               contentType="text/plain", tag="jobs",
+               description="Lines after line number `after` (from 1) of the attempt "
+               "(default: the task's current one), one per line. The headers "
+               "X-Masterd-Attempt and X-Masterd-Next-After say which attempt and where "
+               "the next read starts.")  # fmt: skip
+    async def taskLog(self, request: IRequest, taskID: int, query: LogQuery) -> bytes:
+        chosen, lines = await self.agents.taskLog(taskID, query.attempt, query.after)
         body = "".join(f"{line}\n" for line in lines).encode("utf-8")
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-masterd-attempt", str(chosen).encode("ascii"))
-        request.setHeader(b"x-masterd-next-after", str(after + len(lines)).encode("ascii"))
+        request.setHeader(b"x-masterd-next-after", str(query.after + len(lines)).encode("ascii"))
         request.setHeader(b"content-length", str(len(body)).encode("ascii"))
         return body
 
 
 def _attemptCursor(text: str) -> tuple[int, int]:
     """
-    An attempt as a page cursor: "<task id>-<attempt>".
+    An attempt as a page cursor: "<task id>-<attempt>" (the pattern is
+    checked by the query's type; the numbers here).
     """
-    task, dash, attempt = text.partition("-")
-    if not (dash and task.isdigit() and attempt.isdigit()) or len(text) > 40:
+    task, _, attempt = text.partition("-")
+    if int(task) > MAX_BIGINT or int(attempt) > MAX_INT:
         raise InvalidField("after", "must be <task id>-<attempt>, as in a next href")
     return int(task), int(attempt)

@@ -1,29 +1,35 @@
 """
-The master's HTTP application: health, readiness, metrics and the JSON API
-under C{/api/v1}.
+The master's HTTP application: health, readiness, metrics, the JSON API
+under C{/api/v1}, and the documents that describe it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+import msgspec
 from attrs import define, field
 from twisted.web.iweb import IRequest
 
 from masterd._version import __version__
 from masterd.cluster import MasterRegistry
+from masterd.cluster.models import MasterInfo, MasterPage
 from masterd.config import Role
 from masterd.errors import NoSuchResource
 from masterd.jobs import JobStore
+from masterd.schema import DEFAULT_LIMITS, InputLimits
 from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
+from masterd.stats.models import Health, MasterDocument
 from masterd.talkback import AgentDirectory, TalkbackFactory
 
 from ._agents import AgentRoutes
 from ._app import app
-from ._auth import Authenticator, requires
+from ._auth import Authenticator
 from ._errors import installErrorHandlers
 from ._jobs import JobRoutes
-from ._json import APIError, errorResponse, jsonResponse
+from ._json import APIError, errorResponse
+from ._openapi import asyncAPIDocument, openAPIDocument
+from ._operations import PathParam, operation
 
 
 class Readiness(Protocol):
@@ -31,6 +37,9 @@ class Readiness(Protocol):
     def ready(self) -> bool: ...
 
     async def ping(self) -> bool: ...
+
+
+MASTER = (PathParam("name", "name", "master", "A master's name"),)
 
 
 @define(slots=False)
@@ -50,8 +59,10 @@ class MasterAPI(JobRoutes, AgentRoutes):
     cluster: MasterRegistry | None = None
     publicMetrics: bool = False
     maxFrames: int = 1_000_000
+    inputLimits: InputLimits = DEFAULT_LIMITS
     version: str = __version__
     _registry: Any = field(init=False, default=None)
+    _documents: dict[str, bytes] = field(init=False, factory=dict)
 
     app = app
 
@@ -66,14 +77,16 @@ class MasterAPI(JobRoutes, AgentRoutes):
 
     # -- health, for load balancers: no auth ------------------------------
 
-    @app.route("/healthz", methods=["GET"])
-    def healthz(self, request: IRequest) -> bytes:
-        return jsonResponse(request, {"status": "ok", "master": self.name})
+    @operation("GET", "/healthz", summary="The process is up", role=None, response=Health,
+               errors=())  # fmt: skip
+    def healthz(self, request: IRequest) -> Health:
+        return Health(status="ok", master=self.name)
 
-    @app.route("/readyz", methods=["GET"])
-    async def readyz(self, request: IRequest) -> bytes:
+    @operation("GET", "/readyz", summary="The master can serve: its database answers",
+               role=None, response=Health, errors=(503,))  # fmt: skip
+    async def readyz(self, request: IRequest) -> Health | bytes:
         if await self.database.ping():
-            return jsonResponse(request, {"status": "ready", "master": self.name})
+            return Health(status="ready", master=self.name)
         return errorResponse(
             request,
             APIError(503, "not_ready", "the database is not available", {"database": "down"}),
@@ -81,7 +94,9 @@ class MasterAPI(JobRoutes, AgentRoutes):
 
     # -- metrics ------------------------------------------------------------
 
-    @app.route("/metrics", methods=["GET"])
+    @operation("GET", "/metrics", summary="Counters in the Prometheus text format",
+               role=None, response=str, contentType="text/plain", errors=(401, 403),
+               description="Needs a viewer's token unless http.public_metrics is set.")  # fmt: skip
     def metrics(self, request: IRequest) -> bytes:
         if not self.publicMetrics:
             self.auth.require(request, Role.viewer)
@@ -89,22 +104,47 @@ class MasterAPI(JobRoutes, AgentRoutes):
         body: bytes = renderPrometheus(self._registry)
         return body
 
+    # -- the documents of the API ------------------------------------------------
+
+    @operation("GET", "/api/v1/openapi.json", summary="This document (OpenAPI 3.1)",
+               role=None, response=dict[str, Any], errors=())  # fmt: skip
+    def openapi(self, request: IRequest) -> bytes:
+        return self._document(request, "openapi", lambda: openAPIDocument(self.version))
+
+    @operation("GET", "/api/v1/asyncapi.json", summary="The talkback channel (AsyncAPI 3.0)",
+               role=None, response=dict[str, Any], errors=())  # fmt: skip
+    def asyncapi(self, request: IRequest) -> bytes:
+        return self._document(request, "asyncapi", lambda: asyncAPIDocument(self.version))
+
+    def _document(self, request: IRequest, name: str, build: Any) -> bytes:
+        body = self._documents.get(name)
+        if body is None:
+            body = self._documents[name] = msgspec.json.encode(build())
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % (len(body),))
+        return body
+
     # -- the master itself ------------------------------------------------------
 
-    @app.route("/api/v1/master", methods=["GET"])
-    @requires(Role.viewer)
-    def master(self, request: IRequest) -> bytes:
-        document: dict[str, Any] = {
-            "name": self.name,
-            "href": "/api/v1/master",
-            "version": self.version,
-        }
-        document.update(self.stats.snapshot())
-        database = document["database"]
-        database["ready"] = self.database.ready
+    @operation("GET", "/api/v1/master", summary="This master and its counters",
+               role=Role.viewer, response=MasterDocument,
+               description="Viewers and operators see the type and route of recent "
+               "exceptions; only admins see their messages.")  # fmt: skip
+    def master(self, request: IRequest) -> MasterDocument:
+        snapshot = self.stats.snapshot()
+        principal = request.principal  # type: ignore[attr-defined]
+        if not principal.may(Role.admin):
+            exceptions: dict[str, Any] = snapshot["exceptions"]  # type: ignore[assignment]
+            exceptions["recent"] = [
+                {k: v for k, v in item.items() if k != "message"} for item in exceptions["recent"]
+            ]
+        snapshot["database"]["ready"] = self.database.ready  # type: ignore[index]
         if self.talkback is not None:
-            document["talkback"] = self.talkback.registry.stats.snapshot()
-        return jsonResponse(request, document)
+            snapshot["talkback"] = self.talkback.registry.stats.snapshot()
+        return msgspec.convert(
+            {"name": self.name, "href": "/api/v1/master", "version": self.version, **snapshot},
+            MasterDocument,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """
@@ -122,20 +162,20 @@ class MasterAPI(JobRoutes, AgentRoutes):
             "tasks_assigned": self.stats.scheduling.assigned,
         }
 
-    @app.route("/api/v1/masters", methods=["GET"])
-    @requires(Role.viewer)
-    async def masters(self, request: IRequest) -> bytes:
+    @operation("GET", "/api/v1/masters", summary="Every master sharing the database",
+               role=Role.viewer, response=MasterPage)  # fmt: skip
+    async def masters(self, request: IRequest) -> MasterPage:
         if self.cluster is None:
-            return jsonResponse(request, {"items": []})
-        return jsonResponse(request, {"items": await self.cluster.masters()})
+            return MasterPage(items=[])
+        return MasterPage(items=await self.cluster.masters())
 
-    @app.route("/api/v1/masters/<name>", methods=["GET"])
-    @requires(Role.viewer)
-    async def oneMaster(self, request: IRequest, name: str) -> bytes:
+    @operation("GET", "/api/v1/masters/{name}", summary="A master", role=Role.viewer,
+               params=MASTER, response=MasterInfo)  # fmt: skip
+    async def oneMaster(self, request: IRequest, name: str) -> MasterInfo:
         items = await self.cluster.masters() if self.cluster is not None else []
         for item in items:
-            if item["name"] == name:
-                return jsonResponse(request, item)
+            if item.name == name:
+                return item
         raise NoSuchResource("master", name)
 
 

@@ -35,10 +35,11 @@ def _invalidField(self: Any, request: IRequest, failure: Failure) -> bytes:
 def _noSuchResource(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, NoSuchResource)
-    return errorResponse(
-        request,
-        APIError(404, "not_found", str(error), {"kind": error.kind, "id": str(error.ident)}),
-    )
+    details = {"kind": error.kind, "id": str(error.ident)[:200]}
+    if error.field is not None:
+        details["field"] = error.field
+    message = str(error) if len(str(error)) < 300 else f"no {error.kind} {details['id']}..."
+    return errorResponse(request, APIError(404, "not_found", message, details))
 
 
 def _conflict(self: Any, request: IRequest, failure: Failure) -> bytes:

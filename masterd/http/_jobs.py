@@ -4,18 +4,28 @@ Jobs and tasks over HTTP: the seed's "Job Processing".
 
 from __future__ import annotations
 
-import uuid
-
 from twisted.web.iweb import IRequest
 
 from masterd.config import Role
-from masterd.errors import InvalidField
-from masterd.jobs import JobState, JobStore, TaskState, parseJob, parseJobPatch
+from masterd.jobs import JobStore, jobChanges, jobSpec
+from masterd.jobs.models import (
+    AssignmentQuery,
+    AttemptPage,
+    JobDocument,
+    JobPage,
+    JobPatch,
+    JobQuery,
+    JobSubmission,
+    TaskDocument,
+    TaskPage,
+    TaskQuery,
+)
 
-from ._app import ID, app
-from ._auth import requires
-from ._json import jsonResponse, readJSON
-from ._query import nextHref, queryChoice, queryInt, queryLimit, queryText
+from ._operations import PathParam, agentID, operation
+from ._query import nextHref
+
+JOB = (PathParam("jobID", "id", "job", "A job id"),)
+TASK = (PathParam("taskID", "id", "task", "A task id"),)
 
 
 class JobRoutes:
@@ -27,126 +37,118 @@ class JobRoutes:
     jobs: JobStore
     maxFrames: int
 
-    @app.route("/api/v1/jobs", methods=["POST"])
-    @requires(Role.operator)
-    async def createJob(self, request: IRequest) -> bytes:
-        spec = parseJob(readJSON(request), self.maxFrames)
+    @operation("POST", "/api/v1/jobs", summary="Submit a job", role=Role.operator,
+               body=JobSubmission, status=201, response=JobDocument, tag="jobs",
+               description="Checked completely first: a refused submission writes nothing. "
+               "The answer's Location header is the new job's href.")  # fmt: skip
+    async def createJob(self, request: IRequest, body: JobSubmission) -> JobDocument:
+        spec = jobSpec(body, self.maxFrames)
         owner = request.principal.name  # type: ignore[attr-defined]
         job = await self.jobs.createJob(spec, owner)
-        request.setHeader(b"location", job["href"].encode("ascii"))
-        return jsonResponse(request, job, 201)
+        request.setHeader(b"location", job.href.encode("ascii"))
+        return job
 
-    @app.route("/api/v1/jobs", methods=["GET"])
-    @requires(Role.viewer)
-    async def listJobs(self, request: IRequest) -> bytes:
-        state = queryChoice(request, "state", [s.value for s in JobState])
-        owner = queryText(request, "owner") or None
-        limit = queryLimit(request)
-        after = queryInt(request, "after", None, 1)
-        items, more = await self.jobs.listJobs(state=state, owner=owner, limit=limit, after=after)
+    @operation("GET", "/api/v1/jobs", summary="List jobs, newest first", role=Role.viewer,
+               query=JobQuery, response=JobPage, tag="jobs")  # fmt: skip
+    async def listJobs(self, request: IRequest, query: JobQuery) -> JobPage:
+        items, more = await self.jobs.listJobs(
+            state=query.state, owner=query.owner, limit=query.limit, after=query.after
+        )
         following = None
         if more:
             following = nextHref(
                 "/api/v1/jobs",
-                {"state": state, "owner": owner, "limit": limit},
-                items[-1]["id"],
+                {"state": query.state, "owner": query.owner, "limit": query.limit},
+                items[-1].id,
             )
-        return jsonResponse(request, {"items": items, "next": following})
+        return JobPage(items=items, next=following)
 
-    @app.route(f"/api/v1/jobs/<{ID}:jobID>", methods=["GET"])
-    @requires(Role.viewer)
-    async def getJob(self, request: IRequest, jobID: int) -> bytes:
-        return jsonResponse(request, await self.jobs.getJob(jobID))
+    @operation("GET", "/api/v1/jobs/{jobID}", summary="A job", role=Role.viewer, params=JOB,
+               response=JobDocument, tag="jobs")  # fmt: skip
+    async def getJob(self, request: IRequest, jobID: int) -> JobDocument:
+        return await self.jobs.getJob(jobID)
 
-    @app.route(f"/api/v1/jobs/<{ID}:jobID>", methods=["PATCH"])
-    @requires(Role.operator)
-    async def patchJob(self, request: IRequest, jobID: int) -> bytes:
-        changes = parseJobPatch(readJSON(request))
-        return jsonResponse(request, await self.jobs.patchJob(jobID, changes))
+    @operation("PATCH", "/api/v1/jobs/{jobID}", summary="Change a job", role=Role.operator,
+               params=JOB, body=JobPatch, response=JobDocument, errors=(409,), tag="jobs",
+               description="Only the fields given change; requirements are merged.")  # fmt: skip
+    async def patchJob(self, request: IRequest, jobID: int, body: JobPatch) -> JobDocument:
+        return await self.jobs.patchJob(jobID, jobChanges(body))
 
-    @app.route(f"/api/v1/jobs/<{ID}:jobID>", methods=["DELETE"])
-    @requires(Role.operator)
-    async def deleteJob(self, request: IRequest, jobID: int) -> bytes:
+    @operation("DELETE", "/api/v1/jobs/{jobID}", summary="Delete a finished job",
+               role=Role.operator, params=JOB, status=204, errors=(409,), tag="jobs")  # fmt: skip
+    async def deleteJob(self, request: IRequest, jobID: int) -> None:
         await self.jobs.deleteJob(jobID)
-        request.setResponseCode(204)
-        return b""
 
-    @app.route(f"/api/v1/jobs/<{ID}:jobID>/cancel", methods=["POST"])
-    @requires(Role.operator)
-    async def cancelJob(self, request: IRequest, jobID: int) -> bytes:
-        return jsonResponse(request, await self.jobs.cancelJob(jobID))
+    @operation("POST", "/api/v1/jobs/{jobID}/cancel", summary="Cancel a job",
+               role=Role.operator, params=JOB, response=JobDocument, errors=(409,),
+               tag="jobs")  # fmt: skip
+    async def cancelJob(self, request: IRequest, jobID: int) -> JobDocument:
+        return await self.jobs.cancelJob(jobID)
 
-    @app.route(f"/api/v1/jobs/<{ID}:jobID>/retry", methods=["POST"])
-    @requires(Role.operator)
-    async def retryJob(self, request: IRequest, jobID: int) -> bytes:
-        return jsonResponse(request, await self.jobs.retryJob(jobID))
+    @operation("POST", "/api/v1/jobs/{jobID}/retry", summary="Retry a job's failed and "
+               "canceled tasks", role=Role.operator, params=JOB, response=JobDocument,
+               errors=(409,), tag="jobs")  # fmt: skip
+    async def retryJob(self, request: IRequest, jobID: int) -> JobDocument:
+        return await self.jobs.retryJob(jobID)
 
-    @app.route(f"/api/v1/jobs/<{ID}:jobID>/blocklist/clear", methods=["POST"])
-    @requires(Role.operator)
-    async def clearBlocklist(self, request: IRequest, jobID: int) -> bytes:
-        return jsonResponse(request, await self.jobs.clearBlocklist(jobID))
+    @operation("POST", "/api/v1/jobs/{jobID}/blocklist/clear", summary="Clear a job's "
+               "blocklist", role=Role.operator, params=JOB, response=JobDocument,
+               tag="jobs")  # fmt: skip
+    async def clearBlocklist(self, request: IRequest, jobID: int) -> JobDocument:
+        return await self.jobs.clearBlocklist(jobID)
 
-    @app.route(f"/api/v1/jobs/<{ID}:jobID>/tasks", methods=["GET"])
-    @requires(Role.viewer)
-    async def listTasks(self, request: IRequest, jobID: int) -> bytes:
-        state = queryChoice(request, "state", [s.value for s in TaskState])
-        limit = queryLimit(request)
-        after = queryInt(request, "after", None, -1, 2**31 - 1)
-        items, more = await self.jobs.listTasks(jobID, state=state, limit=limit, after=after)
+    @operation("GET", "/api/v1/jobs/{jobID}/tasks", summary="A job's tasks in index order",
+               role=Role.viewer, params=JOB, query=TaskQuery, response=TaskPage,
+               tag="jobs")  # fmt: skip
+    async def listTasks(self, request: IRequest, jobID: int, query: TaskQuery) -> TaskPage:
+        items, more = await self.jobs.listTasks(
+            jobID, state=query.state, limit=query.limit, after=query.after
+        )
         following = None
         if more:
             following = nextHref(
                 f"/api/v1/jobs/{jobID}/tasks",
-                {"state": state, "limit": limit},
-                items[-1]["index"],
+                {"state": query.state, "limit": query.limit},
+                items[-1].index,
             )
-        return jsonResponse(request, {"items": items, "next": following})
+        return TaskPage(items=items, next=following)
 
-    @app.route(f"/api/v1/tasks/<{ID}:taskID>", methods=["GET"])
-    @requires(Role.viewer)
-    async def getTask(self, request: IRequest, taskID: int) -> bytes:
-        return jsonResponse(request, await self.jobs.getTask(taskID))
+    @operation("GET", "/api/v1/tasks/{taskID}", summary="A task", role=Role.viewer,
+               params=TASK, response=TaskDocument, tag="jobs")  # fmt: skip
+    async def getTask(self, request: IRequest, taskID: int) -> TaskDocument:
+        return await self.jobs.getTask(taskID)
 
-    @app.route(f"/api/v1/tasks/<{ID}:taskID>/attempts", methods=["GET"])
-    @requires(Role.viewer)
-    async def taskAttempts(self, request: IRequest, taskID: int) -> bytes:
-        # Every attempt of the task, oldest first: one page.
-        items = await self.jobs.taskAttempts(taskID)
-        return jsonResponse(request, {"items": items, "next": None})
+    @operation("GET", "/api/v1/tasks/{taskID}/attempts", summary="A task's attempts, oldest "
+               "first (one page)", role=Role.viewer, params=TASK, response=AttemptPage,
+               tag="jobs")  # fmt: skip
+    async def taskAttempts(self, request: IRequest, taskID: int) -> AttemptPage:
+        return AttemptPage(items=await self.jobs.taskAttempts(taskID), next=None)
 
-    @app.route(f"/api/v1/tasks/<{ID}:taskID>/cancel", methods=["POST"])
-    @requires(Role.operator)
-    async def cancelTask(self, request: IRequest, taskID: int) -> bytes:
-        return jsonResponse(request, await self.jobs.cancelTask(taskID))
+    @operation("POST", "/api/v1/tasks/{taskID}/cancel", summary="Cancel a task",
+               role=Role.operator, params=TASK, response=TaskDocument, errors=(409,),
+               tag="jobs")  # fmt: skip
+    async def cancelTask(self, request: IRequest, taskID: int) -> TaskDocument:
+        return await self.jobs.cancelTask(taskID)
 
-    @app.route(f"/api/v1/tasks/<{ID}:taskID>/retry", methods=["POST"])
-    @requires(Role.operator)
-    async def retryTask(self, request: IRequest, taskID: int) -> bytes:
-        return jsonResponse(request, await self.jobs.retryTask(taskID))
+    @operation("POST", "/api/v1/tasks/{taskID}/retry", summary="Retry a failed or canceled "
+               "task", role=Role.operator, params=TASK, response=TaskDocument, errors=(409,),
+               tag="jobs")  # fmt: skip
+    async def retryTask(self, request: IRequest, taskID: int) -> TaskDocument:
+        return await self.jobs.retryTask(taskID)
 
-    @app.route("/api/v1/assignments", methods=["GET"])
-    @requires(Role.viewer)
-    async def assignments(self, request: IRequest) -> bytes:
-        agent = _agentID(queryText(request, "agent"))
-        job = queryInt(request, "job", None, 1)
-        limit = queryInt(request, "limit", 500, 1, 5000)
-        assert limit is not None
-        after = queryInt(request, "after", None, 1)
-        items, more = await self.jobs.assignments(agent=agent, job=job, limit=limit, after=after)
+    @operation("GET", "/api/v1/assignments", summary="The tasks assigned or running now",
+               role=Role.viewer, query=AssignmentQuery, response=TaskPage,
+               tag="jobs")  # fmt: skip
+    async def assignments(self, request: IRequest, query: AssignmentQuery) -> TaskPage:
+        agent = agentID(query.agent, "agent") if query.agent else None
+        items, more = await self.jobs.assignments(
+            agent=agent, job=query.job, limit=query.limit, after=query.after
+        )
         following = None
         if more:
             following = nextHref(
                 "/api/v1/assignments",
-                {"agent": agent, "job": job, "limit": limit},
-                items[-1]["id"],
+                {"agent": agent, "job": query.job, "limit": query.limit},
+                items[-1].id,
             )
-        return jsonResponse(request, {"items": items, "next": following})
-
-
-def _agentID(text: str | None) -> str | None:
-    if not text:
-        return None
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise InvalidField("agent", f"must be an agent id (a UUID), not {text!r}") from None
+        return TaskPage(items=items, next=following)

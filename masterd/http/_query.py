@@ -16,6 +16,29 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 
+def queryValues(request: IRequest) -> dict[str, str]:
+    """
+    The query string as text, each parameter once; an empty value counts
+    as not given.
+    """
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values: dict[str, str] = {}
+    for rawName, given in args.items():
+        try:
+            name = rawName.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidField("(query)", "has a parameter name that is not UTF-8") from None
+        if len(given) > 1:
+            raise InvalidField(name, "is given more than once")
+        try:
+            text = given[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidField(name, "is not UTF-8") from None
+        if text != "":
+            values[name] = text
+    return values
+
+
 def queryText(request: IRequest, name: str) -> str | None:
     args: dict[bytes, list[bytes]] = request.args or {}
     values = args.get(name.encode("ascii"))

@@ -4,7 +4,7 @@ Jobs and tasks: the seed's "Job Processing".
 
 from .command import PLACEHOLDERS, CommandError, expandCommand
 from .frames import FrameSpecError, chunkFrames, countFrames, formatFrames, parseFrames
-from .spec import JobSpec, Requirements, TaskSpec, parseJob, parseJobPatch
+from .spec import JobSpec, Requirements, TaskSpec, jobChanges, jobSpec
 from .states import ACTIVE, FINISHED, TRANSITIONS, UNFINISHED, JobState, TaskState, jobState
 from .store import JobStore
 
@@ -26,8 +26,8 @@ __all__ = [
     "countFrames",
     "expandCommand",
     "formatFrames",
+    "jobChanges",
+    "jobSpec",
     "jobState",
     "parseFrames",
-    "parseJob",
-    "parseJobPatch",
 ]

@@ -14,13 +14,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from attrs import frozen
 
 from masterd.db import Transaction
 
 from .command import expandCommand
+from .models import AssignedTask
 
 
 class Outcome(enum.Enum):
@@ -51,18 +51,21 @@ class Assignment:
     #: The agent it was handed to.
     agent_id: str = ""
 
-    def asJSON(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "attempt": self.attempt,
-            "job_id": self.job_id,
-            "title": self.title,
-            "command": self.command,
-            "env": self.env,
-            "cwd": self.cwd,
-            "frames": self.frames,
-            "timeout_s": self.timeout_s,
-        }
+    def message(self) -> AssignedTask:
+        """
+        As the assign message carries it.
+        """
+        return AssignedTask(
+            task_id=self.task_id,
+            attempt=self.attempt,
+            job_id=self.job_id,
+            title=self.title,
+            command=self.command,
+            env=self.env,
+            cwd=self.cwd,
+            frames=self.frames,
+            timeout_s=self.timeout_s,
+        )
 
 
 def _at(at: float | None) -> datetime | None:

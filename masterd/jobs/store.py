@@ -19,6 +19,7 @@ from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, InvalidField, NoSuchResource
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
 
+from .models import AttemptDocument, BlocklistEntry, JobDocument, TaskDocument
 from .spec import JobSpec
 from .states import ACTIVE, UNFINISHED, TaskState
 from .views import (
@@ -68,7 +69,7 @@ class JobStore:
 
     # -- reading -----------------------------------------------------------
 
-    async def _documents(self, txn: Transaction, rows: list[tuple[Any, ...]]) -> list[Any]:
+    async def _documents(self, txn: Transaction, rows: list[tuple[Any, ...]]) -> list[JobDocument]:
         ids = [row[0] for row in rows]
         parents: dict[int, list[int]] = {i: [] for i in ids}
         children: dict[int, list[int]] = {i: [] for i in ids}
@@ -82,34 +83,32 @@ class JobStore:
                     parents[child].append(parent)
                 if parent in children:
                     children[parent].append(child)
-        blocklists: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        blocklists: dict[int, list[BlocklistEntry]] = {i: [] for i in ids}
         if ids:
             for jobID, agentID, failures in await txn.query(
                 "SELECT job_id, agent_id, failures FROM job_blocklist"
                 " WHERE job_id = ANY (%s) AND blocked ORDER BY job_id, agent_id",
                 (ids,),
             ):
-                blocklists[jobID].append({"agent": agentRef(agentID), "failures": failures})
-        documents = []
-        for row in rows:
-            document = jobDocument(row, parents[row[0]], children[row[0]])
-            document["blocklist"] = blocklists[row[0]]
-            documents.append(document)
-        return documents
+                agent = agentRef(agentID)
+                assert agent is not None
+                blocklists[jobID].append(BlocklistEntry(agent=agent, failures=failures))
+        return [
+            jobDocument(row, parents[row[0]], children[row[0]], blocklists[row[0]]) for row in rows
+        ]
 
-    async def _getJob(self, txn: Transaction, jobID: int) -> dict[str, Any]:
+    async def _getJob(self, txn: Transaction, jobID: int) -> JobDocument:
         rows = await txn.query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (jobID,))
         if not rows:
             raise NoSuchResource("job", jobID)
-        document: dict[str, Any] = (await self._documents(txn, rows))[0]
-        return document
+        return (await self._documents(txn, rows))[0]
 
-    async def getJob(self, jobID: int) -> dict[str, Any]:
+    async def getJob(self, jobID: int) -> JobDocument:
         return await self._pool.transaction(lambda txn: self._getJob(txn, jobID))
 
     async def listJobs(
         self, *, state: str | None, owner: str | None, limit: int, after: int | None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[JobDocument], bool]:
         """
         Newest first; keyset pagination on the id. Also says whether there
         is a next page.
@@ -130,7 +129,7 @@ class JobStore:
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s"
         )
 
-        async def work(txn: Transaction) -> tuple[list[dict[str, Any]], bool]:
+        async def work(txn: Transaction) -> tuple[list[JobDocument], bool]:
             rows, more = _page(await txn.query(sql, params), limit)
             return await self._documents(txn, rows), more
 
@@ -138,12 +137,12 @@ class JobStore:
 
     async def listTasks(
         self, jobID: int, *, state: str | None, limit: int, after: int | None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[TaskDocument], bool]:
         """
         A job's tasks in index order; C{after} is an index.
         """
 
-        async def work(txn: Transaction) -> tuple[list[dict[str, Any]], bool]:
+        async def work(txn: Transaction) -> tuple[list[TaskDocument], bool]:
             if not await txn.query("SELECT 1 FROM jobs WHERE id = %s", (jobID,)):
                 raise NoSuchResource("job", jobID)
             where = ["t.job_id = %s"]
@@ -167,7 +166,7 @@ class JobStore:
 
         return await self._pool.transaction(work)
 
-    async def getTask(self, taskID: int) -> dict[str, Any]:
+    async def getTask(self, taskID: int) -> TaskDocument:
         rows = await self._pool.query(
             f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = %s", (taskID,)
         )
@@ -175,8 +174,8 @@ class JobStore:
             raise NoSuchResource("task", taskID)
         return taskDocument(rows[0])
 
-    async def taskAttempts(self, taskID: int) -> list[dict[str, Any]]:
-        async def work(txn: Transaction) -> list[dict[str, Any]]:
+    async def taskAttempts(self, taskID: int) -> list[AttemptDocument]:
+        async def work(txn: Transaction) -> list[AttemptDocument]:
             if not await txn.query("SELECT 1 FROM tasks WHERE id = %s", (taskID,)):
                 raise NoSuchResource("task", taskID)
             rows = await txn.query(
@@ -189,7 +188,7 @@ class JobStore:
 
     async def assignments(
         self, *, agent: str | None, job: int | None, limit: int, after: int | None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[TaskDocument], bool]:
         """
         The tasks assigned or running right now, by task id.
         """
@@ -217,13 +216,13 @@ class JobStore:
 
     # -- creating -------------------------------------------------------------
 
-    async def createJob(self, spec: JobSpec, owner: str) -> dict[str, Any]:
+    async def createJob(self, spec: JobSpec, owner: str) -> JobDocument:
         """
         Insert the job, its dependencies and all its tasks in one
         transaction (tasks in one statement, whatever their number).
         """
 
-        async def work(txn: Transaction) -> dict[str, Any]:
+        async def work(txn: Transaction) -> JobDocument:
             parentsDone = True
             if spec.depends_on:
                 # FOR SHARE: a parent cannot finish (and miss releasing this
@@ -273,8 +272,8 @@ class JobStore:
             return await self._getJob(txn, jobID)
 
         document = await self._pool.transaction(work)
-        if document["state"] == "queued":
-            self._events.publish(WorkAvailable((document["id"],)))
+        if document.state == "queued":
+            self._events.publish(WorkAvailable((document.id,)))
         return document
 
     async def _insertTasks(self, txn: Transaction, jobID: int, spec: JobSpec, state: str) -> None:
@@ -346,8 +345,8 @@ class JobStore:
         await self._events.notify(txn, list(events))
         return len(rows), events
 
-    async def cancelJob(self, jobID: int) -> dict[str, Any]:
-        async def work(txn: Transaction) -> tuple[dict[str, Any], list[TaskCanceled]]:
+    async def cancelJob(self, jobID: int) -> JobDocument:
+        async def work(txn: Transaction) -> tuple[JobDocument, list[TaskCanceled]]:
             state = await self._jobState(txn, jobID)
             if state in ("done", "failed"):
                 raise Conflict(
@@ -366,8 +365,8 @@ class JobStore:
             self._events.publish(event)
         return document
 
-    async def patchJob(self, jobID: int, changes: dict[str, Any]) -> dict[str, Any]:
-        async def work(txn: Transaction) -> tuple[dict[str, Any], list[TaskCanceled], bool]:
+    async def patchJob(self, jobID: int, changes: dict[str, Any]) -> JobDocument:
+        async def work(txn: Transaction) -> tuple[JobDocument, list[TaskCanceled], bool]:
             before = await self._jobState(txn, jobID)
             events: list[TaskCanceled] = []
             if changes.get("stop_running"):
@@ -387,17 +386,20 @@ class JobStore:
             sets.append("updated_at = now()")
             await txn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", (*params, jobID))
             document = await self._getJob(txn, jobID)
-            resumed = before == "paused" and document["state"] == "queued"
+            resumed = before == "paused" and document.state == "queued"
             # New requirements may fit agents that sat idle.
             widened = bool(required) or changes.get("stop_running")
-            if resumed or (widened and document["tasks"]["queued"]):
+            wake = resumed or bool(widened and document.tasks.queued)
+            if wake:
                 await self._events.notify(txn, [WorkAvailable((jobID,))])
-            return document, events, resumed
+            return document, events, wake
 
-        document, events, resumed = await self._pool.transaction(work)
+        document, events, wake = await self._pool.transaction(work)
         for event in events:
             self._events.publish(event)
-        if resumed or (changes.get("stop_running") and document["tasks"]["queued"]):
+        # The same condition as the NOTIFY: agents here wake as those of
+        # other masters do.
+        if wake:
             self._events.publish(WorkAvailable((jobID,)))
         return document
 
@@ -417,8 +419,8 @@ class JobStore:
             )
         return len(rows)
 
-    async def retryJob(self, jobID: int) -> dict[str, Any]:
-        async def work(txn: Transaction) -> dict[str, Any]:
+    async def retryJob(self, jobID: int) -> JobDocument:
+        async def work(txn: Transaction) -> JobDocument:
             state = await self._jobState(txn, jobID)
             if not await self._retry(txn, "job_id = %s", (jobID,), jobID):
                 raise Conflict(f"job {jobID} has no failed or canceled tasks to retry", state=state)
@@ -429,8 +431,8 @@ class JobStore:
         self._events.publish(WorkAvailable((jobID,)))
         return document
 
-    async def clearBlocklist(self, jobID: int) -> dict[str, Any]:
-        async def work(txn: Transaction) -> dict[str, Any]:
+    async def clearBlocklist(self, jobID: int) -> JobDocument:
+        async def work(txn: Transaction) -> JobDocument:
             await self._jobState(txn, jobID)
             await txn.execute("DELETE FROM job_blocklist WHERE job_id = %s", (jobID,))
             await self._events.notify(txn, [WorkAvailable((jobID,))])
@@ -477,7 +479,7 @@ class JobStore:
             raise NoSuchResource("task", taskID)
         return rows[0][0], rows[0][1]
 
-    async def cancelTask(self, taskID: int) -> dict[str, Any]:
+    async def cancelTask(self, taskID: int) -> TaskDocument:
         async def work(txn: Transaction) -> list[TaskCanceled]:
             _, state = await self._taskJob(txn, taskID)
             moved, events = await self._stopTasks(
@@ -494,7 +496,7 @@ class JobStore:
             self._events.publish(event)
         return await self.getTask(taskID)
 
-    async def retryTask(self, taskID: int) -> dict[str, Any]:
+    async def retryTask(self, taskID: int) -> TaskDocument:
         async def work(txn: Transaction) -> int:
             jobID, state = await self._taskJob(txn, taskID)
             if not await self._retry(txn, "id = %s", (taskID,), jobID):

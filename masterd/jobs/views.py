@@ -1,13 +1,24 @@
 """
-Jobs, tasks and attempts as the API shows them: rows in, JSON documents out,
-other resources by href.
+Jobs, tasks and attempts as the API shows them: rows in, typed documents
+(L{masterd.jobs.models}) out, other resources by href.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from masterd._time import isoformat
+from masterd._time import isoformat, isotime
+
+from .models import (
+    AgentRef,
+    AttemptDocument,
+    BlocklistEntry,
+    JobDocument,
+    Ref,
+    Requirements,
+    TaskCounts,
+    TaskDocument,
+)
 
 JOB_COLUMNS = (
     "id, title, owner, state, priority, weight, paused, command, env, cwd,"
@@ -34,17 +45,22 @@ def taskHref(taskID: int) -> str:
     return f"/api/v1/tasks/{taskID}"
 
 
-def agentRef(agentID: Any) -> dict[str, str] | None:
+def agentRef(agentID: Any) -> AgentRef | None:
     if agentID is None:
         return None
-    return {"id": str(agentID), "href": f"/api/v1/agents/{agentID}"}
+    return AgentRef(id=str(agentID), href=f"/api/v1/agents/{agentID}")
 
 
-def jobRef(jobID: int) -> dict[str, Any]:
-    return {"id": jobID, "href": jobHref(jobID)}
+def jobRef(jobID: int) -> Ref:
+    return Ref(id=jobID, href=jobHref(jobID))
 
 
-def jobDocument(row: tuple[Any, ...], parents: list[int], children: list[int]) -> dict[str, Any]:
+def jobDocument(
+    row: tuple[Any, ...],
+    parents: list[int],
+    children: list[int],
+    blocklist: list[BlocklistEntry] | None = None,
+) -> JobDocument:
     (
         jobID,
         title,
@@ -75,43 +91,45 @@ def jobDocument(row: tuple[Any, ...], parents: list[int], children: list[int]) -
         failed,
         canceled,
     ) = row
-    return {
-        "id": jobID,
-        "href": jobHref(jobID),
-        "title": title,
-        "owner": owner,
-        "state": state,
-        "priority": priority,
-        "weight": weight,
-        "paused": paused,
-        "created_at": isoformat(createdAt),
-        "updated_at": isoformat(updatedAt),
-        "finished_at": isoformat(finishedAt),
-        "progress": round(done / total, 4) if total else 0.0,
-        "command": command,
-        "env": env,
-        "cwd": cwd,
-        "requirements": {"cpus": cpus, "ram_mb": ramMB, "gpus": gpus, "tags": list(tags)},
-        "max_retries": maxRetries,
-        "task_timeout_s": timeout,
-        "metadata": metadata,
-        "tasks": {
-            "href": f"{jobHref(jobID)}/tasks",
-            "total": total,
-            "waiting": waiting,
-            "queued": queued,
-            "assigned": assigned,
-            "running": running,
-            "done": done,
-            "failed": failed,
-            "canceled": canceled,
-        },
-        "parents": [jobRef(p) for p in parents],
-        "children": [jobRef(c) for c in children],
-    }
+    href = jobHref(jobID)
+    return JobDocument(
+        id=jobID,
+        href=href,
+        title=title,
+        owner=owner,
+        state=state,
+        priority=priority,
+        weight=weight,
+        paused=paused,
+        created_at=isotime(createdAt),
+        updated_at=isotime(updatedAt),
+        finished_at=isoformat(finishedAt),
+        progress=round(done / total, 4) if total else 0.0,
+        command=command,
+        env=env,
+        cwd=cwd,
+        requirements=Requirements(cpus=cpus, ram_mb=ramMB, gpus=gpus, tags=list(tags)),
+        max_retries=maxRetries,
+        task_timeout_s=timeout,
+        metadata=metadata,
+        tasks=TaskCounts(
+            href=f"{href}/tasks",
+            total=total,
+            waiting=waiting,
+            queued=queued,
+            assigned=assigned,
+            running=running,
+            done=done,
+            failed=failed,
+            canceled=canceled,
+        ),
+        parents=[jobRef(p) for p in parents],
+        children=[jobRef(c) for c in children],
+        blocklist=blocklist or [],
+    )
 
 
-def taskDocument(row: tuple[Any, ...]) -> dict[str, Any]:
+def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
     (
         taskID,
         jobID,
@@ -127,36 +145,37 @@ def taskDocument(row: tuple[Any, ...]) -> dict[str, Any]:
         exitCode,
         error,
     ) = row
-    return {
-        "id": taskID,
-        "href": taskHref(taskID),
-        "job": jobRef(jobID),
-        "index": index,
-        "frames": frames,
-        "command": command,
-        "state": state,
-        "attempt": attempt,
-        "agent": agentRef(agentID),
-        "progress": round(float(progress), 4),
-        "started_at": isoformat(startedAt),
-        "finished_at": isoformat(finishedAt),
-        "exit_code": exitCode,
-        "error": error,
-        "attempts": f"{taskHref(taskID)}/attempts",
-        "log": f"{taskHref(taskID)}/log",
-    }
+    href = taskHref(taskID)
+    return TaskDocument(
+        id=taskID,
+        href=href,
+        job=jobRef(jobID),
+        index=index,
+        frames=frames,
+        command=command,
+        state=state,
+        attempt=attempt,
+        agent=agentRef(agentID),
+        progress=round(float(progress), 4),
+        started_at=isoformat(startedAt),
+        finished_at=isoformat(finishedAt),
+        exit_code=exitCode,
+        error=error,
+        attempts=f"{href}/attempts",
+        log=f"{href}/log",
+    )
 
 
-def attemptDocument(row: tuple[Any, ...]) -> dict[str, Any]:
+def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:
     taskID, attempt, jobID, agentID, state, startedAt, finishedAt, exitCode, error = row
-    return {
-        "task": {"id": taskID, "href": taskHref(taskID)},
-        "job": jobRef(jobID),
-        "attempt": attempt,
-        "agent": agentRef(agentID),
-        "state": state,
-        "started_at": isoformat(startedAt),
-        "finished_at": isoformat(finishedAt),
-        "exit_code": exitCode,
-        "error": error,
-    }
+    return AttemptDocument(
+        task=Ref(id=taskID, href=taskHref(taskID)),
+        job=jobRef(jobID),
+        attempt=attempt,
+        agent=agentRef(agentID),
+        state=state,
+        started_at=isoformat(startedAt),
+        finished_at=isoformat(finishedAt),
+        exit_code=exitCode,
+        error=error,
+    )

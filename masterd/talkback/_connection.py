@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import msgspec
 from attrs import frozen
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -26,6 +27,7 @@ from masterd.db import DatabaseUnavailable
 from masterd.errors import InvalidField
 from masterd.events import WorkAvailable
 from masterd.jobs import lifecycle
+from masterd.schema import DEFAULT_LIMITS, InputLimits
 
 from . import messages as m
 from .registry import AgentRegistry
@@ -61,6 +63,7 @@ class TalkbackSettings:
     agent_timeout_s: float = 45.0
     max_message_bytes: int = 1024 * 1024
     max_errors: int = 20
+    inputLimits: InputLimits = DEFAULT_LIMITS
 
 
 class _CappedBuffer:
@@ -166,7 +169,7 @@ class TalkbackConnection:
         if self.closing:
             return
         try:
-            parsed = m.parseMessage(message)
+            parsed = m.parseMessage(message, self.settings.inputLimits)
         except InvalidField as e:
             stats.messagesIn["invalid"] += 1
             self._error(e.field, e.message)
@@ -218,21 +221,21 @@ class TalkbackConnection:
 
     # -- sending ------------------------------------------------------------------
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: m.Outgoing) -> None:
         if self.transport is None or self.closing:
             return
         text = m.encode(message)
         stats = self.registry.stats
-        stats.messagesOut[message["type"]] += 1
+        stats.messagesOut[m.typeName(message)] += 1
         stats.bytesOut += len(text)
         self.transport.sendTextMessage(text)
 
     def sendCancel(self, taskID: int, attempt: int, reason: str) -> None:
-        self.send({"type": "cancel", "task_id": taskID, "attempt": attempt, "reason": reason})
+        self.send(m.Cancel(task_id=taskID, attempt=attempt, reason=reason))
 
     def assign(self, assignments: list[lifecycle.Assignment]) -> None:
         if assignments:
-            self.send({"type": "assign", "tasks": [a.asJSON() for a in assignments]})
+            self.send(m.Assign(tasks=[a.message() for a in assignments]))
 
     def close(self, code: int, reason: str = "") -> None:
         if self.closing or self.transport is None:
@@ -279,7 +282,7 @@ class TalkbackConnection:
     def _error(self, field: str, message: str) -> None:
         self.errors += 1
         self.registry.stats.errors += 1
-        self.send({"type": "error", "field": field, "message": f"{field}: {message}"})
+        self.send(m.Error(field=field, message=f"{field}: {message}"))
         if self.errors > self.settings.max_errors:
             self.close(POLICY, "too many bad messages")
 
@@ -334,16 +337,15 @@ class TalkbackConnection:
     def _failed(self, message: m.Message, reason: Failure) -> None:
         if reason.check(DatabaseUnavailable):
             self.send(
-                {
-                    "type": "error",
-                    "retry": True,
-                    "message": "the master cannot reach its database; send it again later",
-                }
+                m.Error(
+                    retry=True,
+                    message="the master cannot reach its database; send it again later",
+                )
             )
             return
         log.failure("cannot handle {kind} from agent {agentId}", reason,
                     kind=type(message).__name__, agentId=self.agentID)  # fmt: skip
-        self.send({"type": "error", "message": "the master failed to handle that message"})
+        self.send(m.Error(message="the master failed to handle that message"))
 
     async def _handle(self, message: m.Message) -> None:
         if self.closing:
@@ -374,7 +376,7 @@ class TalkbackConnection:
         if self.closing:
             return
         if isinstance(message, m.Heartbeat):
-            self.registry.seen(self, message.usage)
+            self.registry.seen(self, msgspec.to_builtins(message.usage))
             return
         self.registry.seen(self)
         if isinstance(message, m.TaskUpdate):
@@ -407,8 +409,8 @@ class TalkbackConnection:
                 # Until this ack it keeps the report and sends it again after
                 # each welcome, so a master dying before its commit loses
                 # nothing.
-                self.send({"type": "ack", "task_id": update.task_id,
-                           "attempt": update.attempt, "state": update.state})  # fmt: skip
+                self.send(m.Ack(task_id=update.task_id, attempt=update.attempt,
+                                state=update.state))  # fmt: skip
             if result.released:
                 self.registry.events.publish(WorkAvailable(()))
 
@@ -486,16 +488,15 @@ class TalkbackConnection:
             cancels=len(welcome.cancel),
         )
         self.send(
-            {
-                "type": "welcome",
-                "agent_id": hello.agent_id,
-                "master": self.registry.master,
-                "heartbeat_s": self.settings.heartbeat_s,
-                "agent_timeout_s": self.settings.agent_timeout_s,
-            }
+            m.Welcome(
+                agent_id=hello.agent_id,
+                master=self.registry.master,
+                heartbeat_s=self.settings.heartbeat_s,
+                agent_timeout_s=self.settings.agent_timeout_s,
+            )
         )
         if welcome.operator_limits:
-            self.send({"type": "limits", **welcome.operator_limits})
+            self.send(m.operatorLimits(welcome.operator_limits))
         for taskID, attempt in welcome.cancel:
             self.sendCancel(taskID, attempt, "not this agent's attempt")
         self.registry.onAgentReady(hello.agent_id)

@@ -7,13 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from psycopg2.extras import Json
 
-from masterd._time import isoformat
+from masterd._time import isoformat, isotime
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, InvalidField, NoSuchResource
 from masterd.events import AgentChanged, EventBus
+from masterd.jobs.models import AttemptDocument
 from masterd.jobs.views import ATTEMPT_COLUMNS, attemptDocument, jobRef
+
+from .models import (
+    AgentDocument,
+    AgentExceptionDocument,
+    AgentJob,
+    AgentLimits,
+    AgentPatch,
+    Limits,
+    OperatorLimits,
+)
 
 AGENT_STATES = ("idle", "busy", "offline", "disabled")
 LIMIT_KEYS = ("max_tasks", "max_ram_mb", "max_cpus")
@@ -54,75 +66,63 @@ def effectiveLimits(
     }
 
 
-def agentDocument(row: tuple[Any, ...]) -> dict[str, Any]:
+def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
     (agentID, hostname, os, version, cpus, ramMB, gpus, tags, extraTags, software, maxTasks,
      agentLimits, operatorLimits, enabled, master, connectedAt, disconnectedAt, lastSeen, usage,
      createdAt, state) = row  # fmt: skip
     href = agentHref(agentID)
-    return {
-        "id": str(agentID),
-        "href": href,
-        "hostname": hostname,
-        "state": state,
-        "enabled": enabled,
-        "master": master,
-        "connected_at": isoformat(connectedAt),
-        "disconnected_at": isoformat(disconnectedAt),
-        "last_seen": isoformat(lastSeen),
-        "created_at": isoformat(createdAt),
-        "os": os,
-        "version": version,
-        "cpus": cpus,
-        "ram_mb": ramMB,
-        "gpus": gpus,
-        "tags": sorted(set(tags) | set(extraTags)),
-        "agent_tags": list(tags),
-        "operator_tags": list(extraTags),
-        "software": software,
-        "limits": effectiveLimits(cpus, ramMB, maxTasks, agentLimits, operatorLimits),
-        "agent_limits": {"max_tasks": maxTasks, **agentLimits},
-        "operator_limits": operatorLimits,
-        "usage": usage,
-        "tasks": f"{href}/tasks",
-        "failures": f"{href}/failures",
-        "jobs": f"{href}/jobs",
-        "exceptions": f"{href}/exceptions",
-    }
+    return AgentDocument(
+        id=str(agentID),
+        href=href,
+        hostname=hostname,
+        state=state,
+        enabled=enabled,
+        master=master,
+        connected_at=isoformat(connectedAt),
+        disconnected_at=isoformat(disconnectedAt),
+        last_seen=isoformat(lastSeen),
+        created_at=isotime(createdAt),
+        os=os,
+        version=version,
+        cpus=cpus,
+        ram_mb=ramMB,
+        gpus=gpus,
+        tags=sorted(set(tags) | set(extraTags)),
+        agent_tags=list(tags),
+        operator_tags=list(extraTags),
+        software=software,
+        limits=Limits(**effectiveLimits(cpus, ramMB, maxTasks, agentLimits, operatorLimits)),
+        agent_limits=AgentLimits(**{"max_tasks": maxTasks, **_known(agentLimits)}),
+        operator_limits=OperatorLimits(**_known(operatorLimits)),
+        usage=usage,
+        tasks=f"{href}/tasks",
+        failures=f"{href}/failures",
+        jobs=f"{href}/jobs",
+        exceptions=f"{href}/exceptions",
+    )
 
 
-def parseAgentPatch(body: object) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidField("(body)", "must be an object")
-    if not body:
-        raise InvalidField("(body)", "names no change; fields: enabled, limits, tags")
+def _known(limits: dict[str, Any]) -> dict[str, int]:
+    return {k: v for k, v in limits.items() if k in LIMIT_KEYS and isinstance(v, int)}
+
+
+def agentChanges(patch: AgentPatch) -> dict[str, Any]:
+    """
+    The changes of a C{PATCH /api/v1/agents/<id>}: only the fields given.
+    """
     changes: dict[str, Any] = {}
-    for key, value in body.items():
-        if key == "enabled":
-            if not isinstance(value, bool):
-                raise InvalidField("enabled", "must be true or false")
-            changes["enabled"] = value
-        elif key == "limits":
-            if not isinstance(value, dict):
-                raise InvalidField("limits", "must be an object")
-            limits: dict[str, int | None] = {}
-            for name, limit in value.items():
-                if name not in LIMIT_KEYS:
-                    known = ", ".join(LIMIT_KEYS)
-                    raise InvalidField(f"limits.{name}", f"is not a known limit; known: {known}")
-                if limit is not None and (
-                    not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
-                ):
-                    raise InvalidField(f"limits.{name}", "must be a positive integer or null")
-                limits[name] = limit
-            changes["limits"] = limits
-        elif key == "tags":
-            if not isinstance(value, list) or not all(
-                isinstance(t, str) and t.strip() for t in value
-            ):
-                raise InvalidField("tags", "must be an array of non-empty strings")
-            changes["tags"] = sorted(set(value))
-        else:
-            raise InvalidField(key, "cannot be changed; fields: enabled, limits, tags")
+    if patch.enabled is not msgspec.UNSET:
+        changes["enabled"] = patch.enabled
+    if patch.tags is not msgspec.UNSET:
+        changes["tags"] = sorted(set(patch.tags))
+    if patch.limits is not msgspec.UNSET:
+        changes["limits"] = {
+            name: getattr(patch.limits, name)
+            for name in LIMIT_KEYS
+            if getattr(patch.limits, name) is not msgspec.UNSET
+        }
+    if not changes:
+        raise InvalidField("(body)", "names no change; fields: enabled, limits, tags")
     return changes
 
 
@@ -131,19 +131,19 @@ class AgentDirectory:
         self._pool = pool
         self._events = events
 
-    async def _get(self, txn: Transaction, agentID: str) -> dict[str, Any]:
+    async def _get(self, txn: Transaction, agentID: str) -> AgentDocument:
         rows = await txn.query(f"SELECT {_COLUMNS} FROM agents a {_STATE} WHERE a.id = %s",
                                (agentID,))  # fmt: skip
         if not rows:
             raise NoSuchResource("agent", agentID)
         return agentDocument(rows[0])
 
-    async def get(self, agentID: str) -> dict[str, Any]:
+    async def get(self, agentID: str) -> AgentDocument:
         return await self._pool.transaction(lambda txn: self._get(txn, agentID))
 
     async def listAgents(
         self, *, state: str | None, tag: str | None, limit: int, after: str | None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[AgentDocument], bool]:
         where: list[str] = ["TRUE"]
         params: list[Any] = []
         if state is not None:
@@ -163,8 +163,8 @@ class AgentDirectory:
         )
         return [agentDocument(r) for r in rows[:limit]], len(rows) > limit
 
-    async def patch(self, agentID: str, changes: dict[str, Any]) -> dict[str, Any]:
-        async def work(txn: Transaction) -> dict[str, Any]:
+    async def patch(self, agentID: str, changes: dict[str, Any]) -> AgentDocument:
+        async def work(txn: Transaction) -> AgentDocument:
             current = await self._get(txn, agentID)
             sets: list[str] = []
             params: list[Any] = []
@@ -175,7 +175,7 @@ class AgentDirectory:
                 sets.append("extra_tags = %s")
                 params.append(changes["tags"])
             if "limits" in changes:
-                merged = dict(current["operator_limits"])
+                merged = msgspec.to_builtins(current.operator_limits)
                 for name, value in changes["limits"].items():
                     if value is None:
                         merged.pop(name, None)
@@ -187,12 +187,12 @@ class AgentDirectory:
                 f"UPDATE agents SET {', '.join(sets)} WHERE id = %s", (*params, agentID)
             )
             document = await self._get(txn, agentID)
-            limits = document["operator_limits"] if "limits" in changes else None
+            limits = msgspec.to_builtins(document.operator_limits) if "limits" in changes else None
             await self._events.notify(txn, [AgentChanged(agentID, limits)])
             return document
 
         document = await self._pool.transaction(work)
-        limits = document["operator_limits"] if "limits" in changes else None
+        limits = msgspec.to_builtins(document.operator_limits) if "limits" in changes else None
         self._events.publish(AgentChanged(agentID, limits))
         return document
 
@@ -204,9 +204,9 @@ class AgentDirectory:
             if not rows:
                 current = await self._get(txn, agentID)
                 raise Conflict(
-                    f"agent {agentID} is connected to {current['master']}; only offline"
+                    f"agent {agentID} is connected to {current.master}; only offline"
                     " agents can be deleted",
-                    state=current["state"],
+                    state=current.state,
                 )
 
         await self._pool.transaction(work)
@@ -217,13 +217,13 @@ class AgentDirectory:
 
     async def failures(
         self, agentID: str, limit: int, after: tuple[int, int] | None = None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[AttemptDocument], bool]:
         """
         Its failed attempts, newest first, a page of C{limit} after the
         attempt C{after} (task id, attempt); whether more follow.
         """
 
-        async def work(txn: Transaction) -> list[dict[str, Any]]:
+        async def work(txn: Transaction) -> list[AttemptDocument]:
             await self._exists(txn, agentID)
             rows = await txn.query(
                 f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE agent_id = %(agent)s"
@@ -240,13 +240,13 @@ class AgentDirectory:
 
     async def jobs(
         self, agentID: str, limit: int, after: int | None = None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[AgentJob], bool]:
         """
         The jobs it worked on, the latest first, a page of C{limit} after
         job C{after}; whether more follow.
         """
 
-        async def work(txn: Transaction) -> list[dict[str, Any]]:
+        async def work(txn: Transaction) -> list[AgentJob]:
             await self._exists(txn, agentID)
             rows = await txn.query(
                 "SELECT job_id, count(*), count(*) FILTER (WHERE state = 'done'),"
@@ -259,15 +259,15 @@ class AgentDirectory:
                 {"agent": agentID, "after": after, "limit": limit + 1},
             )
             return [
-                {"job": jobRef(j), "attempts": n, "done": d, "failed": f,
-                 "last_started_at": isoformat(last)}
+                AgentJob(job=jobRef(j), attempts=n, done=d, failed=f,
+                         last_started_at=isoformat(last))
                 for j, n, d, f, last in rows
             ]  # fmt: skip
 
         return _page(await self._pool.transaction(work), limit)
 
-    async def exceptions(self, agentID: str, limit: int) -> list[dict[str, Any]]:
-        async def work(txn: Transaction) -> list[dict[str, Any]]:
+    async def exceptions(self, agentID: str, limit: int) -> list[AgentExceptionDocument]:
+        async def work(txn: Transaction) -> list[AgentExceptionDocument]:
             await self._exists(txn, agentID)
             rows = await txn.query(
                 "SELECT at, message, traceback FROM agent_exceptions WHERE agent_id = %s"
@@ -275,7 +275,7 @@ class AgentDirectory:
                 (agentID, limit),
             )
             return [
-                {"at": isoformat(at), "message": message, "traceback": tb}
+                AgentExceptionDocument(at=isotime(at), message=message, traceback=tb)
                 for at, message, tb in rows
             ]
 

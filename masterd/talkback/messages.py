@@ -1,46 +1,179 @@
 """
-Talkback messages from agents: JSON text frames C{{"type": ..., ...}},
-checked field by field into typed values (docs/talkback.md).
+Talkback messages, both ways: JSON text frames C{{"type": ..., ...}},
+declared once (masterd.schema). The master decodes what agents send with
+these types (each refusal names the field), encodes what it sends with the
+others, and the AsyncAPI document is built from both (docs/talkback.md).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import orjson
-from attrs import frozen
+import msgspec
 
-from masterd.errors import InvalidField, jsonType
+from masterd.errors import InvalidField
+from masterd.jobs.models import AssignedTask
+from masterd.schema import (
+    DEFAULT_LIMITS,
+    MAX_BIGINT,
+    MAX_INT,
+    Document,
+    Id,
+    InputLimits,
+    MalformedJSON,
+    Meta,
+    Model,
+    Tag,
+    Text1K,
+    Text10K,
+    Text100K,
+    decode,
+)
+
+Attempt = Annotated[int, Meta(ge=1, le=MAX_INT)]
+Counter = Annotated[int, Meta(ge=0, le=MAX_BIGINT)]
+Megabytes = Annotated[int, Meta(ge=0, le=2**53 - 1)]
+TASK_STATES = ("running", "done", "failed", "rejected")
+MAX_LOG_LINES = 10_000
 
 
-@frozen
-class Hello:
-    token: str | None
-    agent_id: str
-    hostname: str
-    os: str | None
-    version: str | None
-    cpus: int
-    ram_mb: int
-    gpus: int
-    tags: tuple[str, ...]
-    software: dict[str, str]
-    max_tasks: int
-    running: tuple[tuple[int, int], ...]
+class _In(Model, tag_field="type", kw_only=True):
+    """
+    A message from an agent.
+    """
 
 
-@frozen
-class Heartbeat:
-    usage: dict[str, Any]
+class _Out(Document, tag_field="type", kw_only=True):
+    """
+    A message to an agent.
+    """
 
 
-@frozen
-class Limits:
-    max_tasks: int | None
-    max_ram_mb: int | None
-    max_cpus: int | None
+# -- from agents -------------------------------------------------------------------
+
+
+class RunningTask(Model):
+    task_id: Id
+    attempt: Attempt
+
+
+class AgentInfo(Model):
+    id: Annotated[str, Meta(min_length=1, max_length=45, description="A UUID, chosen once")]
+    hostname: Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
+    os: Text1K | None = None
+    version: Text1K | None = None
+    cpus: Annotated[int, Meta(ge=0, le=100_000)] = 0
+    ram_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] = 0
+    gpus: Annotated[int, Meta(ge=0, le=1000)] = 0
+    tags: Annotated[list[Tag], Meta(max_length=100)] = []
+    software: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=255)], Text1K],
+                        Meta(max_length=1000)] = {}  # fmt: skip
+    max_tasks: Annotated[int, Meta(ge=1, le=10_000)] = 1
+
+    def __post_init__(self) -> None:
+        try:
+            if not self.id.isascii():
+                raise ValueError
+            self.id = str(uuid.UUID(self.id))
+        except ValueError:
+            raise ValueError("id: must be a UUID") from None
+
+
+class Hello(_In, tag="hello"):
+    """
+    The first message on a connection: who the agent is, what it has, and
+    the tasks it runs.
+    """
+
+    agent: AgentInfo
+    token: Text1K | None = None
+    running: Annotated[list[RunningTask], Meta(max_length=10_000)] = []
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent.id
+
+    @property
+    def hostname(self) -> str:
+        return self.agent.hostname
+
+    @property
+    def os(self) -> str | None:
+        return self.agent.os
+
+    @property
+    def version(self) -> str | None:
+        return self.agent.version
+
+    @property
+    def cpus(self) -> int:
+        return self.agent.cpus
+
+    @property
+    def ram_mb(self) -> int:
+        return self.agent.ram_mb
+
+    @property
+    def gpus(self) -> int:
+        return self.agent.gpus
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.agent.tags)))
+
+    @property
+    def software(self) -> dict[str, str]:
+        return self.agent.software
+
+    @property
+    def max_tasks(self) -> int:
+        return self.agent.max_tasks
+
+    def runningTasks(self) -> set[tuple[int, int]]:
+        return {(r.task_id, r.attempt) for r in self.running}
+
+
+class IOCounters(Model):
+    """
+    Counters since boot: a rate is the difference between two heartbeats.
+    """
+
+    disk_read_bytes: Counter | msgspec.UnsetType = msgspec.UNSET
+    disk_write_bytes: Counter | msgspec.UnsetType = msgspec.UNSET
+    net_recv_bytes: Counter | msgspec.UnsetType = msgspec.UNSET
+    net_sent_bytes: Counter | msgspec.UnsetType = msgspec.UNSET
+
+
+class Usage(Model):
+    cpu_percent: Annotated[float, Meta(ge=0, le=1_000_000)] | msgspec.UnsetType = msgspec.UNSET
+    load_avg: (
+        Annotated[float, Meta(ge=0, le=1e9)]
+        | Annotated[list[Annotated[float, Meta(ge=0, le=1e9)]], Meta(max_length=3)]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    ram_used_mb: Megabytes | msgspec.UnsetType = msgspec.UNSET
+    ram_free_mb: Megabytes | msgspec.UnsetType = msgspec.UNSET
+    disk_free_mb: Megabytes | msgspec.UnsetType = msgspec.UNSET
+    io: IOCounters | msgspec.UnsetType = msgspec.UNSET
+
+
+class Heartbeat(_In, tag="heartbeat"):
+    """
+    The agent is alive; its machine's usage now.
+    """
+
+    usage: Usage = msgspec.field(default_factory=Usage)
+
+
+class Limits(_In, tag="limits"):
+    """
+    What the agent itself allows from now on (each limit left out: none).
+    """
+
+    max_tasks: Annotated[int, Meta(ge=1, le=10_000)] | None = None
+    max_ram_mb: Annotated[int, Meta(ge=1, le=MAX_INT)] | None = None
+    max_cpus: Annotated[int, Meta(ge=1, le=100_000)] | None = None
 
     def asJSON(self) -> dict[str, int]:
         values = {"max_tasks": self.max_tasks, "max_ram_mb": self.max_ram_mb,
@@ -48,234 +181,138 @@ class Limits:
         return {k: v for k, v in values.items() if v is not None}
 
 
-@frozen
-class TaskUpdate:
-    task_id: int
-    attempt: int
-    state: str
-    progress: float | None
-    exit_code: int | None
-    message: str | None
+class TaskUpdate(_In, tag="task_update"):
+    """
+    A task's attempt is running, or has ended (done, failed, rejected).
+    """
+
+    task_id: Id
+    attempt: Attempt
+    state: Literal["running", "done", "failed", "rejected"]
+    progress: Annotated[float, Meta(ge=0, le=1)] | None = None
+    exit_code: Annotated[int, Meta(ge=-(2**31), le=MAX_INT)] | None = None
+    message: Text10K | None = None
 
 
-@frozen
-class Log:
-    task_id: int
-    attempt: int
-    lines: tuple[str, ...]
+class Log(_In, tag="log"):
+    """
+    Output lines of a task's attempt, in order.
+    """
+
+    task_id: Id
+    attempt: Attempt
+    lines: Annotated[list[str], Meta(max_length=MAX_LOG_LINES)] = []
 
 
-@frozen
-class AgentException:
-    message: str
-    traceback: str | None
+class AgentException(_In, tag="exception"):
+    """
+    Something went wrong in the agent itself.
+    """
+
+    message: Text10K
+    traceback: Text100K | None = None
 
 
 Message = Hello | Heartbeat | Limits | TaskUpdate | Log | AgentException
-
-TASK_STATES = ("running", "done", "failed", "rejected")
-MAX_LOG_LINES = 10_000
-_USAGE_KEYS = ("cpu_percent", "load_avg", "ram_used_mb", "ram_free_mb", "disk_free_mb", "io")
+INBOUND: tuple[type, ...] = (Hello, Heartbeat, Limits, TaskUpdate, Log, AgentException)
+TYPES = ("hello", "heartbeat", "limits", "task_update", "log", "exception")
 
 
-class _Fields:
-    def __init__(self, body: Mapping[str, Any], prefix: str, known: tuple[str, ...]) -> None:
-        self.body = body
-        self.prefix = prefix
-        for key in body:
-            if key not in known:
-                raise InvalidField(self.name(key), "is not a known field")
-
-    def name(self, key: str) -> str:
-        return f"{self.prefix}{key}"
-
-    def integer(self, key: str, default: Any = ..., lo: int = 0, hi: int = 2**31 - 1) -> Any:
-        value = self.body.get(key)
-        if value is None:
-            if default is ...:
-                raise InvalidField(self.name(key), "is required")
-            return default
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidField(self.name(key), f"must be an integer, not {jsonType(value)}")
-        if not lo <= value <= hi:
-            raise InvalidField(self.name(key), f"must be between {lo} and {hi}, not {value}")
-        return value
-
-    def text(self, key: str, default: Any = ..., limit: int = 1000) -> Any:
-        value = self.body.get(key)
-        if value is None:
-            if default is ...:
-                raise InvalidField(self.name(key), "is required")
-            return default
-        if not isinstance(value, str):
-            raise InvalidField(self.name(key), f"must be a string, not {jsonType(value)}")
-        if len(value) > limit:
-            raise InvalidField(self.name(key), f"must be at most {limit} characters")
-        return value
-
-    def obj(self, key: str) -> Mapping[str, Any]:
-        value = self.body.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise InvalidField(self.name(key), f"must be an object, not {jsonType(value)}")
-        return value
-
-    def array(self, key: str) -> list[Any]:
-        value = self.body.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise InvalidField(self.name(key), f"must be an array, not {jsonType(value)}")
-        return value
-
-
-def _hello(body: Mapping[str, Any]) -> Hello:
-    f = _Fields(body, "", ("type", "token", "agent", "running"))
-    token = f.text("token", None)
-    raw = body.get("agent")
-    if not isinstance(raw, dict):
-        raise InvalidField(
-            "agent", "is required (an object)" if raw is None else "must be an object"
-        )
-    a = _Fields(raw, "agent.", ("id", "hostname", "os", "version", "cpus", "ram_mb", "gpus",
-                                "tags", "software", "max_tasks"))  # fmt: skip
-    try:
-        agentID = str(uuid.UUID(a.text("id")))
-    except ValueError:
-        raise InvalidField("agent.id", "must be a UUID") from None
-    hostname = a.text("hostname", limit=255)
-    if not hostname.strip():
-        raise InvalidField("agent.hostname", "must not be empty")
-    tags = a.array("tags")
-    for i, tag in enumerate(tags):
-        if not isinstance(tag, str) or not tag.strip():
-            raise InvalidField(f"agent.tags[{i}]", "must be a non-empty string")
-    software = a.obj("software")
-    for name, version in software.items():
-        if not isinstance(version, str):
-            raise InvalidField(
-                f"agent.software.{name}", f"must be a string, not {jsonType(version)}"
-            )
-    running = []
-    for i, item in enumerate(f.array("running")):
-        if not isinstance(item, dict):
-            raise InvalidField(f"running[{i}]", "must be an object")
-        r = _Fields(item, f"running[{i}].", ("task_id", "attempt"))
-        running.append((r.integer("task_id", lo=1, hi=2**63 - 1), r.integer("attempt", lo=1)))
-    return Hello(
-        token=token,
-        agent_id=agentID,
-        hostname=hostname,
-        os=a.text("os", None),
-        version=a.text("version", None),
-        cpus=a.integer("cpus", 0, 0, 100_000),
-        ram_mb=a.integer("ram_mb", 0),
-        gpus=a.integer("gpus", 0, 0, 1000),
-        tags=tuple(sorted(set(tags))),
-        software=dict(software),
-        max_tasks=a.integer("max_tasks", 1, 1, 10_000),
-        running=tuple(running),
-    )
-
-
-def _heartbeat(body: Mapping[str, Any]) -> Heartbeat:
-    f = _Fields(body, "", ("type", "usage"))
-    usage = f.obj("usage")
-    for key, value in usage.items():
-        if key not in _USAGE_KEYS:
-            raise InvalidField(f"usage.{key}", f"is not known; known: {', '.join(_USAGE_KEYS)}")
-        if key == "io":
-            if not isinstance(value, dict):
-                raise InvalidField("usage.io", f"must be an object, not {jsonType(value)}")
-        elif key == "load_avg":
-            if not isinstance(value, list | int | float) or isinstance(value, bool):
-                raise InvalidField("usage.load_avg", "must be a number or an array of numbers")
-        elif not isinstance(value, int | float) or isinstance(value, bool):
-            raise InvalidField(f"usage.{key}", f"must be a number, not {jsonType(value)}")
-    return Heartbeat(dict(usage))
-
-
-def _limits(body: Mapping[str, Any]) -> Limits:
-    f = _Fields(body, "", ("type", "max_tasks", "max_ram_mb", "max_cpus"))
-    return Limits(
-        max_tasks=f.integer("max_tasks", None, 1, 10_000),
-        max_ram_mb=f.integer("max_ram_mb", None),
-        max_cpus=f.integer("max_cpus", None, 1, 100_000),
-    )
-
-
-def _taskUpdate(body: Mapping[str, Any]) -> TaskUpdate:
-    f = _Fields(body, "", ("type", "task_id", "attempt", "state", "progress", "exit_code",
-                           "message"))  # fmt: skip
-    state = f.text("state")
-    if state not in TASK_STATES:
-        raise InvalidField("state", f"must be one of {', '.join(TASK_STATES)}, not {state!r}")
-    progress = body.get("progress")
-    if progress is not None:
-        if not isinstance(progress, int | float) or isinstance(progress, bool):
-            raise InvalidField("progress", f"must be a number, not {jsonType(progress)}")
-        if not 0 <= progress <= 1:
-            raise InvalidField("progress", f"must be between 0 and 1, not {progress}")
-        progress = float(progress)
-    return TaskUpdate(
-        task_id=f.integer("task_id", lo=1, hi=2**63 - 1),
-        attempt=f.integer("attempt", lo=1),
-        state=state,
-        progress=progress,
-        exit_code=f.integer("exit_code", None, -(2**31), 2**31 - 1),
-        message=f.text("message", None, limit=10_000),
-    )
-
-
-def _log(body: Mapping[str, Any]) -> Log:
-    f = _Fields(body, "", ("type", "task_id", "attempt", "lines"))
-    lines = f.array("lines")
-    if len(lines) > MAX_LOG_LINES:
-        raise InvalidField("lines", f"has {len(lines)} lines; at most {MAX_LOG_LINES} a message")
-    for i, line in enumerate(lines):
-        if not isinstance(line, str):
-            raise InvalidField(f"lines[{i}]", f"must be a string, not {jsonType(line)}")
-    return Log(f.integer("task_id", lo=1, hi=2**63 - 1), f.integer("attempt", lo=1), tuple(lines))
-
-
-def _exception(body: Mapping[str, Any]) -> AgentException:
-    f = _Fields(body, "", ("type", "message", "traceback"))
-    return AgentException(f.text("message", limit=10_000), f.text("traceback", None, 100_000))
-
-
-_PARSERS: dict[str, Callable[[Mapping[str, Any]], Message]] = {
-    "hello": _hello,
-    "heartbeat": _heartbeat,
-    "limits": _limits,
-    "task_update": _taskUpdate,
-    "log": _log,
-    "exception": _exception,
-}
-
-TYPES = tuple(_PARSERS)
-
-
-def parseMessage(text: str) -> Message:
+def parseMessage(text: str | bytes, limits: InputLimits = DEFAULT_LIMITS) -> Message:
     """
     @raise InvalidField: naming the field at fault (C{type} for an unknown
-        type, C{(message)} for JSON that is not an object).
+        type, C{(message)} for text that is not a JSON object).
     """
     try:
-        body = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        raise InvalidField("(message)", f"is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidField("(message)", f"must be a JSON object, not {jsonType(body)}")
-    kind = body.get("type")
-    if not isinstance(kind, str):
-        raise InvalidField("type", "is required (a string)")
-    parser = _PARSERS.get(kind)
-    if parser is None:
-        raise InvalidField("type", f"{kind!r} is not a message type; known: {', '.join(TYPES)}")
-    message: Message = parser(body)
+        message: Message = decode(text, Message, limits)  # type: ignore[arg-type]
+    except MalformedJSON as e:
+        raise InvalidField("(message)", e.message) from None
+    except InvalidField as e:
+        if e.field == "(body)":
+            raise InvalidField("(message)", e.message) from None
+        raise
     return message
 
 
-def encode(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode("utf-8")
+# -- to agents -----------------------------------------------------------------------
+
+
+class Welcome(_Out, tag="welcome"):
+    """
+    The hello is accepted: the agent's session starts.
+    """
+
+    agent_id: str
+    master: str
+    heartbeat_s: float
+    agent_timeout_s: float
+
+
+class Assign(_Out, tag="assign"):
+    """
+    Tasks to run now, each as an attempt to report on.
+    """
+
+    tasks: list[AssignedTask]
+
+
+class Cancel(_Out, tag="cancel"):
+    """
+    Stop this attempt (canceled, or no longer this agent's).
+    """
+
+    task_id: int
+    attempt: int
+    reason: str
+
+
+class Ack(_Out, tag="ack"):
+    """
+    A final report is written: the agent may forget it.
+    """
+
+    task_id: int
+    attempt: int
+    state: str
+
+
+class OperatorLimits(_Out, tag="limits"):
+    """
+    What an operator allows this agent (each limit left out: none).
+    """
+
+    max_tasks: int | msgspec.UnsetType = msgspec.UNSET
+    max_ram_mb: int | msgspec.UnsetType = msgspec.UNSET
+    max_cpus: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class Error(_Out, tag="error"):
+    """
+    A message was refused (C{field} names what was wrong), or could not be
+    handled now (C{retry}: send it again later).
+    """
+
+    message: str
+    field: str | msgspec.UnsetType = msgspec.UNSET
+    retry: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+Outgoing = Welcome | Assign | Cancel | Ack | OperatorLimits | Error
+OUTBOUND: tuple[type, ...] = (Welcome, Assign, Cancel, Ack, OperatorLimits, Error)
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Any) -> str:
+    return _encoder.encode(message).decode("utf-8")
+
+
+def operatorLimits(limits: dict[str, Any]) -> OperatorLimits:
+    return OperatorLimits(**{k: v for k, v in limits.items() if isinstance(v, int)})
+
+
+def typeName(message: Any) -> str:
+    return str(type(message).__struct_config__.tag)
+
+
+__all__ = ["TASK_STATES", "TYPES", "InvalidField"]

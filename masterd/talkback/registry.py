@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from masterd.events import AgentChanged, AgentMoved, EventBus, TaskCanceled
 
+from .messages import operatorLimits
 from .store import AgentStore
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ class AgentRegistry:
     def _limitsChanged(self, event: AgentChanged) -> None:
         connection = self.connections.get(event.agent_id)
         if connection is not None and event.limits is not None:
-            connection.send({"type": "limits", **event.limits})
+            connection.send(operatorLimits(event.limits))
 
     def _agentMoved(self, event: AgentMoved) -> None:
         connection = self.connections.get(event.agent_id)

@@ -1,0 +1,219 @@
+"""
+Routes declared once: C{operation} registers a Klein route and records what
+the OpenAPI document says of it (parameters, body, responses, role), and the
+same declaration checks the request before the route runs, so the document
+and the behaviour cannot drift.
+
+A route receives its path parameters, query and body already checked, as
+typed values, and returns a document (a Struct), which is encoded here with
+the declared status.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from attrs import frozen
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IRequest
+
+from masterd.config import Role
+from masterd.errors import InvalidField, NoSuchResource
+from masterd.schema import MAX_BIGINT, InputLimits, MalformedJSON, convert, decode, encode
+
+from ._app import app
+from ._json import APIError
+from ._query import queryValues
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ParamKind = Literal["id", "agent", "name"]
+
+
+@frozen
+class PathParam:
+    """
+    A path segment: a database id (C{id}: ASCII digits, 1 to 2^63 - 1; any
+    other text names nothing, so 404), an agent id (a UUID; anything else
+    is a 400 naming it) or a name.
+    """
+
+    name: str
+    kind: ParamKind
+    resource: str
+    description: str = ""
+
+
+@frozen
+class Operation:
+    method: str
+    path: str
+    operationId: str
+    summary: str
+    description: str
+    role: Role | None
+    params: tuple[PathParam, ...]
+    query: type | None
+    body: type | None
+    status: int
+    response: Any
+    errors: tuple[int, ...]
+    tag: str
+    contentType: str = "application/json"
+
+
+#: Every declared operation, in declaration order: what the OpenAPI
+#: document lists.
+OPERATIONS: list[Operation] = []
+
+
+def pathParam(param: PathParam, text: str) -> Any:
+    """
+    A path segment as its declared kind.
+    """
+    if param.kind == "id":
+        if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_BIGINT:
+            raise NoSuchResource(param.resource, text, field=param.name)
+        value = int(text)
+        if value < 1:
+            raise NoSuchResource(param.resource, text, field=param.name)
+        return value
+    if param.kind == "agent":
+        return agentID(text, param.name)
+    if "\0" in text:
+        raise NoSuchResource(param.resource, text, field=param.name)
+    return text
+
+
+def agentID(text: str, field: str) -> str:
+    """
+    An agent id in its one spelling: ASCII hex, as a UUID (uuid.UUID alone
+    would take Unicode digits and braces).
+    """
+    if not text.isascii() or len(text) > 45:
+        raise InvalidField(field, "must be an agent id (a UUID)")
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise InvalidField(field, f"must be an agent id (a UUID), not {text!r}") from None
+
+
+def readBody(request: IRequest, kind: type, limits: InputLimits) -> Any:
+    """
+    The request body decoded as C{kind}: 415 for another content type, 400
+    naming the field for anything else wrong.
+    """
+    contentType = request.getHeader(b"content-type")
+    if contentType is not None and not contentType.split(b";")[0].strip().lower().endswith(b"json"):
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json, not {contentType.decode('latin-1')[:100]}",
+        )
+    content = request.content
+    raw = b""
+    if content is not None:
+        content.seek(0)
+        raw = content.read()
+    if not raw.strip():
+        raise APIError(400, "invalid_json", "the request body is empty; a JSON document is needed")
+    try:
+        return decode(raw, kind, limits)
+    except MalformedJSON as e:
+        details = {"line": e.line, "column": e.column} if e.line is not None else {}
+        raise APIError(400, "invalid_json", f"the request body {e.message}", details) from None
+
+
+def operation(
+    method: str,
+    path: str,
+    *,
+    summary: str,
+    role: Role | None,
+    description: str = "",
+    params: tuple[PathParam, ...] = (),
+    query: type | None = None,
+    body: type | None = None,
+    status: int = 200,
+    response: Any = None,
+    errors: tuple[int, ...] = (),
+    tag: str = "master",
+    contentType: str = "application/json",
+) -> Callable[[F], F]:
+    """
+    Declare a route. C{path} is written as OpenAPI writes it
+    (C{/api/v1/jobs/{jobID}}); C{response} is the document type of the
+    C{status} answer (C{None} for none). The route is called with the
+    checked path parameters by name, and C{query=} and C{body=} when
+    declared.
+    """
+    kleinPath = path.replace("{", "<").replace("}", ">")
+
+    def decorate(f: F) -> F:
+        op = Operation(
+            method=method,
+            path=path,
+            operationId=f.__name__,
+            summary=summary,
+            description=description or (inspect.getdoc(f) or ""),
+            role=role,
+            params=params,
+            query=query,
+            body=body,
+            status=status,
+            response=response,
+            errors=errors,
+            tag=tag,
+            contentType=contentType,
+        )
+        OPERATIONS.append(op)
+
+        @wraps(f)
+        def check(self: Any, request: IRequest, **segments: str) -> Any:
+            if role is not None:
+                request.principal = self.auth.require(request, role)  # type: ignore[attr-defined]
+            limits: InputLimits = self.inputLimits
+            args: dict[str, Any] = {p.name: pathParam(p, segments[p.name]) for p in params}
+            if query is not None:
+                args["query"] = convert(queryValues(request), query, limits)
+            if body is not None:
+                args["body"] = readBody(request, body, limits)
+            result = f(self, request, **args)
+            if isinstance(result, Coroutine):
+                return Deferred.fromCoroutine(_answer(request, result, status))
+            return respond(request, result, status)
+
+        app.route(kleinPath, methods=[method])(check)
+        return check  # type: ignore[return-value]
+
+    return decorate
+
+
+async def _answer(request: IRequest, result: Coroutine[Any, Any, Any], status: int) -> Any:
+    return respond(request, await result, status)
+
+
+def respond(request: IRequest, document: Any, status: int) -> Any:
+    """
+    Encode what a route returned: a document with the declared status,
+    bytes (already encoded, headers set by the route) as they are.
+    """
+    if isinstance(document, bytes) or not _isDocument(document):
+        return document
+    request.setResponseCode(status)
+    if status == 204:
+        return b""
+    body = encode(document)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    return body
+
+
+def _isDocument(value: Any) -> bool:
+    return value is None or isinstance(value, msgspec.Struct | dict | list)

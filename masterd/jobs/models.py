@@ -1,0 +1,284 @@
+"""
+Jobs, tasks and attempts as declared types: what a client may send (models)
+and what the API answers (documents). Validation, encoding and the OpenAPI
+document all come from these declarations (masterd.schema).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from masterd.schema import (
+    MAX_INT,
+    Document,
+    Id,
+    Meta,
+    Model,
+    Tag,
+    Text1K,
+    Text10K,
+    Time,
+    Title,
+)
+
+from .frames import MAX_FRAME
+
+MAX_TASKS_PER_JOB = 1_000_000
+
+Frame = Annotated[int, Meta(ge=-MAX_FRAME, le=MAX_FRAME)]
+FrameSpec = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=10_000,
+        description='Frames like "1-100", "1-100x5,200,210-215" (ranges run upwards, '
+        "a step after x); each frame once",
+    ),
+]
+Frames = FrameSpec | Annotated[list[Frame], Meta(min_length=1, max_length=MAX_TASKS_PER_JOB)]
+Argument = Annotated[str, Meta(max_length=10_000)]
+Command = Annotated[
+    list[Argument],
+    Meta(
+        min_length=1,
+        max_length=1000,
+        description="An argv (no shell); {frame}, {start}, {end} and {frames} are expanded "
+        "per task, with Python format specs ({frame:04d})",
+    ),
+]
+EnvName = Annotated[str, Meta(min_length=1, max_length=1000, pattern=r"^[^=]+$")]
+Env = Annotated[dict[EnvName, Argument], Meta(max_length=1000)]
+Priority = Annotated[int, Meta(ge=0, le=100)]
+Weight = Annotated[int, Meta(ge=1, le=1000)]
+Retries = Annotated[int, Meta(ge=0, le=100)]
+Timeout = Annotated[int, Meta(ge=1, le=30 * 24 * 3600)]
+Chunk = Annotated[int, Meta(ge=1, le=MAX_TASKS_PER_JOB)]
+Path = Annotated[str, Meta(min_length=1, max_length=4096)]
+Tags = Annotated[list[Tag], Meta(max_length=100)]
+JobStateName = Literal["waiting", "queued", "running", "paused", "done", "failed", "canceled"]
+TaskStateName = Literal["waiting", "queued", "assigned", "running", "done", "failed", "canceled"]
+
+
+# -- what clients send -------------------------------------------------------------
+
+
+class RequirementsModel(Model):
+    cpus: Annotated[int, Meta(ge=0, le=4096)] = 0
+    ram_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] = 0
+    gpus: Annotated[int, Meta(ge=0, le=256)] = 0
+    tags: Tags = []
+
+
+class RequirementsPatch(Model):
+    """
+    A merge: only the requirements named change.
+    """
+
+    cpus: Annotated[int, Meta(ge=0, le=4096)] | msgspec.UnsetType = msgspec.UNSET
+    ram_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] | msgspec.UnsetType = msgspec.UNSET
+    gpus: Annotated[int, Meta(ge=0, le=256)] | msgspec.UnsetType = msgspec.UNSET
+    tags: Tags | msgspec.UnsetType = msgspec.UNSET
+
+
+class TaskSubmission(Model):
+    frames: Frames
+    command: Command | None = None
+
+
+TaskList = Annotated[list[TaskSubmission], Meta(min_length=1, max_length=MAX_TASKS_PER_JOB)]
+
+
+class JobSubmission(Model):
+    """
+    A job: a command over frames (split into tasks of C{chunk} frames), or
+    explicit C{tasks}.
+    """
+
+    __freeform__ = ("metadata",)
+
+    title: Title
+    command: Command | None = None
+    frames: Frames | None = None
+    chunk: Chunk | None = None
+    tasks: (
+        Annotated[list[TaskSubmission], Meta(min_length=1, max_length=MAX_TASKS_PER_JOB)] | None
+    ) = None
+    env: Env = {}
+    cwd: Path | None = None
+    priority: Priority = 50
+    weight: Weight = 1
+    requirements: RequirementsModel = msgspec.field(default_factory=RequirementsModel)
+    max_retries: Retries = 3
+    task_timeout_s: Timeout | None = None
+    depends_on: Annotated[list[Id], Meta(max_length=1000)] = []
+    paused: bool = False
+    metadata: Annotated[dict[str, Any], Meta(description="Free-form JSON, kept as given")] = {}
+
+
+class JobPatch(Model):
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    priority: Priority | msgspec.UnsetType = msgspec.UNSET
+    weight: Weight | msgspec.UnsetType = msgspec.UNSET
+    paused: bool | msgspec.UnsetType = msgspec.UNSET
+    stop_running: bool | msgspec.UnsetType = msgspec.UNSET
+    max_retries: Retries | msgspec.UnsetType = msgspec.UNSET
+    requirements: RequirementsPatch | msgspec.UnsetType = msgspec.UNSET
+
+
+# -- what the API answers ----------------------------------------------------------
+
+
+class Ref(Document):
+    id: int
+    href: str
+
+
+class AgentRef(Document):
+    id: str
+    href: str
+
+
+class Requirements(Document):
+    cpus: int
+    ram_mb: int
+    gpus: int
+    tags: list[str]
+
+
+class TaskCounts(Document):
+    href: str
+    total: int
+    waiting: int
+    queued: int
+    assigned: int
+    running: int
+    done: int
+    failed: int
+    canceled: int
+
+
+class BlocklistEntry(Document):
+    agent: AgentRef
+    failures: int
+
+
+class JobDocument(Document):
+    id: int
+    href: str
+    title: str
+    owner: str
+    state: JobStateName
+    priority: int
+    weight: int
+    paused: bool
+    created_at: Time
+    updated_at: Time
+    finished_at: Time | None
+    progress: float
+    command: list[str] | None
+    env: dict[str, str]
+    cwd: str | None
+    requirements: Requirements
+    max_retries: int
+    task_timeout_s: int | None
+    metadata: dict[str, Any]
+    tasks: TaskCounts
+    parents: list[Ref]
+    children: list[Ref]
+    blocklist: list[BlocklistEntry] = []
+
+
+class TaskDocument(Document):
+    id: int
+    href: str
+    job: Ref
+    index: int
+    frames: list[int]
+    command: list[str] | None
+    state: TaskStateName
+    attempt: int
+    agent: AgentRef | None
+    progress: float
+    started_at: Time | None
+    finished_at: Time | None
+    exit_code: int | None
+    error: str | None
+    attempts: str
+    log: str
+
+
+class AttemptDocument(Document):
+    task: Ref
+    job: Ref
+    attempt: int
+    agent: AgentRef | None
+    state: Literal["assigned", "running", "done", "failed", "canceled", "lost", "rejected"]
+    started_at: Time | None
+    finished_at: Time | None
+    exit_code: int | None
+    error: str | None
+
+
+class JobPage(Document):
+    items: list[JobDocument]
+    next: str | None
+
+
+class TaskPage(Document):
+    items: list[TaskDocument]
+    next: str | None
+
+
+class AttemptPage(Document):
+    items: list[AttemptDocument]
+    next: str | None
+
+
+class AssignedTask(Document):
+    """
+    What an agent needs to run one task (in talkback's assign message).
+    """
+
+    task_id: int
+    attempt: int
+    job_id: int
+    title: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    frames: list[int]
+    timeout_s: int | None
+
+
+# -- queries ------------------------------------------------------------------------
+
+Limit = Annotated[int, Meta(ge=1, le=500)]
+
+
+class JobQuery(Model):
+    state: JobStateName | None = None
+    owner: Annotated[str, Meta(max_length=255)] | None = None
+    limit: Limit = 50
+    after: Id | None = None
+
+
+class TaskQuery(Model):
+    state: TaskStateName | None = None
+    limit: Limit = 50
+    after: Annotated[int, Meta(ge=-1, le=MAX_INT)] | None = None
+
+
+class AssignmentQuery(Model):
+    agent: Annotated[str, Meta(max_length=36)] | None = None
+    job: Id | None = None
+    limit: Annotated[int, Meta(ge=1, le=5000)] = 500
+    after: Id | None = None
+
+
+__all__ = [
+    "MAX_TASKS_PER_JOB",
+    "Text1K",
+    "Text10K",
+]

@@ -1,0 +1,54 @@
+"""
+The one schema layer: every request body, query, response body and
+talkback message is declared once, as a msgspec Struct (docs/architecture.md
+says why msgspec), and validation, encoding and the OpenAPI and AsyncAPI
+documents all come from those declarations.
+"""
+
+from ._decode import DEFAULT_LIMITS, InputLimits, MalformedJSON, checkFreeform, convert, decode
+from ._encode import encode, jsonSchemas
+from ._types import (
+    MAX_BIGINT,
+    MAX_INT,
+    MAX_SAFE_INTEGER,
+    AgentId,
+    Attempt,
+    Document,
+    Id,
+    Meta,
+    Model,
+    Name,
+    Tag,
+    Text1K,
+    Text10K,
+    Text100K,
+    Time,
+    Title,
+)
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_BIGINT",
+    "MAX_INT",
+    "MAX_SAFE_INTEGER",
+    "AgentId",
+    "Attempt",
+    "Document",
+    "Id",
+    "InputLimits",
+    "MalformedJSON",
+    "Meta",
+    "Model",
+    "Name",
+    "Tag",
+    "Text1K",
+    "Text10K",
+    "Text100K",
+    "Time",
+    "Title",
+    "checkFreeform",
+    "convert",
+    "decode",
+    "encode",
+    "jsonSchemas",
+]

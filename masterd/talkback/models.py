@@ -1,0 +1,146 @@
+"""
+Agents as the HTTP API declares them: what an operator may change, the
+queries, and the documents answered (masterd.schema).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from masterd.jobs.models import Ref
+from masterd.schema import MAX_INT, Document, Meta, Model, Tag, Time
+
+AgentStateName = Literal["idle", "busy", "offline", "disabled"]
+
+MaxTasks = Annotated[int, Meta(ge=1, le=10_000)]
+MaxRamMB = Annotated[int, Meta(ge=1, le=MAX_INT)]
+MaxCpus = Annotated[int, Meta(ge=1, le=100_000)]
+
+
+class LimitsPatch(Model):
+    """
+    Each limit given is set; null removes it.
+    """
+
+    max_tasks: MaxTasks | msgspec.UnsetType | None = msgspec.UNSET
+    max_ram_mb: MaxRamMB | msgspec.UnsetType | None = msgspec.UNSET
+    max_cpus: MaxCpus | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class AgentPatch(Model):
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    limits: LimitsPatch | msgspec.UnsetType = msgspec.UNSET
+    tags: Annotated[list[Tag], Meta(max_length=100)] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Limits(Document):
+    max_tasks: int
+    max_ram_mb: int
+    max_cpus: int
+
+
+class AgentLimits(Document):
+    max_tasks: int
+    max_ram_mb: int | msgspec.UnsetType = msgspec.UNSET
+    max_cpus: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class OperatorLimits(Document):
+    max_tasks: int | msgspec.UnsetType = msgspec.UNSET
+    max_ram_mb: int | msgspec.UnsetType = msgspec.UNSET
+    max_cpus: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class AgentDocument(Document):
+    id: str
+    href: str
+    hostname: str
+    state: AgentStateName
+    enabled: bool
+    master: str | None
+    connected_at: Time | None
+    disconnected_at: Time | None
+    last_seen: Time | None
+    created_at: Time
+    os: str | None
+    version: str | None
+    cpus: int
+    ram_mb: int
+    gpus: int
+    tags: list[str]
+    agent_tags: list[str]
+    operator_tags: list[str]
+    software: dict[str, str]
+    limits: Limits
+    agent_limits: AgentLimits
+    operator_limits: OperatorLimits
+    usage: dict[str, Any] | None
+    tasks: str
+    failures: str
+    jobs: str
+    exceptions: str
+
+
+class AgentPage(Document):
+    items: list[AgentDocument]
+    next: str | None
+
+
+class AgentJob(Document):
+    job: Ref
+    attempts: int
+    done: int
+    failed: int
+    last_started_at: Time | None
+
+
+class AgentJobPage(Document):
+    items: list[AgentJob]
+    next: str | None
+
+
+class AgentExceptionDocument(Document):
+    at: Time
+    message: str
+    traceback: str | None
+
+
+class AgentExceptionPage(Document):
+    items: list[AgentExceptionDocument]
+    next: None
+
+
+Limit = Annotated[int, Meta(ge=1, le=500)]
+
+
+class AgentQuery(Model):
+    state: AgentStateName | None = None
+    tag: Annotated[str, Meta(max_length=255)] | None = None
+    limit: Limit = 50
+    after: Annotated[str, Meta(max_length=45)] | None = None
+
+
+class FailureQuery(Model):
+    limit: Limit = 50
+    after: (
+        Annotated[
+            str, Meta(max_length=40, pattern=r"^[0-9]+-[0-9]+$", description="<task id>-<attempt>")
+        ]
+        | None
+    ) = None
+
+
+class AgentJobQuery(Model):
+    limit: Limit = 50
+    after: Annotated[int, Meta(ge=1, le=2**63 - 1)] | None = None
+
+
+class PageQuery(Model):
+    limit: Limit = 50
+
+
+class LogQuery(Model):
+    attempt: Annotated[int, Meta(ge=0, le=MAX_INT)] | None = None
+    after: Annotated[int, Meta(ge=0, le=MAX_INT)] = 0
