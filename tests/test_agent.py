@@ -6,13 +6,12 @@ with real processes.
 from __future__ import annotations
 
 import json
-
-import msgspec
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase

@@ -315,8 +315,12 @@ class MessageTests(Base):
         await self.setUpTalkback()
         connection, transport = await self.joined()
         queries = self.api.pool
-        usage = {"cpu_percent": 12.5, "load_avg": [1, 2, 3], "ram_free_mb": 1000,
-                 "io": {"disk_read_bytes": 1}}
+        usage = {
+            "cpu_percent": 12.5,
+            "load_avg": [1, 2, 3],
+            "ram_free_mb": 1000,
+            "io": {"disk_read_bytes": 1},
+        }
         self.clock.advance(3)
         for _ in range(5):
             await self.say(connection, {"type": "heartbeat", "usage": usage})

@@ -302,7 +302,9 @@ class Runner:
         if not data and not (final and run.partial):
             return
         run.offset += len(data)
-        text = run.partial + data.decode("utf-8", "replace")
+        # Output is bytes of any kind; the master stores text, which holds no
+        # NUL (PostgreSQL refuses it): shown as U+FFFD, as bad UTF-8 is.
+        text = run.partial + data.decode("utf-8", "replace").replace("\0", "\ufffd")
         lines = text.split("\n")
         run.partial = "" if final else lines.pop()
         if final and lines and lines[-1] == "":

@@ -12,6 +12,7 @@ the declared status.
 from __future__ import annotations
 
 import inspect
+import re
 import uuid
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -31,6 +32,10 @@ from ._json import APIError
 from ._query import queryValues
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
+)
 
 ParamKind = Literal["id", "agent", "name"]
 
@@ -95,8 +100,8 @@ def agentID(text: str, field: str) -> str:
     An agent id in its one spelling: ASCII hex, as a UUID (uuid.UUID alone
     would take Unicode digits and braces).
     """
-    if not text.isascii() or len(text) > 45:
-        raise InvalidField(field, "must be an agent id (a UUID)")
+    if not _UUID.match(text):
+        raise InvalidField(field, f"must be an agent id (a UUID), not {text[:45]!r}")
     try:
         return str(uuid.UUID(text))
     except ValueError:

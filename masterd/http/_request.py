@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -79,6 +80,17 @@ class MasterRequest(server.Request):
         if stats is not None:
             stats.requests.started()
             self._stats = stats
+        if not self._pathIsText():
+            self.site = getattr(self.channel, "site", None)
+            self._writeError(
+                APIError(
+                    400,
+                    "invalid_path",
+                    "the path is not UTF-8 once its %-escapes are decoded",
+                    {"field": "(path)"},
+                )
+            )
+            return
         if self._tooLarge:
             self.site = getattr(self.channel, "site", None)
             # The client may still be sending: close once answered, rather
@@ -96,6 +108,16 @@ class MasterRequest(server.Request):
             )
             return
         super().process()
+
+    def _pathIsText(self) -> bool:
+        path = self.path
+        if b"%" not in path and path.isascii():
+            return True
+        try:
+            unquote_to_bytes(path).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
 
     def _record(self) -> None:
         # Counted here rather than through notifyFinish: one Deferred less

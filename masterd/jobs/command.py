@@ -7,12 +7,17 @@ C{}}}} are literal braces.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 
 PLACEHOLDERS = ("frame", "start", "end", "frames")
 
 _formatter = string.Formatter()
+_NUMBERS = re.compile(r"\d+")
+#: The widest a placeholder may be padded ({frame:04d} is 4): a width or
+#: precision of millions would build a string of that size per task.
+MAX_WIDTH = 64
 
 
 class CommandError(ValueError):
@@ -37,9 +42,16 @@ def checkArgument(argument: str) -> None:
         parsed = list(_formatter.parse(argument))
     except ValueError as e:
         raise CommandError(f"malformed placeholder ({e}); write {{{{ and }}}} for braces") from None
-    for _, field, _spec, _conversion in parsed:
+    for _, field, spec, _conversion in parsed:
         if field is None:
             continue
+        if spec and ("{" in spec or "}" in spec):
+            raise CommandError(f"the format of {{{field}}} may not hold another placeholder")
+        for digits in _NUMBERS.findall(spec or ""):
+            if len(digits) > 3 or int(digits) > MAX_WIDTH:
+                raise CommandError(
+                    f"the format of {{{field}}} asks for {digits} characters; at most {MAX_WIDTH}"
+                )
         if field not in PLACEHOLDERS:
             known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
             shown = "{" + field + "}" if field else "{}"

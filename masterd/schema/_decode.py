@@ -170,7 +170,7 @@ def _checkStrings(document: Any, path: str) -> None:
 
 # -- refused: what to tell the client ------------------------------------------------
 
-_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_AT = re.compile(r"^(?P<what>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _TYPE_NAMES = {
     "int": "an integer",
@@ -256,6 +256,8 @@ def _refusedExactly(
     match = _AT.match(error)
     assert match is not None
     what, segments = match.group("what"), _segments(match.group("path") or "")
+    if match.group("key"):
+        return _badKey(what, kind, data, segments)
     if None in segments and data is not None:
         if what in _OUT_OF_RANGE:
             return _outOfRange(data, segments)
@@ -266,6 +268,38 @@ def _refusedExactly(
 
 
 _OUT_OF_RANGE = ("Integer value out of range", "Number out of range")
+
+
+def _badKey(
+    what: str, kind: Any, data: bytes | str | None, segments: list[str | int | None]
+) -> InvalidField:
+    """
+    A mapping key the type refuses (an environment variable name with
+    C{=}): name the key, found by trying each against the key's type.
+    """
+    path = _pathName(segments)
+    info = _typeAt(mi.type_info(kind), segments)
+    problem = _explain(what, kind, []).message
+    if isinstance(info, mi.DictType) and data is not None and None not in segments:
+        keyType = _bare(info.key_type)
+        try:
+            node: Any = json.loads(data)
+            for segment in segments:
+                node = node[segment]
+        except Exception:
+            node = {}
+        for key in node if isinstance(node, dict) else ():
+            if isinstance(keyType, mi.StrType) and not _keyFits(key, keyType):
+                return InvalidField(_paths.join(path, key), f"is not a valid key: {problem}")
+    return InvalidField(_paths.shown(path), f"has a key that is not valid: {problem}")
+
+
+def _keyFits(key: str, info: mi.StrType) -> bool:
+    if info.min_length is not None and len(key) < info.min_length:
+        return False
+    if info.max_length is not None and len(key) > info.max_length:
+        return False
+    return info.pattern is None or re.search(info.pattern, key) is not None
 
 
 class _Huge:
