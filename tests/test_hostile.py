@@ -166,7 +166,7 @@ class BodyTests(Base):
             raw=json.dumps(BASE).encode(),
         )
         self.assertEqual(reply.code, 201)
-        status, headers, body = await raw(
+        status, _, body = await raw(
             self.port(),
             b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             + f"Authorization: Bearer {TOKENS['admin']}\r\n".encode()
@@ -265,7 +265,7 @@ class PathAndQueryTests(Base):
             (b"/api/v1/assignments?agent=%D9%A1", "agent"),
             (b"/api/v1/jobs/1/tasks?after=99999999999", "after"),
         ]:
-            code, headers, body = await raw(port, get(query))
+            code, _, body = await raw(port, get(query))
             self.assertEqual(code, 400, (query, body))
             self.assertEqual(json.loads(body)["details"]["field"], field, query)
 
