@@ -43,10 +43,12 @@ class AgentHTTPTests(Base):
         for path, field in [
             ("/api/v1/agents?state=sleepy", "state"),
             ("/api/v1/agents?after=nope", "after"),
-            ("/api/v1/agents/nope", "agentID"),
         ]:
             reply = await self.api.call("GET", path)
             self.assertEqual((reply.code, reply.json()["details"]["field"]), (400, field), path)
+        # Text that is no agent id names no agent.
+        reply = await self.api.call("GET", "/api/v1/agents/nope")
+        self.assertEqual((reply.code, reply.json()["details"]["field"]), (404, "agentID"))
         self.assertEqual((await self.api.call("GET", f"/api/v1/agents/{AGENT[:-1]}0")).code, 404)
 
     async def test_tasksFailuresJobs(self) -> None:
@@ -114,8 +116,8 @@ class AgentHTTPTests(Base):
             "PATCH", f"/api/v1/agents/{AGENT}", {"enabled": True, "limits": {"max_ram_mb": None}}
         )
         self.assertEqual((agent["state"], agent["operator_limits"]), ("idle", {}))
+        self.assertEqual(await self.api.ok("PATCH", f"/api/v1/agents/{AGENT}", {}), agent)
         for body, field in [
-            ({}, "(body)"),
             ({"enabled": "yes"}, "enabled"),
             ({"limits": {"max_gpus": 1}}, "limits.max_gpus"),
             ({"limits": {"max_tasks": 0}}, "limits.max_tasks"),

@@ -170,7 +170,6 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"cwd": 5}, "cwd", "must be a string"),
     ({"max_retries": -1}, "max_retries", "between 0 and"),
     ({"task_timeout_s": 0}, "task_timeout_s", "between 1 and"),
-    ({"depends_on": [999999]}, "depends_on[0]", "no job 999999"),
     ({"depends_on": ["x"]}, "depends_on[0]", "must be an integer"),
     ({"depends_on": 3}, "depends_on", "must be an array"),
     ({"paused": "yes"}, "paused", "must be true or false"),
@@ -206,6 +205,17 @@ class BadInputTests(Base):
             self.assertIn(words, error["message"], changes)
         self.assertEqual(await api.count("jobs"), 0)
         self.assertEqual(await api.count("tasks"), 0)
+
+    async def test_unknownParent(self) -> None:
+        """
+        A parent that does not exist: 404 naming the field, nothing written.
+        """
+        api = await self.api()
+        body = {"title": "t", "command": ["r"], "frames": "1", "depends_on": [999999]}
+        reply = await api.call("POST", "/api/v1/jobs", body)
+        self.assertEqual(reply.code, 404)
+        self.assertEqual(reply.json()["details"]["field"], "depends_on[0]")
+        self.assertEqual(await api.count("jobs"), 0)
 
     async def test_notAnObject(self) -> None:
         api = await self.api()

@@ -212,10 +212,9 @@ class ModifyTests(Base):
         for body, field in [
             ({"requirements": None}, "requirements"),
             ({"requirements": {"ram_mb": "lots"}}, "requirements.ram_mb"),
-            ({}, "(body)"),
             ({"priority": 200}, "priority"),
             ({"owner": "me"}, "owner"),
-            ({"stop_running": True}, "stop_running"),
+            ({"stop_running": True, "paused": False}, "stop_running"),
             ({"paused": None}, "paused"),
             ({"title": ""}, "title"),
         ]:
@@ -224,6 +223,9 @@ class ModifyTests(Base):
             self.assertEqual(reply.json()["details"]["field"], field, body)
         reply = await api.call("PATCH", "/api/v1/jobs/777777", {"priority": 1})
         self.assertEqual(reply.code, 404)
+        # An empty PATCH changes nothing (not even updated_at).
+        before = await api.ok("GET", job["href"])
+        self.assertEqual(await api.ok("PATCH", job["href"], {}), before)
 
     async def test_retryJob(self) -> None:
         api = await self.setUpAPI()

@@ -15,7 +15,7 @@ from masterd.auth import Authenticator
 from masterd.config import Role
 from masterd.errors import Forbidden, InvalidField
 from masterd.jobs import JobStore
-from masterd.jobs.models import AttemptPage, TaskPage
+from masterd.jobs.models import AttemptPage, TaskPage, given
 from masterd.schema import MAX_BIGINT, MAX_INT
 from masterd.talkback import AgentDirectory, TalkbackFactory
 from masterd.talkback.directory import agentChanges
@@ -75,15 +75,16 @@ class AgentRoutes:
     @operation("GET", "/api/v1/agents", summary="List agents by id", role=Role.viewer,
                query=AgentQuery, response=AgentPage, tag="agents")  # fmt: skip
     async def listAgents(self, request: IRequest, query: AgentQuery) -> AgentPage:
-        after = agentID(query.after, "after") if query.after else None
+        after = agentID(query.after, "after") if isinstance(query.after, str) else None
+        state, tag = given(query.state), given(query.tag)
         items, more = await self.agents.listAgents(
-            state=query.state, tag=query.tag, limit=query.limit, after=after
+            state=state, tag=tag, limit=query.limit, after=after
         )
         following = None
         if more:
             following = nextHref(
                 "/api/v1/agents",
-                {"state": query.state, "tag": query.tag, "limit": query.limit},
+                {"state": state, "tag": tag, "limit": query.limit},
                 items[-1].id,
             )
         return AgentPage(items=items, next=following)
@@ -119,7 +120,7 @@ class AgentRoutes:
     async def agentFailures(
         self, request: IRequest, agentID: str, query: FailureQuery
     ) -> AttemptPage:
-        after = _attemptCursor(query.after) if query.after else None
+        after = _attemptCursor(query.after) if isinstance(query.after, str) else None
         items, more = await self.agents.failures(agentID, query.limit, after)
         following = None
         if more:
@@ -136,7 +137,7 @@ class AgentRoutes:
     async def agentJobs(
         self, request: IRequest, agentID: str, query: AgentJobQuery
     ) -> AgentJobPage:
-        items, more = await self.agents.jobs(agentID, query.limit, query.after)
+        items, more = await self.agents.jobs(agentID, query.limit, given(query.after))
         following = None
         if more:
             following = nextHref(
@@ -161,7 +162,7 @@ class AgentRoutes:
                "X-Masterd-Attempt and X-Masterd-Next-After say which attempt and where "
                "the next read starts.")  # fmt: skip
     async def taskLog(self, request: IRequest, taskID: int, query: LogQuery) -> bytes:
-        chosen, lines = await self.agents.taskLog(taskID, query.attempt, query.after)
+        chosen, lines = await self.agents.taskLog(taskID, given(query.attempt), query.after)
         body = "".join(f"{line}\n" for line in lines).encode("utf-8")
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")

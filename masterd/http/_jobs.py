@@ -14,11 +14,14 @@ from masterd.jobs.models import (
     JobDocument,
     JobPage,
     JobPatch,
+    JobPatchBody,
     JobQuery,
     JobSubmission,
+    JobSubmissionBody,
     TaskDocument,
     TaskPage,
     TaskQuery,
+    given,
 )
 
 from ._operations import PathParam, agentID, operation
@@ -38,7 +41,7 @@ class JobRoutes:
     maxFrames: int
 
     @operation("POST", "/api/v1/jobs", summary="Submit a job", role=Role.operator,
-               body=JobSubmission, status=201, response=JobDocument, tag="jobs",
+               body=JobSubmissionBody, status=201, response=JobDocument, errors=(404,), tag="jobs",
                description="Checked completely first: a refused submission writes nothing. "
                "The answer's Location header is the new job's href.")  # fmt: skip
     async def createJob(self, request: IRequest, body: JobSubmission) -> JobDocument:
@@ -51,14 +54,15 @@ class JobRoutes:
     @operation("GET", "/api/v1/jobs", summary="List jobs, newest first", role=Role.viewer,
                query=JobQuery, response=JobPage, tag="jobs")  # fmt: skip
     async def listJobs(self, request: IRequest, query: JobQuery) -> JobPage:
+        state, owner = given(query.state), given(query.owner)
         items, more = await self.jobs.listJobs(
-            state=query.state, owner=query.owner, limit=query.limit, after=query.after
+            state=state, owner=owner, limit=query.limit, after=given(query.after)
         )
         following = None
         if more:
             following = nextHref(
                 "/api/v1/jobs",
-                {"state": query.state, "owner": query.owner, "limit": query.limit},
+                {"state": state, "owner": owner, "limit": query.limit},
                 items[-1].id,
             )
         return JobPage(items=items, next=following)
@@ -69,7 +73,7 @@ class JobRoutes:
         return await self.jobs.getJob(jobID)
 
     @operation("PATCH", "/api/v1/jobs/{jobID}", summary="Change a job", role=Role.operator,
-               params=JOB, body=JobPatch, response=JobDocument, errors=(409,), tag="jobs",
+               params=JOB, body=JobPatchBody, response=JobDocument, errors=(409,), tag="jobs",
                description="Only the fields given change; requirements are merged.")  # fmt: skip
     async def patchJob(self, request: IRequest, jobID: int, body: JobPatch) -> JobDocument:
         return await self.jobs.patchJob(jobID, jobChanges(body))
@@ -101,14 +105,15 @@ class JobRoutes:
                role=Role.viewer, params=JOB, query=TaskQuery, response=TaskPage,
                tag="jobs")  # fmt: skip
     async def listTasks(self, request: IRequest, jobID: int, query: TaskQuery) -> TaskPage:
+        state = given(query.state)
         items, more = await self.jobs.listTasks(
-            jobID, state=query.state, limit=query.limit, after=query.after
+            jobID, state=state, limit=query.limit, after=given(query.after)
         )
         following = None
         if more:
             following = nextHref(
                 f"/api/v1/jobs/{jobID}/tasks",
-                {"state": query.state, "limit": query.limit},
+                {"state": state, "limit": query.limit},
                 items[-1].index,
             )
         return TaskPage(items=items, next=following)
@@ -140,15 +145,16 @@ class JobRoutes:
                role=Role.viewer, query=AssignmentQuery, response=TaskPage,
                tag="jobs")  # fmt: skip
     async def assignments(self, request: IRequest, query: AssignmentQuery) -> TaskPage:
-        agent = agentID(query.agent, "agent") if query.agent else None
+        agent = agentID(query.agent, "agent") if isinstance(query.agent, str) else None
+        job = given(query.job)
         items, more = await self.jobs.assignments(
-            agent=agent, job=query.job, limit=query.limit, after=query.after
+            agent=agent, job=job, limit=query.limit, after=given(query.after)
         )
         following = None
         if more:
             following = nextHref(
                 "/api/v1/assignments",
-                {"agent": agent, "job": query.job, "limit": query.limit},
+                {"agent": agent, "job": job, "limit": query.limit},
                 items[-1].id,
             )
         return TaskPage(items=items, next=following)

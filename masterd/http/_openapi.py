@@ -26,6 +26,8 @@ class ErrorDocument(Document):
     details: dict[str, Any]
 
 
+_UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+
 _ERRORS = {
     400: "The request is malformed: invalid_json, or invalid_field naming the field in "
     "details.field",
@@ -58,7 +60,7 @@ def _paramSchema(param: PathParam) -> dict[str, Any]:
     if param.kind == "id":
         return {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT}
     if param.kind == "agent":
-        return {"type": "string", "format": "uuid"}
+        return {"type": "string", "format": "uuid", "pattern": _UUID_PATTERN}
     return {"type": "string", "minLength": 1}
 
 
@@ -88,7 +90,9 @@ def _nullFree(schema: dict[str, Any]) -> dict[str, Any]:
         if len(rest) == 1:
             merged = {k: v for k, v in schema.items() if k != "anyOf"}
             merged.update(rest[0])
-            return merged
+            schema = merged
+    if schema.get("default", 0) is None:
+        schema = {k: v for k, v in schema.items() if k != "default"}
     return schema
 
 
@@ -134,8 +138,9 @@ def openAPIDocument(version: str) -> dict[str, Any]:
             "tags": [op.tag],
             "responses": responses,
             "security": [{"bearer": []}] if op.role is not None else [],
-            "x-masterd-role": op.role.value if op.role is not None else None,
         }
+        if op.role is not None:
+            entry["x-masterd-role"] = op.role.value
         if op.description:
             entry["description"] = op.description
         if parameters:

@@ -43,9 +43,9 @@ ParamKind = Literal["id", "agent", "name"]
 @frozen
 class PathParam:
     """
-    A path segment: a database id (C{id}: ASCII digits, 1 to 2^63 - 1; any
-    other text names nothing, so 404), an agent id (a UUID; anything else
-    is a 400 naming it) or a name.
+    A path segment: a database id (C{id}: ASCII digits, 1 to 2^63 - 1), an
+    agent id (a UUID in ASCII) or a name. Text that cannot be one names
+    nothing: 404, with C{details.field} naming the parameter.
     """
 
     name: str
@@ -89,7 +89,10 @@ def pathParam(param: PathParam, text: str) -> Any:
             raise NoSuchResource(param.resource, text, field=param.name)
         return value
     if param.kind == "agent":
-        return agentID(text, param.name)
+        if not _UUID.match(text):
+            # Text that is no agent id names no agent: 404, as for ids.
+            raise NoSuchResource(param.resource, text[:45], field=param.name)
+        return str(uuid.UUID(text))
     if "\0" in text:
         raise NoSuchResource(param.resource, text, field=param.name)
     return text

@@ -18,8 +18,8 @@ MAX_LIMIT = 500
 
 def queryValues(request: IRequest) -> dict[str, str]:
     """
-    The query string as text, each parameter once; an empty value counts
-    as not given.
+    The query string as text, each parameter once (an empty value is a
+    value: C{?limit=} is refused as C{limit} is).
     """
     args: dict[bytes, list[bytes]] = request.args or {}
     values: dict[str, str] = {}
@@ -34,8 +34,7 @@ def queryValues(request: IRequest) -> dict[str, str]:
             text = given[0].decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidField(name, "is not UTF-8") from None
-        if text != "":
-            values[name] = text
+        values[name] = text
     return values
 
 

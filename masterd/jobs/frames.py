@@ -10,7 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-_ITEM = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+)\s*)?)?$")
+# ASCII digits only: \d would take other scripts' digits too.
+_ITEM_TEXT = r"\s*(-?[0-9]+)\s*(?:-\s*(-?[0-9]+)\s*(?:x\s*([0-9]+)\s*)?)?"
+_ITEM = re.compile(rf"^{_ITEM_TEXT}$")
+#: The grammar of a whole spec, for the OpenAPI document (this module
+#: checks it, with messages that say which item is wrong).
+SPEC_PATTERN = rf"^{_ITEM_TEXT}(?:,{_ITEM_TEXT})*$".replace("(-?", "(?:-?").replace("(?:x", "(?:x")
 
 #: The largest magnitude of a frame number (fits PostgreSQL's integer).
 MAX_FRAME = 2**31 - 1

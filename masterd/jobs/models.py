@@ -23,7 +23,7 @@ from masterd.schema import (
     Title,
 )
 
-from .frames import MAX_FRAME
+from .frames import MAX_FRAME, SPEC_PATTERN
 
 MAX_TASKS_PER_JOB = 1_000_000
 
@@ -33,11 +33,18 @@ FrameSpec = Annotated[
     Meta(
         min_length=1,
         max_length=10_000,
+        extra_json_schema={"pattern": SPEC_PATTERN},
         description='Frames like "1-100", "1-100x5,200,210-215" (ranges run upwards, '
         "a step after x); each frame once",
     ),
 ]
-Frames = FrameSpec | Annotated[list[Frame], Meta(min_length=1, max_length=MAX_TASKS_PER_JOB)]
+Frames = (
+    FrameSpec
+    | Annotated[
+        list[Frame],
+        Meta(min_length=1, max_length=MAX_TASKS_PER_JOB, extra_json_schema={"uniqueItems": True}),
+    ]
+)
 Argument = Annotated[str, Meta(max_length=10_000)]
 Command = Annotated[
     list[Argument],
@@ -117,6 +124,41 @@ class JobSubmission(Model):
     metadata: Annotated[dict[str, Any], Meta(description="Free-form JSON, kept as given")] = {}
 
 
+_ARRAY, _NULL = {"type": "array"}, {"type": "null"}
+
+#: What no field's type says: a job is a command over frames, or a command
+#: with explicit tasks, or tasks that each have their own command.
+JOB_SHAPES = {
+    "anyOf": [
+        {
+            "required": ["command", "frames"],
+            "properties": {"command": _ARRAY, "frames": {"type": ["string", "array"]},
+                           "tasks": _NULL},
+        },
+        {
+            "required": ["command", "tasks"],
+            "properties": {"command": _ARRAY, "tasks": _ARRAY, "frames": _NULL, "chunk": _NULL},
+        },
+        {
+            "required": ["tasks"],
+            "properties": {
+                "command": _NULL, "frames": _NULL, "chunk": _NULL,
+                "tasks": {"type": "array",
+                          "items": {"required": ["command"], "properties": {"command": _ARRAY}}},
+            },
+        },
+    ]
+}  # fmt: skip
+
+#: A stopping pause cannot be an unpause.
+PATCH_RULES = {
+    "not": {
+        "required": ["stop_running", "paused"],
+        "properties": {"stop_running": {"const": True}, "paused": {"const": False}},
+    }
+}
+
+
 class JobPatch(Model):
     title: Title | msgspec.UnsetType = msgspec.UNSET
     priority: Priority | msgspec.UnsetType = msgspec.UNSET
@@ -125,6 +167,10 @@ class JobPatch(Model):
     stop_running: bool | msgspec.UnsetType = msgspec.UNSET
     max_retries: Retries | msgspec.UnsetType = msgspec.UNSET
     requirements: RequirementsPatch | msgspec.UnsetType = msgspec.UNSET
+
+
+JobSubmissionBody = Annotated[JobSubmission, Meta(extra_json_schema=JOB_SHAPES)]
+JobPatchBody = Annotated[JobPatch, Meta(extra_json_schema=PATCH_RULES)]
 
 
 # -- what the API answers ----------------------------------------------------------
@@ -257,24 +303,46 @@ class AssignedTask(Document):
 Limit = Annotated[int, Meta(ge=1, le=500)]
 
 
+# A query parameter is given or not: never null (msgspec would read the
+# text "null" as None for an optional field).
+Unset = msgspec.UnsetType
+UNSET: Any = msgspec.UNSET
+#: An agent id as a query or path parameter: a UUID, written in ASCII.
+AgentIdText = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+        r"[0-9a-fA-F]{12}$",
+        description="An agent id (a UUID)",
+    ),
+]
+
+
+def given(value: Any) -> Any:
+    """
+    A query parameter's value, or None when it was not given.
+    """
+    return None if value is msgspec.UNSET else value
+
+
 class JobQuery(Model):
-    state: JobStateName | None = None
-    owner: Annotated[str, Meta(max_length=255)] | None = None
+    state: JobStateName | Unset = UNSET
+    owner: Annotated[str, Meta(max_length=255)] | Unset = UNSET
     limit: Limit = 50
-    after: Id | None = None
+    after: Id | Unset = UNSET
 
 
 class TaskQuery(Model):
-    state: TaskStateName | None = None
+    state: TaskStateName | Unset = UNSET
     limit: Limit = 50
-    after: Annotated[int, Meta(ge=-1, le=MAX_INT)] | None = None
+    after: Annotated[int, Meta(ge=-1, le=MAX_INT)] | Unset = UNSET
 
 
 class AssignmentQuery(Model):
-    agent: Annotated[str, Meta(max_length=36)] | None = None
-    job: Id | None = None
+    agent: AgentIdText | Unset = UNSET
+    job: Id | Unset = UNSET
     limit: Annotated[int, Meta(ge=1, le=5000)] = 500
-    after: Id | None = None
+    after: Id | Unset = UNSET
 
 
 __all__ = [

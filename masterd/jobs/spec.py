@@ -152,8 +152,6 @@ def jobChanges(patch: JobPatch) -> dict[str, Any]:
         for name in PATCH_FIELDS
         if getattr(patch, name) is not msgspec.UNSET
     }
-    if not changes:
-        raise InvalidField("(body)", f"names no change; fields: {', '.join(PATCH_FIELDS)}")
     if "title" in changes:
         checkTitle(changes["title"])
     if "requirements" in changes:
@@ -166,6 +164,10 @@ def jobChanges(patch: JobPatch) -> dict[str, Any]:
         if "tags" in merged:
             merged["tags"] = tuple(sorted(set(merged["tags"])))
         changes["requirements"] = merged
-    if changes.get("stop_running") and changes.get("paused") is not True:
-        raise InvalidField("stop_running", 'goes only with "paused": true')
+    if changes.get("stop_running"):
+        # Stopping the running tasks pauses the job (else they would be
+        # handed out again at once).
+        if changes.get("paused") is False:
+            raise InvalidField("stop_running", 'cannot go with "paused": false')
+        changes["paused"] = True
     return changes

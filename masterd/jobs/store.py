@@ -16,7 +16,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from masterd.db import Pool, Transaction
-from masterd.errors import Conflict, InvalidField, NoSuchResource
+from masterd.errors import Conflict, NoSuchResource
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
 
 from .models import AttemptDocument, BlocklistEntry, JobDocument, TaskDocument
@@ -234,7 +234,7 @@ class JobStore:
                 found = dict(rows)
                 for i, parent in enumerate(spec.depends_on):
                     if parent not in found:
-                        raise InvalidField(f"depends_on[{i}]", f"no job {parent}")
+                        raise NoSuchResource("job", parent, field=f"depends_on[{i}]")
                 parentsDone = all(state == "done" for state in found.values())
             r = spec.requirements
             rows = await txn.query(
@@ -367,6 +367,9 @@ class JobStore:
 
     async def patchJob(self, jobID: int, changes: dict[str, Any]) -> JobDocument:
         async def work(txn: Transaction) -> tuple[JobDocument, list[TaskCanceled], bool]:
+            if not changes:
+                # An empty PATCH changes nothing and says so.
+                return await self._getJob(txn, jobID), [], False
             before = await self._jobState(txn, jobID)
             events: list[TaskCanceled] = []
             if changes.get("stop_running"):

@@ -69,7 +69,10 @@ def decode(data: bytes | str, kind: type[T], limits: InputLimits = DEFAULT_LIMIT
     try:
         value: T = decoder.decode(data)
     except msgspec.ValidationError as e:
-        raise _refused(str(e), kind, data, limits) from None
+        integral = _integralFloats(data, kind, str(e))
+        if integral is None:
+            raise _refused(str(e), kind, data, limits) from None
+        value = integral
     except msgspec.DecodeError as e:
         raise _undecodable(data, str(e), limits) from None
     except RecursionError:
@@ -98,6 +101,26 @@ def convert(values: Mapping[str, Any], kind: type[T], limits: InputLimits = DEFA
     except msgspec.ValidationError as e:
         raise _refused(str(e), kind, None, limits) from None
     return converted
+
+
+def _integralFloats(data: bytes | str, kind: Any, error: str) -> Any:
+    """
+    JSON has one number type: 3.0 is an integer to JSON Schema (and to
+    JavaScript), though msgspec wants 3. When that is all that is wrong,
+    decode again (slowly) with integral numbers as integers.
+    """
+    if not re.match(r"Expected `int( \| null)?`, got `float`", error):
+        return None
+
+    def number(text: str) -> float | int:
+        value = float(text)
+        return int(value) if value.is_integer() and abs(value) < 2**63 else value
+
+    try:
+        document = json.loads(data, parse_float=number)
+        return msgspec.convert(document, kind, strict=True)
+    except (ValueError, RecursionError, msgspec.ValidationError):
+        return None
 
 
 # -- after decoding ------------------------------------------------------------

@@ -12,7 +12,7 @@ from psycopg2.extras import Json
 
 from masterd._time import isoformat, isotime
 from masterd.db import Pool, Transaction
-from masterd.errors import Conflict, InvalidField, NoSuchResource
+from masterd.errors import Conflict, NoSuchResource
 from masterd.events import AgentChanged, EventBus
 from masterd.jobs.models import AttemptDocument
 from masterd.jobs.views import ATTEMPT_COLUMNS, attemptDocument, jobRef
@@ -121,8 +121,6 @@ def agentChanges(patch: AgentPatch) -> dict[str, Any]:
             for name in LIMIT_KEYS
             if getattr(patch.limits, name) is not msgspec.UNSET
         }
-    if not changes:
-        raise InvalidField("(body)", "names no change; fields: enabled, limits, tags")
     return changes
 
 
@@ -166,6 +164,9 @@ class AgentDirectory:
     async def patch(self, agentID: str, changes: dict[str, Any]) -> AgentDocument:
         async def work(txn: Transaction) -> AgentDocument:
             current = await self._get(txn, agentID)
+            if not changes:
+                # An empty PATCH changes nothing and says so.
+                return current
             sets: list[str] = []
             params: list[Any] = []
             if "enabled" in changes:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from masterd.jobs.models import Ref
+from masterd.jobs.models import UNSET, AgentIdText, Ref, Unset
 from masterd.schema import MAX_INT, Document, Meta, Model, Tag, Time
 
 AgentStateName = Literal["idle", "busy", "offline", "disabled"]
@@ -116,25 +116,30 @@ Limit = Annotated[int, Meta(ge=1, le=500)]
 
 
 class AgentQuery(Model):
-    state: AgentStateName | None = None
-    tag: Annotated[str, Meta(max_length=255)] | None = None
+    state: AgentStateName | Unset = UNSET
+    tag: Annotated[str, Meta(max_length=255)] | Unset = UNSET
     limit: Limit = 50
-    after: Annotated[str, Meta(max_length=45)] | None = None
+    after: AgentIdText | Unset = UNSET
 
 
 class FailureQuery(Model):
     limit: Limit = 50
     after: (
         Annotated[
-            str, Meta(max_length=40, pattern=r"^[0-9]+-[0-9]+$", description="<task id>-<attempt>")
+            str,
+            Meta(
+                max_length=30,
+                pattern=r"^[0-9]{1,18}-[0-9]{1,9}$",
+                description="<task id>-<attempt>, as in a next href",
+            ),
         ]
-        | None
-    ) = None
+        | Unset
+    ) = UNSET
 
 
 class AgentJobQuery(Model):
     limit: Limit = 50
-    after: Annotated[int, Meta(ge=1, le=2**63 - 1)] | None = None
+    after: Annotated[int, Meta(ge=1, le=2**63 - 1)] | Unset = UNSET
 
 
 class PageQuery(Model):
@@ -142,5 +147,5 @@ class PageQuery(Model):
 
 
 class LogQuery(Model):
-    attempt: Annotated[int, Meta(ge=0, le=MAX_INT)] | None = None
+    attempt: Annotated[int, Meta(ge=0, le=MAX_INT)] | Unset = UNSET
     after: Annotated[int, Meta(ge=0, le=MAX_INT)] = 0
