@@ -15,7 +15,10 @@ _ITEM_TEXT = r"\s*(-?[0-9]+)\s*(?:-\s*(-?[0-9]+)\s*(?:x\s*([0-9]+)\s*)?)?"
 _ITEM = re.compile(rf"^{_ITEM_TEXT}$")
 #: The grammar of a whole spec, for the OpenAPI document (this module
 #: checks it, with messages that say which item is wrong).
-SPEC_PATTERN = rf"^{_ITEM_TEXT}(?:,{_ITEM_TEXT})*$".replace("(-?", "(?:-?").replace("(?:x", "(?:x")
+# (Frame numbers of at most nine digits there: any such number fits.)
+SPEC_PATTERN = rf"^{_ITEM_TEXT}(?:,{_ITEM_TEXT})*$".replace("(-?[0-9]+)", "-?[0-9]{1,9}").replace(
+    "([0-9]+)", "[0-9]{1,9}"
+)
 
 #: The largest magnitude of a frame number (fits PostgreSQL's integer).
 MAX_FRAME = 2**31 - 1
@@ -37,6 +40,9 @@ def _ranges(spec: str) -> Iterator[tuple[int, int, int]]:
             raise FrameSpecError(
                 f"{item!r} is not a frame, a range like 1-100, or a stepped range like 1-100x5"
             )
+        if any(len(g) > 11 for g in match.groups() if g is not None):
+            # Thousands of digits would cost a quadratic int() to refuse.
+            raise FrameSpecError(f"{raw.strip()[:40]!r} has a number out of range")
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) is not None else start
         step = int(match.group(3)) if match.group(3) is not None else 1
