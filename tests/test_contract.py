@@ -93,7 +93,7 @@ BAD_MESSAGES: list[tuple[Any, str]] = [
      "usage.io.disk_read_bytes"),
     ({"type": "heartbeat", "usage": {"io": {"nope": 1}}}, "usage.io.nope"),
     ({"type": "hello", "agent": {"id": AGENT, "hostname": "a\u0000"}}, "agent.hostname"),
-    ({"type": "hello", "agent": {"id": "١" * 8, "hostname": "a"}}, "agent.id"),
+    ({"type": "hello", "agent": {"id": "\u0661" * 8, "hostname": "a"}}, "agent.id"),
     ({"type": "hello", "agent": {"id": AGENT, "hostname": " "}}, "agent.hostname"),
     ({"type": "hello", "agent": {"id": AGENT, "hostname": "a", "software": {"x": 1}}},
      "agent.software.x"),
