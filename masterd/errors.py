@@ -39,6 +39,17 @@ class InvalidField(ValueError):
         self.message = message
 
 
+class Unprocessable(InvalidField):
+    """
+    A value that fits the published schema but that the master cannot take:
+    a frame range that runs backwards, more frames than
+    C{limits.max_frames_per_job}, free-form JSON nested deeper than
+    C{limits.max_json_depth}. Answered 422, so that a client can tell a
+    request the schema would have refused (400) from one only the master
+    could judge.
+    """
+
+
 class NoSuchResource(LookupError):
     """
     The thing asked for does not exist. Answered 404.

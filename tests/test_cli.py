@@ -290,7 +290,7 @@ class SubmitTests(Base):
         self.opener.on(
             "POST",
             "/api/v1/jobs",
-            error(400, "invalid_field", 'frames: "5-1" runs backwards', field="frames"),
+            error(422, "invalid_field", 'frames: "5-1" runs backwards', field="frames"),
         )
         self.assertFails(
             ["submit", "--title", "t", "--frames", "5-1", "--", "r"],
@@ -948,7 +948,7 @@ class RealMasterTests(TestCase):
                 (404, "not_found", {"kind": "job", "id": "999999"}),
                 (409, "conflict", {"state": "paused"}),
                 (403, "forbidden", {}),
-                (400, "invalid_field", {"field": "frames"}),
+                (422, "invalid_field", {"field": "frames"}),
                 (401, "unauthorized", {}),
             ],
         )

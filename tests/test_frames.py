@@ -4,6 +4,8 @@ Frame specs, chunking and command placeholders: pure functions.
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,7 +21,8 @@ from masterd.jobs import (
     formatFrames,
     parseFrames,
 )
-from masterd.jobs.command import checkArgument
+from masterd.jobs.command import ARGUMENT_PATTERN, checkArgument
+from masterd.jobs.frames import MAX_FRAME, SPEC_PATTERN
 from masterd.jobs.states import sources
 
 
@@ -92,6 +95,30 @@ class FrameSpecTests(SynchronousTestCase):
         self.assertRaises(ValueError, chunkFrames, frames, 0)
 
 
+class FrameGrammarTests(SynchronousTestCase):
+    @given(st.from_regex(SPEC_PATTERN))
+    def test_grammarIsTheCheck(self, spec: str) -> None:
+        """
+        A spec the published grammar allows is never refused for its form:
+        only for what the grammar cannot say (a range that runs backwards,
+        a step of 0, a frame twice, too many frames, beyond MAX_FRAME).
+        """
+        try:
+            parseFrames(spec, maxFrames=100_000)
+        except FrameSpecError as e:
+            self.assertTrue(e.meaning, (spec, str(e)))
+
+    @given(st.text(alphabet="0123456789-x, \t", max_size=30))
+    def test_outsideTheGrammar(self, spec: str) -> None:
+        """
+        A spec outside the grammar is refused for its form.
+        """
+        if re.search(SPEC_PATTERN, spec) is None:
+            with self.assertRaises(FrameSpecError) as caught:
+                parseFrames(spec, maxFrames=100_000)
+            self.assertFalse(caught.exception.meaning, spec)
+
+
 class CommandTests(SynchronousTestCase):
     def test_expand(self) -> None:
         self.assertEqual(
@@ -100,10 +127,41 @@ class CommandTests(SynchronousTestCase):
         )
 
     def test_refused(self) -> None:
-        for argument in ["{fram}", "{}", "{0}", "{frame.x}", "{", "}", "{frame:q}"]:
+        for argument in ["{fram}", "{}", "{0}", "{frame.x}", "{", "}", "{frame:q}",
+                         "{frames!s}", "{frame:65}", "{frame:.3}", "{frame:*>4}",
+                         "{frames:04d}", "{frame:s}", "{frame:{start}}"]:  # fmt: skip
             self.assertRaises(CommandError, checkArgument, argument)
-        checkArgument("{frames!s}")
-        checkArgument("plain")
+        for argument in ["plain", "{{x}}", "{frame:04d}", "{frame:>+064d}", "{frames:<20}",
+                         "{start:=}", "{end: 5}", "{frames:^s}", "{frame:}"]:  # fmt: skip
+            checkArgument(argument)
+
+    @given(
+        st.from_regex(ARGUMENT_PATTERN),
+        st.lists(st.integers(-MAX_FRAME, MAX_FRAME), min_size=1, max_size=5),
+    )
+    def test_grammarExpands(self, argument: str, frames: list[int]) -> None:
+        """
+        Every argument the published grammar allows is taken, and expands.
+        """
+        checkArgument(argument)
+        (expanded,) = expandCommand([argument], frames)
+        self.assertIsInstance(expanded, str)
+
+    @given(st.text(alphabet="{}:frames0123456789<>=^+- ds.!x", max_size=20))
+    def test_grammarIsTheCheck(self, argument: str) -> None:
+        """
+        What the grammar refuses is refused with a message that says why;
+        what it allows is taken.
+        """
+        matches = re.fullmatch(ARGUMENT_PATTERN[1:-1], argument) is not None
+        try:
+            checkArgument(argument)
+        except CommandError as e:
+            self.assertFalse(matches, argument)
+            self.assertTrue(str(e))
+        else:
+            self.assertTrue(matches, argument)
+            expandCommand([argument], [1, 2])
 
 
 class StateMachineTests(SynchronousTestCase):

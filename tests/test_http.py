@@ -23,11 +23,12 @@ from masterd.http import (
     RoutedKlein,
     installErrorHandlers,
     jsonResponse,
-    readJSON,
     requires,
     routeTemplate,
 )
+from masterd.http._operations import readBody
 from masterd.jobs import JobStore
+from masterd.schema import DEFAULT_LIMITS
 from masterd.stats import GCStats, MasterStats
 from masterd.talkback import AgentDirectory
 
@@ -83,7 +84,9 @@ class ProbeAPI:
     @app.route("/probe/echo", methods=["POST"])
     @requires(Role.operator)
     def echo(self, request: IRequest) -> bytes:
-        return jsonResponse(request, {"got": readJSON(request)}, 201)
+        return jsonResponse(
+            request, {"got": readBody(request, dict[str, Any], DEFAULT_LIMITS)}, 201
+        )
 
 
 installErrorHandlers(ProbeAPI.app)

@@ -138,7 +138,7 @@ class SubmitTests(Base):
 BAD: list[tuple[dict[str, Any], str, str]] = [
     # (body changes, field named, words in the message)
     ({"title": None}, "title", "is required"),
-    ({"title": "  "}, "title", "must not be empty"),
+    ({"title": "  "}, "title", "must not be blank"),
     ({"title": 7}, "title", "must be a string"),
     ({"command": None}, "command", "is required"),
     ({"command": "render"}, "command", "array of strings"),
@@ -178,26 +178,32 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"tasks": [], "frames": None}, "tasks", "must not be empty"),
     ({"tasks": [{"frames": [1]}], "chunk": 2, "frames": None}, "chunk", "together with tasks"),
     ({"tasks": [{"frames": [1], "cmd": []}], "frames": None}, "tasks[0].cmd", "not a known field"),
-    ({"tasks": [{"frames": [1]}, {"frames": [1]}], "frames": None}, "tasks[1].frames",
-     "in another task"),
+    ({"tasks": [{"frames": [1, 1]}], "frames": None}, "tasks[0].frames", "more than once"),
     ({"tasks": [{}], "frames": None}, "tasks[0].frames", "is required"),
     ({"tasks": [{"frames": [1]}], "frames": None, "command": None}, "tasks[0].command",
      "is required"),
 ]  # fmt: skip
 
 
+#: Words of the refusals that fit the schema but not the master's rules:
+#: 422, not 400 (the OpenAPI document could not have said so).
+MEANING = ("runs backwards", "step of 0", "frame 3 appears more than once", "the limit is")
+
+
 class BadInputTests(Base):
     async def test_everyBadField(self) -> None:
         """
-        Each rejection is a 400 naming the field, and writes nothing.
+        Each rejection is a 400 (422 for a rule the schema cannot state)
+        naming the field, and writes nothing.
         """
         api = await self.api()
         for changes, field, words in BAD:
+            expected = 422 if any(meaning in words for meaning in MEANING) else 400
             body: dict[str, Any] = {"title": "t", "command": ["r", "{frame}"], "frames": "1-3"}
             body.update(changes)
             body = {k: v for k, v in body.items() if v is not None}
             reply = await api.call("POST", "/api/v1/jobs", body)
-            self.assertEqual(reply.code, 400, (changes, reply.body))
+            self.assertEqual(reply.code, expected, (changes, reply.body))
             error = reply.json()
             self.assertEqual(error["error"], "invalid_field", changes)
             self.assertEqual(error["details"]["field"], field, (changes, error))

@@ -5,7 +5,7 @@ The master's HTTP side: one Klein application on one site.
 from ._api import MasterAPI, Readiness
 from ._auth import Authenticator, Principal, requires
 from ._errors import installErrorHandlers
-from ._json import APIError, badRequest, encodeJSON, errorResponse, jsonResponse, readJSON
+from ._json import APIError, badRequest, encodeJSON, errorResponse, jsonResponse
 from ._klein import RoutedKlein, routeTemplate
 from ._request import UNMATCHED, MasterRequest
 from ._site import HTTPService, MasterSite
@@ -26,7 +26,6 @@ __all__ = [
     "errorResponse",
     "installErrorHandlers",
     "jsonResponse",
-    "readJSON",
     "requires",
     "routeTemplate",
 ]

@@ -14,7 +14,14 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from masterd.db import DatabaseUnavailable
-from masterd.errors import Conflict, Forbidden, InvalidField, NoSuchResource, Unauthorized
+from masterd.errors import (
+    Conflict,
+    Forbidden,
+    InvalidField,
+    NoSuchResource,
+    Unauthorized,
+    Unprocessable,
+)
 
 from ._json import APIError, badRequest, errorResponse
 from ._request import UNMATCHED
@@ -29,7 +36,10 @@ def _apiError(self: Any, request: IRequest, failure: Failure) -> bytes:
 def _invalidField(self: Any, request: IRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, InvalidField)
-    return errorResponse(request, badRequest(error.field, error.message))
+    refused = badRequest(error.field, error.message)
+    if isinstance(error, Unprocessable):
+        refused = APIError(422, refused.code, refused.message, refused.details)
+    return errorResponse(request, refused)
 
 
 def _noSuchResource(self: Any, request: IRequest, failure: Failure) -> bytes:

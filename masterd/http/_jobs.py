@@ -41,7 +41,8 @@ class JobRoutes:
     maxFrames: int
 
     @operation("POST", "/api/v1/jobs", summary="Submit a job", role=Role.operator,
-               body=JobSubmissionBody, status=201, response=JobDocument, errors=(404,), tag="jobs",
+               body=JobSubmissionBody, status=201, response=JobDocument, errors=(404, 422),
+               tag="jobs",
                description="Checked completely first: a refused submission writes nothing. "
                "The answer's Location header is the new job's href.")  # fmt: skip
     async def createJob(self, request: IRequest, body: JobSubmission) -> JobDocument:

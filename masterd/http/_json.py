@@ -7,7 +7,6 @@ request body, and every error has the same shape::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
@@ -67,34 +66,3 @@ def errorResponse(request: IRequest, error: APIError) -> bytes:
     for name, value in error.headers.items():
         request.setHeader(name, value)
     return jsonResponse(request, error.body(), error.status)
-
-
-def readJSON(request: IRequest) -> Any:
-    """
-    The request body as JSON, or a 400 that says what is wrong with it.
-    """
-    content = request.content
-    if content is None:
-        raise APIError(400, "invalid_json", "the request has no body")
-    content.seek(0)
-    raw = content.read()
-    if not raw.strip():
-        raise APIError(400, "invalid_json", "the request body is empty; a JSON document is needed")
-    contentType = request.getHeader(b"content-type")
-    if contentType is not None and not contentType.split(b";")[0].strip().lower().endswith(b"json"):
-        raise APIError(
-            415,
-            "unsupported_media_type",
-            f"the body must be application/json, not {contentType.decode('latin-1')}",
-        )
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise APIError(400, "invalid_json", "the request body is not UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise APIError(
-            400,
-            "invalid_json",
-            f"the request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
-            {"line": e.lineno, "column": e.colno},
-        ) from None

@@ -36,6 +36,9 @@ _ERRORS = {
     404: "No such resource (details.kind, details.id)",
     409: "The resource's state refuses the change (details.state)",
     413: "The body is larger than limits.max_body_bytes",
+    422: "The request fits this document's schema but breaks a rule it cannot state (a frame "
+    "range that runs backwards, more frames than limits.max_frames_per_job, free-form JSON "
+    "nested deeper than limits.max_json_depth): invalid_field naming the field",
     415: "The body is not application/json",
     500: "A bug in the master, logged and counted; never a traceback",
     503: "The database is unavailable (Retry-After)",

@@ -13,12 +13,16 @@ from collections.abc import Iterator, Sequence
 # ASCII digits only: \d would take other scripts' digits too.
 _ITEM_TEXT = r"\s*(-?[0-9]+)\s*(?:-\s*(-?[0-9]+)\s*(?:x\s*([0-9]+)\s*)?)?"
 _ITEM = re.compile(rf"^{_ITEM_TEXT}$")
-#: The grammar of a whole spec, for the OpenAPI document (this module
-#: checks it, with messages that say which item is wrong).
-# (Frame numbers of at most nine digits there: any such number fits.)
-SPEC_PATTERN = rf"^{_ITEM_TEXT}(?:,{_ITEM_TEXT})*$".replace("(-?[0-9]+)", "-?[0-9]{1,9}").replace(
-    "([0-9]+)", "[0-9]{1,9}"
-)
+#: The most digits a number in a spec may have: 2^31 - 1 has ten.
+MAX_DIGITS = 10
+#: The grammar of a whole spec, for the OpenAPI document. This module
+#: checks it, with messages that say which item is wrong; what the grammar
+#: cannot say (ranges run upwards, steps from 1, each frame once, numbers
+#: within MAX_FRAME, at most the configured number of frames) is a
+#: FrameSpecError with C{meaning} set.
+SPEC_PATTERN = rf"^{_ITEM_TEXT}(?:,{_ITEM_TEXT})*$".replace(
+    "(-?[0-9]+)", f"-?[0-9]{{1,{MAX_DIGITS}}}"
+).replace("([0-9]+)", f"[0-9]{{1,{MAX_DIGITS}}}")
 
 #: The largest magnitude of a frame number (fits PostgreSQL's integer).
 MAX_FRAME = 2**31 - 1
@@ -27,12 +31,23 @@ MAX_FRAME = 2**31 - 1
 class FrameSpecError(ValueError):
     """
     The frame spec is malformed; the message says where and how.
+
+    @ivar meaning: C{True} when the spec follows the grammar (L{SPEC_PATTERN},
+        or a list of distinct integers) but names frames the master cannot
+        take; C{False} when it breaks the grammar.
     """
+
+    def __init__(self, message: str, meaning: bool = False) -> None:
+        super().__init__(message)
+        self.meaning = meaning
 
 
 def _ranges(spec: str) -> Iterator[tuple[int, int, int]]:
     if not spec.strip():
         raise FrameSpecError("is empty")
+    # The whole spec's form first, then its meaning: a spec outside the
+    # grammar is always refused as such (a 400, where meaning is a 422).
+    items: list[tuple[str, int, int, int]] = []
     for raw in spec.split(","):
         match = _ITEM.match(raw)
         if match is None:
@@ -40,19 +55,21 @@ def _ranges(spec: str) -> Iterator[tuple[int, int, int]]:
             raise FrameSpecError(
                 f"{item!r} is not a frame, a range like 1-100, or a stepped range like 1-100x5"
             )
-        if any(len(g) > 11 for g in match.groups() if g is not None):
-            # Thousands of digits would cost a quadratic int() to refuse.
+        if any(len(g.lstrip("-")) > MAX_DIGITS for g in match.groups() if g is not None):
+            # Before int(): thousands of digits would cost a quadratic int().
             raise FrameSpecError(f"{raw.strip()[:40]!r} has a number out of range")
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) is not None else start
         step = int(match.group(3)) if match.group(3) is not None else 1
+        items.append((raw.strip(), start, end, step))
+    for shown, start, end, step in items:
         for value in (start, end):
             if abs(value) > MAX_FRAME:
-                raise FrameSpecError(f"frame {value} is out of range")
+                raise FrameSpecError(f"frame {value} is out of range", meaning=True)
         if end < start:
-            raise FrameSpecError(f"{raw.strip()!r} runs backwards ({start} to {end})")
+            raise FrameSpecError(f"{shown!r} runs backwards ({start} to {end})", meaning=True)
         if step < 1:
-            raise FrameSpecError(f"{raw.strip()!r} has a step of {step}; steps start at 1")
+            raise FrameSpecError(f"{shown!r} has a step of {step}; steps start at 1", meaning=True)
         yield start, end, step
 
 
@@ -73,7 +90,7 @@ def parseFrames(spec: str | Sequence[int], maxFrames: int = 1_000_000) -> list[i
     if isinstance(spec, str):
         total = countFrames(spec)
         if total > maxFrames:
-            raise FrameSpecError(f"names {total} frames; the limit is {maxFrames}")
+            raise FrameSpecError(f"names {total} frames; the limit is {maxFrames}", meaning=True)
         frames: list[int] = []
         for start, end, step in _ranges(spec):
             frames.extend(range(start, end + 1, step))
@@ -81,7 +98,9 @@ def parseFrames(spec: str | Sequence[int], maxFrames: int = 1_000_000) -> list[i
         if not spec:
             raise FrameSpecError("is empty")
         if len(spec) > maxFrames:
-            raise FrameSpecError(f"names {len(spec)} frames; the limit is {maxFrames}")
+            raise FrameSpecError(
+                f"names {len(spec)} frames; the limit is {maxFrames}", meaning=True
+            )
         for value in spec:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise FrameSpecError(f"{value!r} is not an integer frame number")
@@ -92,7 +111,10 @@ def parseFrames(spec: str | Sequence[int], maxFrames: int = 1_000_000) -> list[i
         seen: set[int] = set()
         for value in frames:
             if value in seen:
-                raise FrameSpecError(f"frame {value} appears more than once")
+                # A list says uniqueItems; a spec's grammar cannot say it.
+                raise FrameSpecError(
+                    f"frame {value} appears more than once", meaning=isinstance(spec, str)
+                )
             seen.add(value)
     return frames
 

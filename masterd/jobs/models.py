@@ -13,6 +13,7 @@ import msgspec
 from masterd.schema import (
     MAX_INT,
     Document,
+    FreeObject,
     Id,
     Meta,
     Model,
@@ -23,6 +24,7 @@ from masterd.schema import (
     Title,
 )
 
+from .command import ARGUMENT_PATTERN
 from .frames import MAX_FRAME, SPEC_PATTERN
 
 MAX_TASKS_PER_JOB = 1_000_000
@@ -46,13 +48,17 @@ Frames = (
     ]
 )
 Argument = Annotated[str, Meta(max_length=10_000)]
+CommandArgument = Annotated[
+    str, Meta(max_length=10_000, extra_json_schema={"pattern": ARGUMENT_PATTERN})
+]
 Command = Annotated[
-    list[Argument],
+    list[CommandArgument],
     Meta(
         min_length=1,
         max_length=1000,
         description="An argv (no shell); {frame}, {start}, {end} and {frames} are expanded "
-        "per task, with Python format specs ({frame:04d})",
+        "per task, with an alignment, a sign, zero padding and a width up to 64 "
+        "({frame:04d}, {frames:<20}); {{ and }} are literal braces",
     ),
 ]
 EnvName = Annotated[str, Meta(min_length=1, max_length=1000, pattern=r"^[^=]+$")]
@@ -121,7 +127,7 @@ class JobSubmission(Model):
     task_timeout_s: Timeout | None = None
     depends_on: Annotated[list[Id], Meta(max_length=1000)] = []
     paused: bool = False
-    metadata: Annotated[dict[str, Any], Meta(description="Free-form JSON, kept as given")] = {}
+    metadata: FreeObject = {}
 
 
 _ARRAY, _NULL = {"type": "array"}, {"type": "null"}
@@ -229,7 +235,7 @@ class JobDocument(Document):
     requirements: Requirements
     max_retries: int
     task_timeout_s: int | None
-    metadata: dict[str, Any]
+    metadata: FreeObject
     tasks: TaskCounts
     parents: list[Ref]
     children: list[Ref]

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from attrs import frozen
 
-from masterd.errors import InvalidField
+from masterd.errors import InvalidField, Unprocessable
 
 from .command import CommandError, checkArgument
 from .frames import FrameSpecError, chunkFrames, parseFrames
@@ -52,12 +52,6 @@ class JobSpec:
     metadata: dict[str, Any]
 
 
-def checkTitle(title: str) -> str:
-    if not title.strip():
-        raise InvalidField("title", "must not be empty (or only spaces)")
-    return title
-
-
 def checkCommand(command: Sequence[str], field: str) -> tuple[str, ...]:
     for i, argument in enumerate(command):
         try:
@@ -75,7 +69,7 @@ def _frames(value: str | list[int], field: str, maxFrames: int) -> list[int]:
     try:
         return parseFrames(value, maxFrames)
     except FrameSpecError as e:
-        raise InvalidField(field, str(e)) from None
+        raise (Unprocessable if e.meaning else InvalidField)(field, str(e)) from None
 
 
 def _tasks(job: JobSubmission, maxFrames: int) -> list[TaskSpec]:
@@ -83,20 +77,16 @@ def _tasks(job: JobSubmission, maxFrames: int) -> list[TaskSpec]:
         for key in ("frames", "chunk"):
             if getattr(job, key) is not None:
                 raise InvalidField(key, "cannot be given together with tasks")
+        # Frames may repeat across explicit tasks: each task is its own unit
+        # of work, and two tasks of one job may well render the same frame
+        # with different commands (a render pass, then a denoise pass).
         tasks: list[TaskSpec] = []
-        seen: set[int] = set()
         total = 0
         for i, task in enumerate(job.tasks):
             frames = _frames(task.frames, f"tasks[{i}].frames", maxFrames)
             total += len(frames)
             if total > maxFrames:
-                raise InvalidField("tasks", f"name more than {maxFrames} frames in all")
-            for frame in frames:
-                if frame in seen:
-                    raise InvalidField(
-                        f"tasks[{i}].frames", f"frame {frame} is in another task too"
-                    )
-                seen.add(frame)
+                raise Unprocessable("tasks", f"name more than {maxFrames} frames in all")
             command = None
             if task.command is not None:
                 command = checkCommand(task.command, f"tasks[{i}].command")
@@ -116,7 +106,6 @@ def jobSpec(job: JobSubmission, maxFrames: int = 1_000_000) -> JobSpec:
 
     @raise InvalidField: naming the first field at fault.
     """
-    checkTitle(job.title)
     command = None
     if job.command is not None:
         command = checkCommand(job.command, "command")
@@ -152,8 +141,6 @@ def jobChanges(patch: JobPatch) -> dict[str, Any]:
         for name in PATCH_FIELDS
         if getattr(patch, name) is not msgspec.UNSET
     }
-    if "title" in changes:
-        checkTitle(changes["title"])
     if "requirements" in changes:
         given = changes["requirements"]
         merged = {

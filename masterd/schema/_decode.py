@@ -21,7 +21,7 @@ import msgspec
 import msgspec.inspect as mi
 from attrs import frozen
 
-from masterd.errors import InvalidField
+from masterd.errors import InvalidField, Unprocessable
 
 from . import _paths
 from ._types import MAX_SAFE_INTEGER, Model
@@ -160,12 +160,14 @@ def checkModel(value: Model, path: str, depth: int, limits: InputLimits) -> None
 def checkFreeform(value: Any, path: str, depth: int, limits: InputLimits) -> None:
     """
     Free-form JSON (job metadata) as PostgreSQL's jsonb and every JSON
-    reader can keep it: no deeper than the limit, integers within ±(2^53 -
-    1), finite numbers, strings without NUL or lone surrogates.
+    reader can keep it: no deeper than the limit, numbers within ±(2^53 -
+    1) (the FreeJSON schema says so; JSON Schema cannot tell 2^60 from
+    2^60.0, so floats are held to it too), strings without NUL or lone
+    surrogates.
     """
     for where, item, level in _paths.walk(value, path):
         if level + depth - 1 > limits.max_depth:
-            raise InvalidField(
+            raise Unprocessable(
                 where, f"is nested deeper than {limits.max_depth} levels (limits.max_json_depth)"
             )
         if isinstance(item, str):
@@ -179,8 +181,11 @@ def checkFreeform(value: Any, path: str, depth: int, limits: InputLimits) -> Non
                 raise InvalidField(
                     where, "is an integer beyond ±(2^53 - 1), which JSON cannot carry exactly"
                 )
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise InvalidField(where, "must be a finite number")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidField(where, "must be a finite number")
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                raise InvalidField(where, "is a number beyond ±(2^53 - 1)")
 
 
 def _checkStrings(document: Any, path: str) -> None:
@@ -541,7 +546,7 @@ def _undecodable(data: bytes | str, error: str, limits: InputLimits) -> Exceptio
 def _tooDeep(data: bytes | str, limits: InputLimits) -> InvalidField:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     path = _paths.deepPath(raw, limits.max_depth)
-    return InvalidField(
+    return Unprocessable(
         _paths.shown(path),
         f"is nested deeper than {limits.max_depth} levels (limits.max_json_depth)",
     )

@@ -37,8 +37,12 @@ class Document(msgspec.Struct, kw_only=True):
     """
 
 
-def _text(limit: int, minimum: int = 0, description: str | None = None) -> Any:
-    return Annotated[str, Meta(min_length=minimum, max_length=limit, description=description)]
+def _text(
+    limit: int, minimum: int = 0, description: str | None = None, pattern: str | None = None
+) -> Any:
+    return Annotated[
+        str, Meta(min_length=minimum, max_length=limit, description=description, pattern=pattern)
+    ]
 
 
 #: A database id (bigint, from 1).
@@ -48,23 +52,39 @@ Attempt = Annotated[int, Meta(ge=1, le=MAX_INT)]
 #: An agent id.
 AgentId = Annotated[str, Meta(description="An agent id, a UUID", min_length=1, max_length=36)]
 
-Title = _text(500, 1)
+#: A title: something to read, not only white space.
+Title = _text(500, 1, pattern=r"\S")
 Name = _text(255, 1)
 Text1K = _text(1000)
 Text10K = _text(10_000)
 Text100K = _text(100_000)
 Tag = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
 
+#: Marks a free-form object in a schema; the schema layer replaces the mark
+#: with the FreeJSON component (see _encode), which no Meta can refer to.
+FREE_JSON_MARK = "x-masterd-free-json"
+#: Free-form JSON: an object of any JSON values, checked by checkFreeform.
+FreeObject = Annotated[
+    dict[str, Any],
+    Meta(
+        description="Free-form JSON, kept as given: numbers within ±(2^53 - 1), no NUL, "
+        "nested at most limits.max_json_depth deep",
+        extra_json_schema={FREE_JSON_MARK: True},
+    ),
+]
+
 #: A time, ISO 8601 in UTC with a Z.
 Time = Annotated[str, Meta(description="ISO 8601 UTC, e.g. 2026-11-28T22:50:18.123Z")]
 
 __all__ = [
+    "FREE_JSON_MARK",
     "MAX_BIGINT",
     "MAX_INT",
     "MAX_SAFE_INTEGER",
     "AgentId",
     "Attempt",
     "Document",
+    "FreeObject",
     "Id",
     "Meta",
     "Model",
