@@ -253,6 +253,8 @@ class PathAndQueryTests(Base):
             error = json.loads(body)
             if field is not None:
                 self.assertEqual(error["details"].get("field"), field, (path, error))
+            # No string of an error holds a NUL, even one quoting the path.
+            self.assertNotIn(b"\\u0000", body.replace(b"\\\\u0000", b""), path)
 
     async def test_queries(self) -> None:
         port = self.port()
@@ -276,10 +278,14 @@ class PathAndQueryTests(Base):
             (b"/api/v1/tasks/1/log?attempt=-1", "attempt"),
             (b"/api/v1/assignments?agent=%D9%A1", "agent"),
             (b"/api/v1/jobs/1/tasks?after=99999999999", "after"),
+            # A name the message quotes: its NUL is written as an escape.
+            (b"/api/v1/agents?%00x=1&%00x=2", "\\u0000x"),
+            (b"/api/v1/jobs?%00=1", '["\\u0000"]'),
         ]:
             code, _, body = await raw(port, get(query))
             self.assertEqual(code, 400, (query, body))
             self.assertEqual(json.loads(body)["details"]["field"], field, query)
+            self.assertNotIn("\0", json.loads(body)["message"], query)
 
     async def test_refusedUpgrade(self) -> None:
         """

@@ -1,6 +1,7 @@
 """
-JSON in and out: one helper writes every response body, one reads every
-request body, and every error has the same shape::
+JSON out: one helper writes every response body (request bodies are read
+by the schema layer, L{masterd.http._operations.readBody}), and every error
+has the same shape::
 
     {"error": "<code>", "message": "<text for a person>", "details": {...}}
 """
@@ -11,6 +12,8 @@ from typing import Any
 
 import orjson
 from twisted.web.iweb import IRequest
+
+from masterd.schema import printable
 
 
 class APIError(Exception):
@@ -34,7 +37,14 @@ class APIError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, "details": self.details}
+        # Messages quote what the client sent (a parameter's name, a key):
+        # written out as escapes, a NUL or a lone surrogate can neither break
+        # the encoder nor break the promise that no string holds one.
+        return {
+            "error": self.code,
+            "message": printable(self.message),
+            "details": printable(self.details),
+        }
 
 
 def badRequest(field: str, message: str, code: str = "invalid_field") -> APIError:

@@ -7,6 +7,7 @@ documents all come from those declarations.
 
 from ._decode import DEFAULT_LIMITS, InputLimits, MalformedJSON, checkFreeform, convert, decode
 from ._encode import encode, jsonSchemas
+from ._paths import printable
 from ._types import (
     MAX_BIGINT,
     MAX_INT,
@@ -53,4 +54,5 @@ __all__ = [
     "decode",
     "encode",
     "jsonSchemas",
+    "printable",
 ]

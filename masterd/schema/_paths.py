@@ -31,6 +31,25 @@ def shown(path: str) -> str:
     return path or "(body)"
 
 
+_UNSHOWABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def printable(value: Any) -> Any:
+    """
+    C{value} (a string, or JSON values holding strings) with each NUL and
+    lone surrogate written as its escape: for error messages that quote
+    what a client sent, which must neither break an encoder nor hold what
+    no string the master sends may hold.
+    """
+    if isinstance(value, str):
+        return _UNSHOWABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
+
+
 def badString(text: str) -> str | None:
     """
     What PostgreSQL would refuse in C{text}: a NUL, or a lone surrogate.

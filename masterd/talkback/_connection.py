@@ -27,7 +27,7 @@ from masterd.db import DatabaseUnavailable
 from masterd.errors import InvalidField
 from masterd.events import WorkAvailable
 from masterd.jobs import lifecycle
-from masterd.schema import DEFAULT_LIMITS, InputLimits
+from masterd.schema import DEFAULT_LIMITS, InputLimits, printable
 
 from . import messages as m
 from .registry import AgentRegistry
@@ -282,7 +282,7 @@ class TalkbackConnection:
     def _error(self, field: str, message: str) -> None:
         self.errors += 1
         self.registry.stats.errors += 1
-        self.send(m.Error(field=field, message=f"{field}: {message}"))
+        self.send(m.Error(field=printable(field), message=printable(f"{field}: {message}")))
         if self.errors > self.settings.max_errors:
             self.close(POLICY, "too many bad messages")
 
