@@ -110,7 +110,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         database.pool, batcher, config.scheduler.blocklist_after, events,
         config.limits.max_log_lines_per_attempt,
     )  # fmt: skip
-    registry = AgentRegistry(config.master.name, agentStore, events, reactor)
+    registry = AgentRegistry(config.master.name, agentStore, events, reactor, watcher=stats)
     talkback = TalkbackFactory(
         registry,
         auth,
@@ -140,7 +140,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     http = HTTPService(reactor, site, config.http.listen)
     http.setServiceParent(root)
     TalkbackService(
-        registry, reactor, t.flush_s, t.lost_grace_s, t.reap_interval_s
+        registry, reactor, t.flush_s, t.lost_grace_s, t.reap_interval_s, stats
     ).setServiceParent(root)
     s = config.scheduler
     scheduler = Scheduler(
@@ -154,6 +154,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
             blocklist_after=s.blocklist_after,
         ),
         stats.scheduling,
+        stats,
     )
     scheduler.setServiceParent(root)
     notifier = Notifier(reactor, dsn, events, onResync=scheduler.resync)
@@ -166,6 +167,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         api.snapshot,
         config.master.heartbeat_s,
         config.master.expire_s,
+        stats,
     )
     api.cluster = cluster
     cluster.setServiceParent(root)

@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from masterd.agent.connection import RESEND_AFTER_S, talkbackURL
 from masterd.agent.runner import Run, Runner
-from masterd.agent.tap import Options, agentID
+from masterd.agent.statedir import agentID
+from masterd.agent.tap import Options
 
 from ._process import alive
 

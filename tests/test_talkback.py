@@ -218,9 +218,13 @@ class HelloTests(Base):
         ]:
             connection, transport = self.connect()
             await self.say(connection, hello(token=token))
-            [error] = transport.sent
+            [error, closing] = transport.sent
             self.assertEqual((error["type"], error["field"]), ("error", "token"))
             self.assertIn(words, error["message"])
+            # Why it closes, for clients that cannot read the close frame.
+            self.assertEqual(
+                closing, {"type": "closing", "code": UNAUTHORIZED, "reason": "not authorized"}
+            )
             self.assertEqual(transport.closed, UNAUTHORIZED)
         self.assertEqual(self.registry.connections, {})
         self.assertEqual((await self.api.call("GET", f"/api/v1/agents/{AGENT}")).code, 404)
@@ -276,7 +280,7 @@ class MessageTests(Base):
             ({"type": "task_update", "task_id": 1, "attempt": 1, "state": "asleep"}, "state"),
         ]:
             await self.say(connection, message)
-            [error] = transport.take()
+            error = transport.take()[0]
             self.assertEqual((error["type"], error["field"]), ("error", field))
         self.assertEqual(transport.closed, POLICY)  # the fourth error is one too many
         self.assertEqual(self.registry.stats.errors, 4)

@@ -2,18 +2,24 @@
 The agent's side of talkback: one connection at a time to one of the
 master URLs, a hello with the agent's hardware and the tasks it still runs,
 heartbeats with its usage, and reconnection with capped exponential backoff
-and jitter, rotating through the URLs.
+and jitter (Twisted's backoffPolicy), rotating through the URLs, forever:
+whatever ends a connection or a try (a refusal, a timeout, a close during
+the handshake, a master that says "try again later" or "replaced"), the
+agent logs why at warn and tries again.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from typing import Any, cast
+from collections.abc import Callable
+from typing import IO, Any, cast
 
 from attrs import frozen
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.failure import Failure
@@ -31,6 +37,18 @@ log = Logger()
 #: After the master could not write a report, how long before it is sent
 #: again.
 RESEND_AFTER_S = 5.0
+#: The longest a connection may take from TCP connect to the end of the
+#: WebSocket handshake. (Twisted's client never fails a handshake whose
+#: connection closes before the answer: without this, one master stopping
+#: at the wrong moment left an agent waiting forever.)
+HANDSHAKE_TIMEOUT_S = 15.0
+#: Replaced this many times in a row: another agent is using this id.
+REPLACED_ALARM = 3
+
+# Close codes the master sends (docs/talkback.md), told in a closing message.
+GOING_AWAY = 1001
+TRY_AGAIN = 1013
+REPLACED = 4409
 
 
 @frozen
@@ -76,7 +94,11 @@ class _Talkback:
         self._heartbeat: IDelayedCall | None = None
         self._resend: IDelayedCall | None = None
         self._lastHeard = agent.clock.seconds()
+        #: The master's closing message: the close code and why.
         self.closeCode: int | None = None
+        self.closeReason = ""
+        #: The handshake under way; cancelled if the connection closes first.
+        self.connecting: Deferred[Any] | None = None
 
     def buildProtocol(self, url: str) -> _Talkback:
         return self
@@ -131,6 +153,10 @@ class _Talkback:
             log.warn("the master says: {message}", message=message.get("message"))
             if message.get("retry"):
                 self._resendLater()
+        elif kind == "closing":
+            code = message.get("code")
+            self.closeCode = code if isinstance(code, int) else None
+            self.closeReason = str(message.get("reason") or "")
 
     def _welcome(self, message: dict[str, Any]) -> None:
         self.welcomed = True
@@ -195,7 +221,15 @@ class _Talkback:
             if call is not None and call.active():
                 call.cancel()
         self.transport = None
+        if self.connecting is not None and not self.connecting.called:
+            self.connecting.cancel()
         self.lost.callback(None)
+
+
+class HandshakeFailed(Exception):
+    """
+    The connection closed, or took too long, before the handshake ended.
+    """
 
 
 class AgentService(Service):
@@ -208,11 +242,24 @@ class AgentService(Service):
         self.clock = reactor
         self.settings = settings
         self.runner = runner
+        #: Failed tries since the last welcome.
         self.attempts = 0
+        #: Connections replaced by another with this agent's id, in a row.
+        self.replaced = 0
         self.connection: _Talkback | None = None
         self._next = 0
         self._loop: Deferred[None] | None = None
         self._wait: IDelayedCall | None = None
+        #: The state directory's lock (statedir.lockStateDir), held while
+        #: the agent runs.
+        self.stateLock: IO[str] | None = None
+        self._backoff: Callable[[int], float] = backoffPolicy(
+            initialDelay=settings.backoff_initial_s,
+            maxDelay=settings.backoff_max_s,
+            factor=2.0,
+            # Spread agents that lost the same master over half a step.
+            jitter=lambda: random.uniform(0, settings.backoff_initial_s),
+        )
 
     def send(self, message: dict[str, Any]) -> None:
         """
@@ -250,12 +297,11 @@ class AgentService(Service):
         self._loop = Deferred.fromCoroutine(self._connectLoop())
         self._loop.addErrback(lambda f: log.failure("the connection loop failed", f))
 
-    def _delay(self) -> float:
-        s = self.settings
-        # attempts counts failures so far, this one included: the first
-        # wait is backoff_initial_s.
-        capped = min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(self.attempts - 1, 16))
-        return float(capped * random.uniform(0.5, 1.0))
+    def _delay(self, failures: int) -> float:
+        """
+        The wait after C{failures} failures in a row (1 or more).
+        """
+        return float(self._backoff(max(0, failures - 1)))
 
     async def _connectLoop(self) -> None:
         while self.running:
@@ -263,26 +309,82 @@ class AgentService(Service):
             self._next += 1
             connection = _Talkback(self)
             try:
-                endpoint = WebSocketClientEndpoint.new(self.reactor, url, connectTimeout=10)
-                await endpoint.connect(connection)
+                await self._connect(url, connection)
             except ConnectionRejected as e:
                 code = getattr(e.response, "code", "?")
-                log.warn("{url} refused the connection (HTTP {code})", url=url, code=code)
+                if code == 503:
+                    log.warn("{url} is not ready yet (HTTP 503); trying again", url=url)
+                else:
+                    log.warn("{url} refused the connection (HTTP {code})", url=url, code=code)
             except Exception as e:
                 log.warn("cannot connect to {url}: {why}", url=url, why=str(e) or type(e).__name__)
             else:
                 self.connection = connection
                 await connection.lost
                 self.connection = None
-                log.info("disconnected from {url}", url=url)
+                self._disconnected(url, connection)
             if not self.running:
                 return
-            self.attempts += 1
-            # Going away (a master stopping): the next URL at once.
-            delay = 0.0 if connection.welcomed and self.attempts <= 1 else self._delay()
+            delay = self._after(connection)
             wait: Deferred[None] = Deferred()
             self._wait = self.clock.callLater(delay, wait.callback, None)
             await wait
+
+    async def _connect(self, url: str, connection: _Talkback) -> None:
+        endpoint = WebSocketClientEndpoint.new(self.reactor, url, connectTimeout=10)
+        connecting = Deferred.fromCoroutine(endpoint.connect(connection))
+        connection.connecting = connecting
+        connecting.addTimeout(HANDSHAKE_TIMEOUT_S, self.clock)
+        try:
+            await connecting
+        except CancelledError:
+            raise HandshakeFailed("the connection closed during the WebSocket handshake") from None
+        except DeferredTimeout:
+            raise HandshakeFailed(
+                f"no WebSocket handshake within {HANDSHAKE_TIMEOUT_S:.0f} s"
+            ) from None
+        finally:
+            connection.connecting = None
+
+    def _disconnected(self, url: str, connection: _Talkback) -> None:
+        code, why = connection.closeCode, connection.closeReason
+        if code == REPLACED:
+            self.replaced += 1
+            if self.replaced >= REPLACED_ALARM:
+                log.error(
+                    "replaced {n} times in a row by another connection with this agent's id"
+                    " ({agentId}): another agent is using this id (a copy of its state"
+                    " directory?)",
+                    n=self.replaced,
+                    agentId=self.settings.agent_id,
+                )
+            else:
+                log.warn("{url} closed the connection: replaced by a newer one with this"
+                         " agent's id", url=url)  # fmt: skip
+            return
+        if code is None:
+            log.info("disconnected from {url}", url=url)
+        else:
+            log.warn("{url} closed the connection ({code}{why})", url=url, code=code,
+                     why=f": {why}" if why else "")  # fmt: skip
+
+    def _after(self, connection: _Talkback) -> float:
+        """
+        How long to wait before the next try.
+        """
+        if connection.welcomed and connection.closeCode == REPLACED:
+            # Two agents with one id would otherwise evict each other as fast
+            # as they can connect: back off ever longer while it lasts.
+            return self._delay(self.replaced)
+        if connection.closeCode != REPLACED:
+            self.replaced = 0
+        self.attempts += 1
+        if connection.welcomed and self.attempts == 1 and connection.closeCode in (
+            None, GOING_AWAY,
+        ):  # fmt: skip
+            # A master that stopped or died: the next URL at once.
+            return 0.0
+        return self._delay(self.attempts)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

@@ -17,8 +17,9 @@ from typing import Any
 from attrs import asdict, define
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from masterd.service import Periodic
 
 log = Logger()
 
@@ -101,9 +102,7 @@ class Runner:
         self._ended: set[int] = set()
         #: Pending timeouts and kill escalations, by task.
         self._calls: dict[int, list[IDelayedCall]] = {}
-        self._poll = LoopingCall(self.poll)
-        self._poll.clock = reactor
-        self._pollInterval = pollInterval
+        self._poll = Periodic("agent.poll", self.poll, pollInterval, reactor)
         self._load()
 
     def _report(self, message: dict[str, Any]) -> None:
@@ -186,12 +185,10 @@ class Runner:
         return [m for m in self.unacked.values() if id(m) not in queued]
 
     def start(self) -> None:
-        if not self._poll.running:
-            self._poll.start(self._pollInterval, now=False)
+        self._poll.start()
 
     def stop(self) -> None:
-        if self._poll.running:
-            self._poll.stop()
+        self._poll.stop()
         for taskID in list(self._calls):
             self._cancelCalls(taskID)
 

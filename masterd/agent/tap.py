@@ -9,11 +9,9 @@ long option names (C{master} may be a list); the command line wins.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from masterd._version import __version__
 
 from .connection import AgentService, AgentSettings
 from .runner import Runner
+from .statedir import StateDirectoryBusy, agentID, lockStateDir
 from .usage import countGPUs
 
 TOKEN_ENV = "MASTERD_AGENT_TOKEN"
@@ -126,24 +125,15 @@ class Options(usage.Options):
         }
 
 
-def agentID(stateDir: Path) -> str:
-    """
-    The agent's id, made once and kept in the state directory.
-    """
-    stateDir.mkdir(parents=True, exist_ok=True)
-    path = stateDir / "agent.json"
-    try:
-        return str(uuid.UUID(json.loads(path.read_text())["id"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        ident = str(uuid.uuid4())
-        path.write_text(json.dumps({"id": ident}))
-        return ident
-
-
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     s = options["settings"]
+    try:
+        lock = lockStateDir(s["state_dir"])
+    except StateDirectoryBusy as e:
+        sys.stderr.write(f"masterd-agent: {e}\n")
+        raise SystemExit(1) from None
     settings = AgentSettings(
         agent_id=agentID(s["state_dir"]),
         token=s["token"],
@@ -159,4 +149,6 @@ def makeService(options: Options) -> IService:
     runner = Runner(reactor, s["state_dir"], lambda message: holder["service"].send(message))
     service = AgentService(reactor, settings, runner)
     holder["service"] = service
+    # Held, and so locked, for as long as the process lives.
+    service.stateLock = lock
     return service

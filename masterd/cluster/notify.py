@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg2
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -76,17 +77,19 @@ class Notifier(StagedService):
             self._loop.addErrback(lambda f: log.failure("listening failed", f))
 
     async def _connectLoop(self) -> None:
-        delay = 0.5
+        backoff = backoffPolicy(0.5, self.maxDelay, factor=2.0)
+        failures = 0
         try:
             while not self._stopping:
                 try:
                     await self._listen()
                     return
                 except Exception as e:
+                    delay = backoff(failures)
+                    failures += 1
                     log.warn("cannot listen for other masters ({why}); again in {delay:.1f} s",
                              why=str(e).strip() or type(e).__name__, delay=delay)  # fmt: skip
                 await deferLater(self.reactor, delay)
-                delay = min(delay * 2, self.maxDelay)
         finally:
             self._loop = None
 

@@ -15,13 +15,12 @@ from urllib.parse import quote
 
 from psycopg2.extras import Json
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from masterd._time import isotime
 from masterd._version import __version__
 from masterd.db import DatabaseUnavailable, Pool, Transaction
-from masterd.service import StagedService
+from masterd.service import LoopWatcher, Periodic, StagedService
 
 from .models import MasterInfo
 
@@ -51,6 +50,7 @@ class MasterRegistry(StagedService):
         snapshot: Callable[[], dict[str, Any]],
         heartbeat_s: float,
         expire_s: float,
+        watcher: LoopWatcher | None = None,
     ) -> None:
         self.pool = pool
         self.clock = clock
@@ -62,15 +62,13 @@ class MasterRegistry(StagedService):
         self.instance = str(uuid.uuid4())
         self._claimedOwn = False
         self.startedAt = clock.seconds()
-        self._loop = LoopingCall(self.beat)
-        self._loop.clock = clock
+        self._loop = Periodic("cluster.heartbeat", self.beat, heartbeat_s, clock, watcher)
 
     async def start(self) -> None:
-        self._loop.start(self.heartbeat_s, now=True)
+        self._loop.start(now=True)
 
     async def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        await self._loop.stop()
 
     async def beat(self) -> None:
         """

@@ -20,13 +20,12 @@ from __future__ import annotations
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from masterd.db import Batcher, DatabaseUnavailable, Transaction
 from masterd.events import AgentChanged, EventBus, TaskCanceled, WorkAvailable
 from masterd.jobs import lifecycle
-from masterd.service import StagedService
+from masterd.service import LoopWatcher, Periodic, StagedService
 from masterd.stats import SchedulingStats
 from masterd.talkback import AgentRegistry
 
@@ -119,6 +118,7 @@ class Scheduler(StagedService):
         clock: IReactorTime,
         settings: SchedulerSettings,
         stats: SchedulingStats | None = None,
+        watcher: LoopWatcher | None = None,
     ) -> None:
         self.batcher = batcher
         self.stats = stats if stats is not None else SchedulingStats()
@@ -133,8 +133,7 @@ class Scheduler(StagedService):
         self._claimQueued = False
         self._inFlight = 0
         self._round: Deferred[None] | None = None
-        self._sweep = LoopingCall(self.sweep)
-        self._sweep.clock = clock
+        self._sweep = Periodic("scheduler.sweep", self.sweep, settings.sweep_s, clock, watcher)
         self.rounds = 0
         registry.onAgentReady = self.agentJoined
         registry.onAgentGone = self.agentGone
@@ -143,11 +142,10 @@ class Scheduler(StagedService):
         events.subscribe(AgentChanged, lambda event: self.agentJoined(event.agent_id))
 
     async def start(self) -> None:
-        self._sweep.start(self.settings.sweep_s, now=False)
+        self._sweep.start()
 
     async def stop(self) -> None:
-        if self._sweep.running:
-            self._sweep.stop()
+        await self._sweep.stop()
         if self._round is not None:
             await self._round
 

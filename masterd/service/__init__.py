@@ -2,6 +2,7 @@
 The service collection that a master is made of.
 """
 
+from ._periodic import LoopWatcher, Periodic
 from ._staged import FatalStartError, MasterService, StagedService
 
-__all__ = ["FatalStartError", "MasterService", "StagedService"]
+__all__ = ["FatalStartError", "LoopWatcher", "MasterService", "Periodic", "StagedService"]

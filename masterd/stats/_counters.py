@@ -13,8 +13,10 @@ from collections import deque
 from collections.abc import Callable
 
 from attrs import define, field, frozen
+from twisted.python.failure import Failure
 
 from masterd._time import isoformat
+from masterd.service import Periodic
 
 from ._gc import GCStats
 
@@ -189,11 +191,24 @@ class MasterStats:
     queries: QueryStats = field(factory=QueryStats)
     gc: GCStats = field(factory=GCStats)
     scheduling: SchedulingStats = field(factory=SchedulingStats)
+    #: Every periodic loop of the master (it is their LoopWatcher).
+    loops: list[Periodic] = field(factory=list)
 
     _started: tuple[float, str | None] = field(init=False, default=(-1.0, None))
 
     def __attrs_post_init__(self) -> None:
         self.startedAt = self.now()
+
+    def loopAdded(self, loop: Periodic) -> None:
+        self.loops.append(loop)
+
+    def loopFailed(self, loop: Periodic, failure: Failure) -> None:
+        self.exceptions.record(
+            self.now(),
+            f"loop {loop.name}",
+            getattr(failure.type, "__name__", "Exception"),
+            failure.getErrorMessage(),
+        )
 
     def _startedText(self) -> str | None:
         # Formatted once, not on every request for the master document.
@@ -226,4 +241,17 @@ class MasterStats:
             },
             "gc": self.gc.snapshot(),
             "scheduling": self.scheduling.snapshot(),
+            "loops": [
+                {
+                    "name": loop.name,
+                    "interval_s": loop.interval,
+                    "running": loop.running,
+                    "runs": loop.runs,
+                    "failures": loop.failures,
+                    "last_failure_at": (
+                        isoformat(loop.lastFailureAt) if loop.lastFailureAt is not None else None
+                    ),
+                }
+                for loop in self.loops
+            ],
         }

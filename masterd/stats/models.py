@@ -45,6 +45,20 @@ class Exceptions(Document):
     recent: list[ExceptionSeen]
 
 
+class LoopDocument(Document):
+    """
+    One of the master's periodic loops: it survives every failure (each is
+    also among the exceptions, with the route C{loop <name>}).
+    """
+
+    name: str
+    interval_s: float
+    running: bool
+    runs: int
+    failures: int
+    last_failure_at: Time | None
+
+
 class MasterDocument(Document):
     name: str
     href: str
@@ -56,6 +70,7 @@ class MasterDocument(Document):
     database: dict[str, Any]
     gc: dict[str, Any]
     scheduling: dict[str, Any]
+    loops: list[LoopDocument]
     talkback: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 

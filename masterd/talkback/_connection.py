@@ -240,6 +240,7 @@ class TalkbackConnection:
     def close(self, code: int, reason: str = "") -> None:
         if self.closing or self.transport is None:
             return
+        self.send(m.Closing(code=code, reason=reason))
         self.closing = True
         self.transport.loseConnection(code)
         # A peer that has gone silent never finishes the closing handshake.

@@ -297,8 +297,19 @@ class Error(_Out, tag="error"):
     retry: bool | msgspec.UnsetType = msgspec.UNSET
 
 
-Outgoing = Welcome | Assign | Cancel | Ack | OperatorLimits | Error
-OUTBOUND: tuple[type, ...] = (Welcome, Assign, Cancel, Ack, OperatorLimits, Error)
+class Closing(_Out, tag="closing"):
+    """
+    The master is about to close the connection, with this WebSocket close
+    code, and why: sent just before the close frame, because a client cannot
+    always see the frame's code (Twisted's cannot).
+    """
+
+    code: Annotated[int, Meta(ge=1000, le=4999)]
+    reason: str = ""
+
+
+Outgoing = Welcome | Assign | Cancel | Ack | OperatorLimits | Error | Closing
+OUTBOUND: tuple[type, ...] = (Welcome, Assign, Cancel, Ack, OperatorLimits, Error, Closing)
 
 _encoder = msgspec.json.Encoder()
 

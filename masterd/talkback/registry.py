@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from masterd.events import AgentChanged, AgentMoved, EventBus, TaskCanceled
+from masterd.service import LoopWatcher, Periodic
 
 from .messages import operatorLimits
 from .store import AgentStore
@@ -56,6 +56,7 @@ class AgentRegistry:
         events: EventBus,
         clock: IReactorTime,
         tickInterval: float = 0.1,
+        watcher: LoopWatcher | None = None,
     ) -> None:
         self.master = master
         self.store = store
@@ -68,8 +69,7 @@ class AgentRegistry:
         self._live: set[TalkbackConnection] = set()
         #: Open connections by the tick that pings them next.
         self._wheel: dict[int, set[TalkbackConnection]] = {}
-        self._ticker = LoopingCall(self._tick)
-        self._ticker.clock = clock
+        self._ticker = Periodic("talkback.ping", self._tick, tickInterval, clock, watcher)
         self._tickInterval = tickInterval
         #: Connections heard from since the last flush; what they said is
         #: kept on them (nothing new is allocated per heartbeat).
@@ -107,7 +107,7 @@ class AgentRegistry:
         self._live.add(connection)
         self._place(connection)
         if not self._ticker.running:
-            self._ticker.start(self._tickInterval, now=False)
+            self._ticker.start()
 
     def untrack(self, connection: TalkbackConnection) -> None:
         self._live.discard(connection)

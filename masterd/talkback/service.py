@@ -8,11 +8,10 @@ reconnect elsewhere at once.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from masterd.db import DatabaseUnavailable
-from masterd.service import StagedService
+from masterd.service import LoopWatcher, Periodic, StagedService
 
 from ._connection import GOING_AWAY
 from .registry import AgentRegistry
@@ -30,20 +29,17 @@ class TalkbackService(StagedService):
         flushInterval: float,
         lostGrace: float,
         reapInterval: float,
+        watcher: LoopWatcher | None = None,
     ) -> None:
         self.registry = registry
         self.clock = clock
         self.lostGrace = lostGrace
-        self._flush = LoopingCall(self._flushOnce)
-        self._flush.clock = clock
-        self._flushInterval = flushInterval
-        self._reap = LoopingCall(self._reapOnce)
-        self._reap.clock = clock
-        self._reapInterval = reapInterval
+        self._flush = Periodic("talkback.flush", self._flushOnce, flushInterval, clock, watcher)
+        self._reap = Periodic("talkback.reap", self._reapOnce, reapInterval, clock, watcher)
 
     async def start(self) -> None:
-        self._flush.start(self._flushInterval, now=False)
-        self._reap.start(self._reapInterval, now=False)
+        self._flush.start()
+        self._reap.start()
 
     async def _flushOnce(self) -> None:
         try:
@@ -66,8 +62,7 @@ class TalkbackService(StagedService):
 
     async def stop(self) -> None:
         for loop in (self._flush, self._reap):
-            if loop.running:
-                loop.stop()
+            await loop.stop()
         # Closing handshakes finish while the HTTP service closes its
         # connections next (it aborts whatever is left after a few seconds).
         sessions = [
