@@ -23,7 +23,7 @@ from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.scheduler import Scheduler, SchedulerSettings
 from masterd.schema import InputLimits
-from masterd.service import MasterService
+from masterd.service import MasterReadiness, MasterService
 from masterd.stats import MasterStats, StatsService
 from masterd.talkback import (
     AgentDirectory,
@@ -123,11 +123,12 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         ),
         reactor,
     )
+    readiness = MasterReadiness(database)
     api = MasterAPI(
         name=config.master.name,
         stats=stats,
         auth=auth,
-        database=database,
+        database=readiness,
         jobs=jobs,
         agents=AgentDirectory(database.pool, events),
         talkback=talkback,
@@ -170,6 +171,8 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         stats,
     )
     api.cluster = cluster
+    readiness.cluster = cluster
+    database.onReady.append(cluster.beatNow)
     cluster.setServiceParent(root)
     return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
 

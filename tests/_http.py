@@ -30,6 +30,9 @@ class FakeReadiness:
     async def ping(self) -> bool:
         return self.ready
 
+    def details(self) -> dict[str, str]:
+        return {"database": "ready" if self.ready else "unavailable"}
+
 
 @implementer(IBodyProducer)
 class SyncProducer:

@@ -197,7 +197,7 @@ class DatabaseServiceTests(TestCase):
             self.assertFalse(await service.ping())
             # Point the pool at the real database, as if it had come up.
             assert service.pool is not None
-            service.pool._dsn = dsn
+            target["dsn"] = dsn
             await waitFor(lambda: service.ready)
             self.assertTrue(await service.ping())
             self.assertEqual(fatal, [])

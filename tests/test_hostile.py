@@ -306,3 +306,13 @@ class PathAndQueryTests(Base):
         )
         self.assertEqual(code, 403)
         self.assertEqual(json.loads(body)["error"], "forbidden")
+        # A master not ready yet: 503 with Retry-After, which agents retry.
+        self.api.api.database.ready = False  # type: ignore[misc]
+        upgrade = (
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        )
+        code, headers, body = await raw(port, get(b"/api/v1/talkback", "agent", upgrade))
+        self.assertEqual(code, 503, body)
+        self.assertEqual(headers["retry-after"], "5")
+        self.assertEqual(json.loads(body)["error"], "database_unavailable")

@@ -128,8 +128,26 @@ class HTTPTests(SynchronousTestCase):
     def test_readyz(self) -> None:
         self.assertEqual(self.http.request("GET", "/readyz").code, 200)
         self.readiness.ready = False
-        body = self.assertError(self.http.request("GET", "/readyz"), 503, "not_ready")
-        self.assertEqual(body["details"], {"database": "down"})
+        response = self.http.request("GET", "/readyz")
+        body = self.assertError(response, 503, "not_ready")
+        self.assertEqual(body["details"], {"database": "unavailable"})
+        self.assertEqual(response.header("retry-after"), "5")
+
+    def test_notReadyYet(self) -> None:
+        """
+        Until the master is ready, routes that need the database answer 503
+        with Retry-After (never a missing relation); its own counters still
+        answer.
+        """
+        self.readiness.ready = False
+        admin = TOKENS["admin"]
+        for path in ("/api/v1/jobs", "/api/v1/agents", "/api/v1/jobs/1/tasks"):
+            response = self.http.request("GET", path, token=admin)
+            body = self.assertError(response, 503, "database_unavailable")
+            self.assertIn("not ready", body["message"])
+            self.assertEqual(response.header("retry-after"), "5", path)
+        self.assertEqual(self.http.request("GET", "/api/v1/master", token=admin).code, 200)
+        self.assertEqual(self.http.request("GET", "/healthz").code, 200)
 
     def test_authMissing(self) -> None:
         response = self.http.request("GET", "/api/v1/master")

@@ -229,6 +229,23 @@ class HelloTests(Base):
         self.assertEqual(self.registry.connections, {})
         self.assertEqual((await self.api.call("GET", f"/api/v1/agents/{AGENT}")).code, 404)
 
+    async def test_helloWhileTheDatabaseIsAway(self) -> None:
+        """
+        A hello the master cannot write (its pool failing fast, as in an
+        outage) is closed with 1013, try again later, saying so first:
+        never "failed to handle".
+        """
+        await self.setUpTalkback()
+        self.api.pool.healthy = False
+        self.addCleanup(setattr, self.api.pool, "healthy", True)
+        connection, transport = self.connect()
+        await self.say(connection, hello())
+        self.assertEqual(transport.sent[-1]["type"], "closing")
+        self.assertEqual(transport.sent[-1]["code"], 1013)
+        self.assertIn("try again later", transport.sent[-1]["reason"])
+        self.assertEqual(transport.closed, 1013)
+        self.assertNotIn("error", [m["type"] for m in transport.sent])
+
     async def test_helloFirst(self) -> None:
         await self.setUpTalkback()
         connection, transport = self.connect()

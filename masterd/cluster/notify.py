@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg2
 from twisted.application.internet import backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -67,6 +67,7 @@ class Notifier(StagedService):
         self._listenedBefore = False
         self._stopping = False
         self._loop: Deferred[None] | None = None
+        self._sleeping: Deferred[None] | None = None
 
     async def start(self) -> None:
         self._reconnect()
@@ -89,7 +90,15 @@ class Notifier(StagedService):
                     failures += 1
                     log.warn("cannot listen for other masters ({why}); again in {delay:.1f} s",
                              why=str(e).strip() or type(e).__name__, delay=delay)  # fmt: skip
-                await deferLater(self.reactor, delay)
+                if self._stopping:
+                    return
+                self._sleeping = deferLater(self.reactor, delay)
+                try:
+                    await self._sleeping
+                except CancelledError:
+                    return
+                finally:
+                    self._sleeping = None
         finally:
             self._loop = None
 
@@ -130,6 +139,8 @@ class Notifier(StagedService):
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._sleeping is not None:
+            self._sleeping.cancel()
         connection, self.connection = self.connection, None
         if connection is not None:
             try:

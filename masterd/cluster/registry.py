@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from psycopg2.extras import Json
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -61,6 +62,9 @@ class MasterRegistry(StagedService):
         self.expire_s = expire_s
         self.instance = str(uuid.uuid4())
         self._claimedOwn = False
+        #: This master's row is written: it is listed in /api/v1/masters.
+        #: The master is not ready (/readyz) before.
+        self.registered = False
         self.startedAt = clock.seconds()
         self._loop = Periodic("cluster.heartbeat", self.beat, heartbeat_s, clock, watcher)
 
@@ -69,6 +73,16 @@ class MasterRegistry(StagedService):
 
     async def stop(self) -> None:
         await self._loop.stop()
+
+    def beatNow(self) -> None:
+        """
+        The database has just become ready: register now rather than at the
+        next tick, so that the master is ready (and listed) at once.
+        """
+        if self._loop.running:
+            Deferred.fromCoroutine(self.beat()).addErrback(
+                lambda f: log.failure("cannot register this master", f)
+            )
 
     async def beat(self) -> None:
         """
@@ -93,6 +107,7 @@ class MasterRegistry(StagedService):
             )  # fmt: skip
         except DatabaseUnavailable:
             return
+        self.registered = True
         previous, seen = rows[0]
         if previous is not None and str(previous) != self.instance and seen is not None:
             age = now - seen.timestamp()

@@ -5,6 +5,11 @@ An unreachable database at start is logged and retried with backoff, never a
 crash: the HTTP site still answers (C{/readyz} with 503) meanwhile. A
 connection found dead later sends the pool into fail-fast mode and this
 service back into its reconnect loop.
+
+The migrations run on a connection of their own before the pool opens: until
+the schema is there, every query of the master (a route, a hello, a loop)
+gets L{DatabaseUnavailable} (a 503, a 1013, a quiet retry), never a missing
+relation.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -60,6 +66,10 @@ class DatabaseService(StagedService):
             onDead=self._reconnect,
         )
         self._migrated = False
+        self._migrating = False
+        #: Called each time the database becomes ready (after the start's
+        #: migrations, and after every reconnection).
+        self.onReady: list[Callable[[], object]] = []
         self._loop: Deferred[None] | None = None
         self._sleeping: Deferred[None] | None = None
         self.attempts = 0
@@ -69,6 +79,16 @@ class DatabaseService(StagedService):
     @property
     def ready(self) -> bool:
         return self.pool.healthy and self._migrated
+
+    @property
+    def state(self) -> str:
+        """
+        C{ready}, C{migrating} (connected, the schema not yet there) or
+        C{unavailable}.
+        """
+        if self.ready:
+            return "ready"
+        return "migrating" if self._migrating else "unavailable"
 
     async def start(self) -> None:
         self._started = True
@@ -85,22 +105,45 @@ class DatabaseService(StagedService):
         if not reason.check(CancelledError):
             self.fatal(reason)
 
+    async def _migrate(self) -> None:
+        c = self._config
+        pool = Pool(
+            self._reactor,
+            self._dsn,
+            minSize=1,
+            maxSize=1,
+            acquireTimeout=c.pool.acquire_timeout_s,
+            connectTimeout=c.connect_timeout_s,
+            statementTimeout=max(c.statement_timeout_s, 300.0),
+            onQuery=self._onQuery,
+        )
+        try:
+            await pool.open()
+            self._migrating = True
+            applied = await migrate(pool, self._migrations)
+        finally:
+            self._migrating = False
+            await pool.close()
+        if applied:
+            log.info("applied migrations {versions}", versions=", ".join(applied))
+        self._migrated = True
+
     async def _connectLoop(self) -> None:
-        delay = self._initialDelay
+        backoff = backoffPolicy(self._initialDelay, self._config.reconnect_max_s, factor=2.0)
+        failures = 0
         while not self._stopping:
             self.attempts += 1
             try:
+                if not self._migrated:
+                    await self._migrate()
                 if self.pool.size == 0:
                     await self.pool.open()
                 else:
                     await self.pool.recover()
-                if not self._migrated:
-                    applied = await migrate(self.pool, self._migrations)
-                    if applied:
-                        log.info("applied migrations {versions}", versions=", ".join(applied))
-                    self._migrated = True
                 break
             except DatabaseUnavailable as e:
+                delay = backoff(failures)
+                failures += 1
                 log.warn(
                     "database unavailable ({why}); retrying in {delay:.1f} s",
                     why=str(e),
@@ -113,10 +156,14 @@ class DatabaseService(StagedService):
                 await self._sleeping
             finally:
                 self._sleeping = None
-            delay = min(delay * 2, self._config.reconnect_max_s)
         self._loop = None
         if self.ready:
             log.info("database ready")
+            for callback in list(self.onReady):
+                try:
+                    callback()
+                except Exception:
+                    log.failure("a database-ready callback failed")
 
     async def stop(self) -> None:
         self._stopping = True

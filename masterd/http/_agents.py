@@ -13,6 +13,7 @@ from twisted.web.websocket import WebSocketResource
 
 from masterd.auth import Authenticator
 from masterd.config import Role
+from masterd.db import DatabaseUnavailable
 from masterd.errors import Forbidden, InvalidField
 from masterd.jobs import JobStore
 from masterd.jobs.models import AttemptPage, TaskPage, given
@@ -35,6 +36,7 @@ from masterd.talkback.models import (
 from ._json import APIError, errorResponse
 from ._operations import PathParam, agentID, operation
 from ._query import nextHref
+from ._readiness import Readiness
 
 AGENT = (PathParam("agentID", "agent", "agent", "An agent id (a UUID)"),)
 TASK = (PathParam("taskID", "id", "task", "A task id"),)
@@ -46,6 +48,7 @@ class AgentRoutes:
     """
 
     auth: Authenticator
+    database: Readiness
     jobs: JobStore
     agents: AgentDirectory
     talkback: TalkbackFactory | None
@@ -58,6 +61,9 @@ class AgentRoutes:
     def talkbackChannel(self, request: IRequest) -> IResource:
         if self.talkback is None:
             raise APIError(404, "not_found", "this master has no talkback channel")
+        if not self.database.ready:
+            # Agents back off and try again (docs/talkback.md).
+            raise DatabaseUnavailable("the master is not ready yet")
         upgrade = request.getHeader(b"upgrade") or b""
         if upgrade.lower() != b"websocket":
             raise APIError(

@@ -5,7 +5,7 @@ under C{/api/v1}, and the documents that describe it.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 from attrs import define, field
@@ -30,14 +30,7 @@ from ._jobs import JobRoutes
 from ._json import APIError, errorResponse
 from ._openapi import asyncAPIDocument, openAPIDocument
 from ._operations import PathParam, operation
-
-
-class Readiness(Protocol):
-    @property
-    def ready(self) -> bool: ...
-
-    async def ping(self) -> bool: ...
-
+from ._readiness import Readiness
 
 MASTER = (PathParam("name", "name", "master", "A master's name"),)
 
@@ -82,15 +75,22 @@ class MasterAPI(JobRoutes, AgentRoutes):
     def healthz(self, request: IRequest) -> Health:
         return Health(status="ok", master=self.name)
 
-    @operation("GET", "/readyz", summary="The master can serve: its database answers",
-               role=None, response=Health, errors=(503,))  # fmt: skip
+    @operation("GET", "/readyz", summary="The master can serve: its database is migrated "
+               "and answers, and the master is registered", role=None, response=Health,
+               errors=(503,))  # fmt: skip
     async def readyz(self, request: IRequest) -> Health | bytes:
         if await self.database.ping():
             return Health(status="ready", master=self.name)
+        details = self.database.details()
+        waiting = ", ".join(
+            f"{k} {v}" for k, v in details.items() if v not in ("ready", "registered")
+        )
+        request.setHeader(b"retry-after", b"5")
         return errorResponse(
             request,
-            APIError(503, "not_ready", "the database is not available", {"database": "down"}),
-        )
+            APIError(503, "not_ready", f"not ready: {waiting or 'the database does not answer'}",
+                     details),
+        )  # fmt: skip
 
     # -- metrics ------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class MasterAPI(JobRoutes, AgentRoutes):
     # -- the master itself ------------------------------------------------------
 
     @operation("GET", "/api/v1/master", summary="This master and its counters",
-               role=Role.viewer, response=MasterDocument,
+               role=Role.viewer, response=MasterDocument, database=False,
                description="Viewers and operators see the type and route of recent "
                "exceptions; only admins see their messages.")  # fmt: skip
     def master(self, request: IRequest) -> MasterDocument:

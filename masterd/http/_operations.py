@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from masterd.config import Role
+from masterd.db import DatabaseUnavailable
 from masterd.errors import InvalidField, NoSuchResource
 from masterd.schema import MAX_BIGINT, InputLimits, MalformedJSON, convert, decode, encode
 
@@ -152,13 +153,15 @@ def operation(
     errors: tuple[int, ...] = (),
     tag: str = "master",
     contentType: str = "application/json",
+    database: bool = True,
 ) -> Callable[[F], F]:
     """
     Declare a route. C{path} is written as OpenAPI writes it
     (C{/api/v1/jobs/{jobID}}); C{response} is the document type of the
     C{status} answer (C{None} for none). The route is called with the
     checked path parameters by name, and C{query=} and C{body=} when
-    declared.
+    declared. A route with a role that needs the C{database} answers 503
+    (Retry-After) until the master is ready.
     """
     kleinPath = path.replace("{", "<").replace("}", ">")
 
@@ -185,6 +188,8 @@ def operation(
         def check(self: Any, request: IRequest, **segments: str) -> Any:
             if role is not None:
                 request.principal = self.auth.require(request, role)  # type: ignore[attr-defined]
+                if database and not self.database.ready:
+                    raise DatabaseUnavailable("the master is not ready yet")
             limits: InputLimits = self.inputLimits
             args: dict[str, Any] = {p.name: pathParam(p, segments[p.name]) for p in params}
             if query is not None:

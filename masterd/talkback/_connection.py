@@ -336,6 +336,10 @@ class TalkbackConnection:
             tcp.resumeProducing()
 
     def _failed(self, message: m.Message, reason: Failure) -> None:
+        if reason.check(DatabaseUnavailable) and isinstance(message, m.Hello):
+            # Nothing was written: the agent backs off and says hello again.
+            self.close(TRY_AGAIN, "the master cannot reach its database; try again later")
+            return
         if reason.check(DatabaseUnavailable):
             self.send(
                 m.Error(
