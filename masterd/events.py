@@ -5,6 +5,11 @@ Events are published after the transaction that caused them has committed;
 the database holds the record, an event only says "look". Talkback delivers
 L{TaskCanceled} to the agent running the task; the scheduler listens for
 L{WorkAvailable}. (Several masters relay them through LISTEN/NOTIFY.)
+
+There is one way to say that something changed: L{EventBus.announce}, in
+the transaction that makes the change. It sends the NOTIFY in that
+transaction (PostgreSQL delivers it only if, and once, it commits) and
+publishes on this master's bus after the commit; after a rollback, neither.
 """
 
 from __future__ import annotations
@@ -53,13 +58,23 @@ class EventBus:
         #: This master's name, in the notifications it sends.
         self.origin = origin
 
-    async def notify(self, txn: Any, events: list[object]) -> None:
+    async def announce(self, txn: Any, *events: object) -> None:
         """
-        Tell the other masters, in the transaction that makes the change:
-        PostgreSQL delivers a NOTIFY only if, and once, it commits.
+        Say, in the transaction that makes a change, what changed: every
+        master hears it once the transaction commits (this one on its bus
+        at once, the others through LISTEN), and nobody if it rolls back.
+
+        @param txn: a L{masterd.db.Transaction}.
         """
-        for payload in payloads(events, self.origin):
-            await txn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        if not events:
+            return
+        for batch in batches(list(events)):
+            await txn.execute("SELECT masterd_announce(%s, %s::json)", (self.origin, batch))
+        txn.afterCommit(lambda: self._publishAll(events))
+
+    def _publishAll(self, events: tuple[object, ...]) -> None:
+        for event in events:
+            self.publish(event)
 
     def subscribe(self, kind: type[E], callback: Callable[[E], object]) -> Callable[[], None]:
         self._subscribers[kind].append(callback)
@@ -102,16 +117,51 @@ class AgentMoved:
     session: str
 
 
+@frozen
+class AgentReady:
+    """
+    This master's connection with an agent is welcomed, or its limits
+    changed: what it may run is to be (re)loaded and work offered. Local
+    to one master, never announced.
+    """
+
+    agent_id: str
+
+
+@frozen
+class AgentGone:
+    """
+    This master's connection with an agent is gone. Local.
+    """
+
+    agent_id: str
+
+
+@frozen
+class SlotFreed:
+    """
+    An agent here reported a task finished (done, failed or rejected): its
+    slot is free. Local; published for every final report.
+    """
+
+    agent_id: str
+    task_id: int
+    failed: bool
+
+
 #: The channel every master listens on (docs/operations.md).
 CHANNEL = "masterd"
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 _PAYLOAD_LIMIT = 7000
 
 
-def payloads(events: list[object], origin: str) -> list[str]:
+def batches(events: list[object]) -> list[str]:
     """
-    Events as NOTIFY payloads (JSON, ids only: the receiver reads the rest
-    from the database), several to a payload, each under the size limit.
+    Events as the JSON arrays of NOTIFY payloads (ids only: the receiver
+    reads the rest from the database), several to a payload, each under the
+    size limit. The envelope (C{{"origin": ..., "events": [...]}}) is
+    written by the SQL function C{masterd_announce}, which the task-count
+    trigger uses too: one place for the payload's shape.
     """
     encoded = [_encode(e) for e in events]
     out: list[str] = []
@@ -120,12 +170,12 @@ def payloads(events: list[object], origin: str) -> list[str]:
     for item in encoded:
         length = len(json.dumps(item))
         if batch and size + length > _PAYLOAD_LIMIT:
-            out.append(json.dumps({"origin": origin, "events": batch}))
+            out.append(json.dumps(batch))
             batch, size = [], 0
         batch.append(item)
         size += length + 1
     if batch:
-        out.append(json.dumps({"origin": origin, "events": batch}))
+        out.append(json.dumps(batch))
     return out
 
 

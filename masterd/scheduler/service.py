@@ -23,7 +23,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from masterd.db import Batcher, DatabaseUnavailable, Transaction
-from masterd.events import AgentChanged, EventBus, TaskCanceled, WorkAvailable
+from masterd.events import (
+    AgentChanged,
+    AgentGone,
+    AgentReady,
+    EventBus,
+    SlotFreed,
+    TaskCanceled,
+    WorkAvailable,
+)
 from masterd.jobs import lifecycle
 from masterd.service import LoopWatcher, Periodic, StagedService
 from masterd.stats import SchedulingStats
@@ -135,9 +143,11 @@ class Scheduler(StagedService):
         self._round: Deferred[None] | None = None
         self._sweep = Periodic("scheduler.sweep", self.sweep, settings.sweep_s, clock, watcher)
         self.rounds = 0
-        registry.onAgentReady = self.agentJoined
-        registry.onAgentGone = self.agentGone
-        registry.onTaskFinished = self.taskFinished
+        events.subscribe(AgentReady, lambda event: self.agentJoined(event.agent_id))
+        events.subscribe(AgentGone, lambda event: self.agentGone(event.agent_id))
+        events.subscribe(
+            SlotFreed, lambda event: self.taskFinished(event.agent_id, event.task_id, event.failed)
+        )
         events.subscribe(WorkAvailable, lambda event: self.offerAll())
         events.subscribe(AgentChanged, lambda event: self.agentJoined(event.agent_id))
 
@@ -298,22 +308,31 @@ class Scheduler(StagedService):
         Enforce the timeouts, then offer work to every agent with room.
         """
         now = self.clock.seconds()
+
+        async def timeouts(txn: Transaction) -> list[tuple[str, int, int]]:
+            found = await taskTimeouts(txn, now, self.settings.blocklist_after)
+            # Whichever master holds the agent stops the attempt.
+            await self.events.announce(
+                txn, *(TaskCanceled(t, a, agent, "timeout") for agent, t, a in found)
+            )
+            return found
+
+        async def unstartedTimeouts(txn: Transaction) -> list[tuple[str, int, int]]:
+            found = await assignTimeouts(txn, now - self.settings.assign_timeout_s, now)
+            await self.events.announce(
+                txn,
+                *(TaskCanceled(t, a, agent, "not reported running in time")
+                  for agent, t, a in found),
+            )  # fmt: skip
+            return found
+
         try:
-            timedOut = await self.batcher.submit(
-                lambda txn: taskTimeouts(txn, now, self.settings.blocklist_after)
-            )
-            unstarted = await self.batcher.submit(
-                lambda txn: assignTimeouts(txn, now - self.settings.assign_timeout_s, now)
-            )
+            await self.batcher.submit(timeouts)
+            unstarted = await self.batcher.submit(unstartedTimeouts)
         except DatabaseUnavailable:
             return
-        for agentID, taskID, attempt in timedOut:
-            self.events.publish(TaskCanceled(taskID, attempt, agentID, "timeout"))
-        for agentID, taskID, attempt in unstarted:
+        for agentID, taskID, _ in unstarted:
             # Not the agent's any more, and it may never have heard of it:
             # its slot is free now.
             self.taskFinished(agentID, taskID)
-            self.events.publish(
-                TaskCanceled(taskID, attempt, agentID, "not reported running in time")
-            )
         self.offerAll()

@@ -25,7 +25,7 @@ from masterd.auth import Authenticator, Principal
 from masterd.config import Role
 from masterd.db import DatabaseUnavailable
 from masterd.errors import InvalidField
-from masterd.events import WorkAvailable
+from masterd.events import AgentReady, SlotFreed, WorkAvailable
 from masterd.jobs import lifecycle
 from masterd.schema import DEFAULT_LIMITS, InputLimits, printable
 
@@ -369,7 +369,7 @@ class TalkbackConnection:
         if isinstance(message, m.Limits):
             assert self.session is not None
             await self.registry.store.agentLimits(self.agentID, self.session, message)
-            self.registry.onAgentReady(self.agentID)
+            self.registry.events.publish(AgentReady(self.agentID))
         elif isinstance(message, m.AgentException):
             await self.registry.store.exception(self.agentID, message.message, message.traceback)
 
@@ -402,7 +402,9 @@ class TalkbackConnection:
         if update.state != "running":
             # Applied or not, the agent no longer runs it: its slot is free,
             # and a claim in the same transaction as this report may fill it.
-            self.registry.onTaskFinished(agentID, update.task_id, update.state == "failed")
+            self.registry.events.publish(
+                SlotFreed(agentID, update.task_id, update.state == "failed")
+            )
 
         def reported(result: UpdateResult) -> None:
             if update.state == "running":
@@ -504,4 +506,4 @@ class TalkbackConnection:
             self.send(m.operatorLimits(welcome.operator_limits))
         for taskID, attempt in welcome.cancel:
             self.sendCancel(taskID, attempt, "not this agent's attempt")
-        self.registry.onAgentReady(hello.agent_id)
+        self.registry.events.publish(AgentReady(hello.agent_id))

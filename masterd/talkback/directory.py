@@ -189,13 +189,10 @@ class AgentDirectory:
             )
             document = await self._get(txn, agentID)
             limits = msgspec.to_builtins(document.operator_limits) if "limits" in changes else None
-            await self._events.notify(txn, [AgentChanged(agentID, limits)])
+            await self._events.announce(txn, AgentChanged(agentID, limits))
             return document
 
-        document = await self._pool.transaction(work)
-        limits = msgspec.to_builtins(document.operator_limits) if "limits" in changes else None
-        self._events.publish(AgentChanged(agentID, limits))
-        return document
+        return await self._pool.transaction(work)
 
     async def delete(self, agentID: str) -> None:
         async def work(txn: Transaction) -> None:

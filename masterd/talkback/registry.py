@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from masterd.events import AgentChanged, AgentMoved, EventBus, TaskCanceled
+from masterd.events import AgentChanged, AgentGone, AgentMoved, EventBus, TaskCanceled
 from masterd.service import LoopWatcher, Periodic
 
 from .messages import operatorLimits
@@ -74,16 +73,6 @@ class AgentRegistry:
         #: Connections heard from since the last flush; what they said is
         #: kept on them (nothing new is allocated per heartbeat).
         self._dirty: set[TalkbackConnection] = set()
-        #: Called with an agent id when it joins, and when a slot of it may
-        #: have come free (the scheduler offers work then).
-        self.onAgentReady: Callable[[str], object] = lambda agentID: None
-        #: Called with an agent id when its connection is gone.
-        self.onAgentGone: Callable[[str], object] = lambda agentID: None
-        #: Called with an agent id and a task id when the agent reported the
-        #: task finished (done, failed or rejected), its slot free again.
-        self.onTaskFinished: Callable[[str, int, bool], object] = lambda agentID, taskID, failed: (
-            None
-        )
         events.subscribe(TaskCanceled, self._taskCanceled)
         events.subscribe(AgentMoved, self._agentMoved)
         events.subscribe(AgentChanged, self._limitsChanged)
@@ -141,7 +130,7 @@ class AgentRegistry:
             return False
         del self.connections[agentID]
         self.stats.connected = len(self.connections)
-        self.onAgentGone(agentID)
+        self.events.publish(AgentGone(agentID))
         return True
 
     def seen(self, connection: TalkbackConnection, usage: dict[str, Any] | None = None) -> None:

@@ -117,7 +117,7 @@ class AgentStore:
             }
             if previous and previous[0][1] is not None and self._events is not None:
                 # The master holding the older connection closes it.
-                await self._events.notify(txn, [AgentMoved(hello.agent_id, str(previous[0][1]))])
+                await self._events.announce(txn, AgentMoved(hello.agent_id, str(previous[0][1])))
             listed = hello.runningTasks()
             requeued = sorted(active - listed)
             for taskID, attempt in requeued:
