@@ -79,6 +79,36 @@ class ProcessTests(TestCase):
 
         return Deferred.fromCoroutine(run())
 
+    def test_takesOverAfterKill(self) -> Deferred[None]:
+        """
+        A master killed with -9 leaves its embedded PostgreSQL running; the
+        next master takes that server over, and its own clean stop shuts it
+        down: no postgres process is left.
+        """
+
+        async def run() -> None:
+            config = writeConfig(self.directory)
+            dataDir = self.directory / "pgdata"
+            master = self.start(config)
+            port = await master.waitForPort()
+            await _waitReady(f"http://127.0.0.1:{port}")
+            pid = postmasterPID(dataDir)
+            assert pid is not None
+            master.process.kill()
+            await master.wait()
+            self.assertTrue(alive(pid), "PostgreSQL should outlive a killed master")
+            again = self.start(config)
+            port = await again.waitForPort()
+            await _waitReady(f"http://127.0.0.1:{port}")
+            self.assertEqual(postmasterPID(dataDir), pid, "taken over, not restarted")
+            self.assertIn("this master takes it over", again.log())
+            again.terminate()
+            self.assertIn(await again.wait(), (0, -signal.SIGTERM), again.log())
+            self.assertFalse(alive(pid), "the embedded PostgreSQL is still running")
+            self.assertIsNone(postmasterPID(dataDir))
+
+        return Deferred.fromCoroutine(run())
+
     def test_badConfig(self) -> Deferred[None]:
         """
         Every problem on its own line, naming file and key; exit status 2; no

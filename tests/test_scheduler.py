@@ -372,3 +372,58 @@ class ServiceTests(Base):
         self.assertIn(TaskCanceled(task["task_id"], task["attempt"], AGENT,
                                    "not reported running in time"), canceled)  # fmt: skip
         self.assertEqual(transport.sent[0]["type"], "cancel")
+
+
+class SlotRepairTests(ServiceTests):
+    async def test_reportsDuringTheLoad(self) -> None:
+        """
+        An agent that reconnects with a task and reports it done before
+        the scheduler has loaded its slots (the load read the task still
+        running) is not left believed busy: it gets the queued work.
+        """
+        await self.setUpScheduler()
+        await self.api.submit(frames="1-3", command=["render", "{frame}"])
+        _, transport = await self.joined()  # max_tasks 2
+        await self.settle()
+        first, second = self.assigned(transport)
+        # Written, but never heard by the scheduler: as when the load of a
+        # reconnected agent's slots read them before the reports were.
+        for task in (first, second):
+            await self.api.pool.transaction(
+                lambda txn, t=task: lifecycle.done(txn, AGENT, t["task_id"], t["attempt"])
+            )
+        self.assertEqual(len(self.scheduler.agents[AGENT].running), 2)
+        # The sweep finds the difference, says so, and repairs it.
+        self.clock.advance(5)
+        await self.settle()
+        self.assertEqual([t["frames"] for t in self.assigned(transport)], [[3]])
+        self.assertEqual(self.scheduler.stats.slotRepairs, 1)
+        self.flushLoggedErrors()
+
+    async def test_freedBeforeTheLoad(self) -> None:
+        """
+        A final report heard while the agent's slots are being loaded frees
+        its slot once they are, whatever the load read.
+        """
+        await self.setUpScheduler()
+        await self.api.submit(frames="1-2")
+        _, transport = await self.joined()
+        await self.settle()
+        first, _ = self.assigned(transport)
+        # The task is still running in the database; its report is on its way.
+        self.scheduler.taskFinished(AGENT, first["task_id"])
+        self.scheduler.agentJoined(AGENT)
+        await self.settle()
+        self.assertNotIn(first["task_id"], self.scheduler.agents[AGENT].running)
+        self.assertEqual(len(self.scheduler.agents[AGENT].running), 1)
+
+    async def test_agreeingSlotsLeftAlone(self) -> None:
+        await self.setUpScheduler()
+        await self.api.submit(frames="1-2")
+        _, transport = await self.joined()
+        await self.settle()
+        self.assertEqual(len(self.assigned(transport)), 2)
+        self.clock.advance(5)
+        await self.settle()
+        self.assertEqual(self.scheduler.stats.slotRepairs, 0)
+        self.assertEqual(len(self.scheduler.agents[AGENT].running), 2)

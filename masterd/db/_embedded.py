@@ -1,10 +1,20 @@
 """
 The embedded PostgreSQL server (pgserver), so that a new user needs nothing
 but pip. Production points C{database.dsn} at a real server instead.
+
+pgserver keeps the pids of the processes using a server in
+C{.handle_pids.json} and stops the server when the last of them lets go. A
+master killed with -9 never lets go: its pid stayed in the list, the next
+master took it for a live owner, and no later clean stop shut the server
+down. Before taking a server, a master now drops the pids of processes
+that are gone, so that it takes over a server a dead master left running,
+and stops it on its own clean stop.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +27,35 @@ from masterd.service import FatalStartError, StagedService
 log = Logger()
 
 DATABASE_NAME = "masterd"
+
+
+HANDLES = ".handle_pids.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pruneDeadHandles(dataDir: Path) -> list[int]:
+    """
+    Drop from pgserver's list of a server's users the processes that are
+    gone; return the pids dropped.
+    """
+    path = dataDir / HANDLES
+    try:
+        pids = [int(p) for p in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+    gone = [pid for pid in pids if not _alive(pid)]
+    if gone:
+        path.write_text(json.dumps([pid for pid in pids if pid not in gone]))
+    return gone
 
 
 def _startServer(dataDir: Path) -> tuple[Any, str]:
@@ -35,6 +74,14 @@ def _startServer(dataDir: Path) -> tuple[Any, str]:
     import psycopg2
 
     dataDir.parent.mkdir(parents=True, exist_ok=True)
+    gone = pruneDeadHandles(dataDir)
+    if gone:
+        log.warn(
+            "the embedded PostgreSQL in {dataDir} was left by processes that are gone"
+            " ({pids}); this master takes it over",
+            dataDir=str(dataDir),
+            pids=", ".join(map(str, gone)),
+        )
     server = get_server(dataDir, cleanup_mode="stop")
     info = server.get_postmaster_info()
     host = str(info.socket_dir) if info.socket_dir is not None else "127.0.0.1"

@@ -80,6 +80,25 @@ class AgentSlots:
         )
 
 
+async def activeTasks(
+    txn: Transaction, agentIDs: list[str]
+) -> dict[str, dict[int, tuple[int, int, int]]]:
+    """
+    What the database says each agent runs (assigned or running), with the
+    requirements of each task's job.
+    """
+    rows = await txn.query(
+        "SELECT t.agent_id, t.id, j.req_cpus, j.req_ram_mb, j.req_gpus FROM tasks t"
+        " JOIN jobs j ON j.id = t.job_id"
+        " WHERE t.agent_id = ANY (%s::uuid[]) AND t.state IN ('assigned', 'running')",
+        (agentIDs,),
+    )
+    found: dict[str, dict[int, tuple[int, int, int]]] = {}
+    for agentID, taskID, cpus, ram, gpus in rows:
+        found.setdefault(str(agentID), {})[taskID] = (cpus, ram, gpus)
+    return found
+
+
 async def loadSlots(txn: Transaction, agentID: str) -> AgentSlots | None:
     rows = await txn.query(
         "SELECT enabled, max_tasks, agent_limits, operator_limits, cpus, ram_mb, gpus,"
@@ -135,6 +154,9 @@ class Scheduler(StagedService):
         self.clock = clock
         self.settings = settings
         self.agents: dict[str, AgentSlots] = {}
+        #: Tasks each agent reported finished since the last check of the
+        #: slots: their reports may not be written yet.
+        self._freed: dict[str, set[int]] = {}
         self._wanted: set[str] = set()
         #: A claim waits in the batcher; it will take every offer made
         #: until its transaction runs.
@@ -174,6 +196,11 @@ class Scheduler(StagedService):
             if slots is None or agentID not in self.registry.connections:
                 self.agents.pop(agentID, None)
                 return
+            # Reported finished while the load was on its way (a reconnected
+            # agent sends its final reports at once): their slots are free
+            # even if the load read them before the reports were written.
+            for taskID in self._freed.get(agentID, ()):
+                slots.running.pop(taskID, None)
             self.agents[agentID] = slots
             self.offer(agentID)
 
@@ -183,9 +210,12 @@ class Scheduler(StagedService):
 
     def agentGone(self, agentID: str) -> None:
         self.agents.pop(agentID, None)
+        self._freed.pop(agentID, None)
         self._wanted.discard(agentID)
 
     def taskFinished(self, agentID: str, taskID: int, failed: bool = False) -> None:
+        if agentID in self.registry.connections:
+            self._freed.setdefault(agentID, set()).add(taskID)
         slots = self.agents.get(agentID)
         if slots is None:
             return
@@ -267,6 +297,9 @@ class Scheduler(StagedService):
     def _assigned(self, agentID: str, assignments: list[lifecycle.Assignment]) -> None:
         slots = self.agents.get(agentID)
         connection = self.registry.connections.get(agentID)
+        freed = self._freed.get(agentID)
+        if freed:
+            freed.difference_update(a.task_id for a in assignments)
         if slots is not None:
             for a in assignments:
                 slots.running[a.task_id] = a.requirements
@@ -335,4 +368,48 @@ class Scheduler(StagedService):
             # Not the agent's any more, and it may never have heard of it:
             # its slot is free now.
             self.taskFinished(agentID, taskID)
+        await self.checkSlots()
         self.offerAll()
+
+    async def checkSlots(self) -> None:
+        """
+        Hold what each agent runs, as this master believes, against the
+        database, and repair a difference (logged and counted): a slot
+        believed taken for good would keep an idle agent from work.
+
+        The query goes through the batcher, so that every claim is either
+        in the database it reads or not yet in memory when it is compared.
+        Tasks reported finished since the last check are left alone: their
+        reports may still be on their way to the database.
+        """
+        agentIDs = sorted(self.agents)
+        if not agentIDs:
+            return
+        try:
+            actual = await self.batcher.submit(lambda txn: activeTasks(txn, agentIDs))
+        except DatabaseUnavailable:
+            return
+        freed, self._freed = self._freed, {}
+        for agentID in agentIDs:
+            slots = self.agents.get(agentID)
+            if slots is None:
+                continue
+            truth = actual.get(agentID, {})
+            recent = freed.get(agentID, set())
+            stale = sorted(t for t in slots.running if t not in truth)
+            missing = sorted(t for t in truth if t not in slots.running and t not in recent)
+            if not stale and not missing:
+                continue
+            self.stats.slotRepairs += 1
+            log.warn(
+                "agent {agentId}: believed to run {stale} (not so in the database) and not"
+                " {missing} (so in the database); repaired",
+                agentId=agentID,
+                stale=stale,
+                missing=missing,
+            )
+            for taskID in stale:
+                del slots.running[taskID]
+            for taskID in missing:
+                slots.running[taskID] = truth[taskID]
+            self._wanted.add(agentID)

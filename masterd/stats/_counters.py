@@ -154,6 +154,8 @@ class SchedulingStats:
     largest: int = 0
     claims: int = 0
     assigned: int = 0
+    #: Agents whose slots the sweep found wrong (and repaired).
+    slotRepairs: int = 0
 
     def batch(self, operations: int, seconds: float) -> None:
         self.batches += 1
@@ -171,6 +173,7 @@ class SchedulingStats:
             "avg_batch_ms": round(_average(self.seconds, self.batches) * 1000, 3),
             "claims": self.claims,
             "tasks_assigned": self.assigned,
+            "slot_repairs": self.slotRepairs,
         }
 
 
