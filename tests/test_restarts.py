@@ -6,6 +6,8 @@ master that is not ready says so (and only so), and comes up ready.
 from __future__ import annotations
 
 import json
+import random
+import signal
 import socket
 import time
 import uuid
@@ -21,8 +23,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.websocket import ConnectionRejected, WebSocketClientEndpoint, WebSocketTransport
 
-from ._process import MasterProcess
-from .test_e2e import ADMIN, AGENT_TOKEN, farmConfig
+from ._process import MasterProcess, alive, postmasterPID
+from .test_e2e import ADMIN, AGENT_TOKEN, AgentProcess, farmConfig
 
 
 def freePort() -> int:
@@ -148,3 +150,148 @@ class ReadyMeansReadyTests(TestCase):
         names = [m["name"] for m in json.loads(await response.content())["items"]]
         self.assertIn("proc-master", names)
         self.assertNotIn("Traceback", master.log())
+
+
+class RestartTests(TestCase):
+    """
+    The promise: any master may die or restart at any moment and the farm
+    carries on.
+    """
+
+    timeout = 900
+
+    async def call(self, path: str) -> tuple[int, Any]:
+        try:
+            response = await treq.get(
+                self.base + path, headers={"Authorization": [f"Bearer {ADMIN}"]},
+                persistent=False,
+            )  # fmt: skip
+            content = await response.content()
+        except Exception as e:
+            return 0, str(e)
+        try:
+            return response.code, json.loads(content)
+        except ValueError:
+            return response.code, content
+
+    async def until(self, what: str, check: Any, timeout: float) -> float:
+        began = time.monotonic()
+        while True:
+            if await check():
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout:
+                raise AssertionError(f"{what}: not within {timeout:.0f} s\n"
+                                     f"{self.master.log()[-4000:]}")  # fmt: skip
+            await deferLater(reactor, 0.1)
+
+    def launch(self) -> MasterProcess:
+        self.master = MasterProcess(self.config, self.directory)
+        self.addCleanup(self.master.kill)
+        return self.master
+
+    async def stop(self, kill: bool) -> None:
+        if kill:
+            self.master.process.kill()
+        else:
+            self.master.terminate()
+        code = await self.master.wait(90)
+        if not kill:
+            self.assertIn(code, (0, -signal.SIGTERM), self.master.log()[-3000:])
+
+    async def test_twentyRestarts(self) -> None:
+        """
+        A master and two reference agents; the master is restarted twenty
+        times (SIGTERM, and kill -9 every third time, and now and then in
+        the middle of its start). After every restart both agents are
+        connected again within their backoff cap plus 5 s, and busy again
+        within a sweep while work is queued; the job running across all the
+        restarts completes with every frame done exactly once; after the
+        last clean stop no postgres process is left.
+        """
+        rng = random.Random(20261201)
+        self.directory = Path(self.mktemp()).resolve()
+        self.directory.mkdir(parents=True)
+        port = freePort()
+        self.base = f"http://127.0.0.1:{port}"
+        # A lost grace longer than any restart: no task may run twice.
+        self.config = farmConfig(
+            self.directory,
+            http={"listen": [f"tcp:{port}:interface=127.0.0.1"], "access_log": False},
+            talkback={"heartbeat_s": 1, "agent_timeout_s": 4, "lost_grace_s": 300,
+                      "reap_interval_s": 0.5},
+            scheduler={"sweep_s": 1, "assign_timeout_s": 120},
+        )  # fmt: skip
+        self.launch()
+        await self.until("ready", self.ready, 60)
+        agents = [AgentProcess(self.directory, f"agent{i}", self.base) for i in range(2)]
+        for agent in agents:
+            self.addCleanup(agent.stop)
+        out = self.directory / "frames"
+        out.mkdir()
+        frames = 160
+        code, job = await self.post("/api/v1/jobs", {
+            "title": "across restarts", "frames": f"1-{frames}",
+            "command": ["sh", "-c", f"echo $MASTERD_ATTEMPT >> {out}/{{frame}}; sleep 0.5"],
+        })  # fmt: skip
+        self.assertEqual(code, 201, job)
+        self.jobID = job["id"]
+        await self.until("both agents connected", self.bothConnected, 60)
+        backoffCap = 30.0
+        for i in range(20):
+            await deferLater(reactor, rng.uniform(0.2, 2.0))
+            await self.stop(kill=i % 3 == 2)
+            self.launch()
+            if i % 5 == 4:
+                # In the middle of its start: stopped again before it is ready.
+                await deferLater(reactor, rng.uniform(0.0, 1.5))
+                await self.stop(kill=i % 2 == 1)
+                self.launch()
+            await self.until(f"restart {i + 1}: ready", self.ready, 60)
+            await self.until(f"restart {i + 1}: both agents back", self.bothConnected,
+                             backoffCap + 5)  # fmt: skip
+            if await self.queued():
+                await self.until(f"restart {i + 1}: both agents busy", self.bothBusy, 1 + 3)
+        await self.until("the job done", self.jobDone, 300)
+        counts = {int(p.name): len(p.read_text().splitlines()) for p in out.iterdir()}
+        self.assertEqual(sorted(counts), list(range(1, frames + 1)))
+        twice = {frame: n for frame, n in counts.items() if n != 1}
+        self.assertEqual(twice, {}, "frames run more than once")
+        pid = postmasterPID(self.directory / "pgdata")
+        await self.stop(kill=False)
+        self.assertIsNone(postmasterPID(self.directory / "pgdata"))
+        if pid is not None:
+            self.assertFalse(alive(pid), "a postgres process is left")
+        for agent in agents:
+            log = agent.logPath.read_text()
+            at = log.find("Traceback")
+            self.assertEqual(at, -1, log[max(0, at - 2000) : at + 2000])
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        response = await treq.post(
+            self.base + path, json=body, headers={"Authorization": [f"Bearer {ADMIN}"]},
+            persistent=False,
+        )  # fmt: skip
+        return response.code, json.loads(await response.content())
+
+    async def ready(self) -> bool:
+        code, _ = await self.call("/readyz")
+        return code == 200
+
+    async def bothConnected(self) -> bool:
+        code, body = await self.call("/api/v1/master")
+        return code == 200 and body.get("talkback", {}).get("agents_connected") == 2
+
+    async def queued(self) -> int:
+        code, body = await self.call(f"/api/v1/jobs/{self.jobID}")
+        return int(body["tasks"]["queued"]) if code == 200 else 0
+
+    async def bothBusy(self) -> bool:
+        code, body = await self.call(f"/api/v1/jobs/{self.jobID}")
+        if code != 200:
+            return False
+        tasks = body["tasks"]
+        return bool(tasks["running"] + tasks["assigned"] >= 2 or tasks["queued"] == 0)
+
+    async def jobDone(self) -> bool:
+        code, body = await self.call(f"/api/v1/jobs/{self.jobID}")
+        return code == 200 and body["state"] == "done"

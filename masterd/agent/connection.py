@@ -28,6 +28,7 @@ from twisted.web.websocket import (
     WebSocketClientEndpoint,
     WebSocketTransport,
 )
+from wsproto.utilities import LocalProtocolError
 
 from .runner import Runner
 from .usage import hardware, usage
@@ -179,8 +180,15 @@ class _Talkback:
         self._heartbeat = self.agent.clock.callLater(interval, self._beat, interval)
 
     def sendNow(self, message: dict[str, Any]) -> None:
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        try:
             self.transport.sendTextMessage(json.dumps(message))
+        except LocalProtocolError:
+            # The master's close frame has arrived and the TCP connection is
+            # about to go: what was not sent is sent again on the next one
+            # (final reports stay until acknowledged).
+            pass
 
     def flush(self) -> None:
         """
