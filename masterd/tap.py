@@ -158,7 +158,10 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         stats,
     )
     scheduler.setServiceParent(root)
-    notifier = Notifier(reactor, dsn, events, onResync=scheduler.resync)
+    notifier = Notifier(
+        reactor, dsn, events, onResync=scheduler.resync,
+        connectTimeout=config.database.connect_timeout_s,
+    )  # fmt: skip
     notifier.setServiceParent(root)
     cluster = MasterRegistry(
         database.pool,
@@ -173,6 +176,9 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     api.cluster = cluster
     readiness.cluster = cluster
     database.onReady.append(cluster.beatNow)
+    # Back from an outage or a failover: hints may have been missed while
+    # the database was away, as while the listening connection was.
+    database.onReady.append(scheduler.resync)
     cluster.setServiceParent(root)
     return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
 

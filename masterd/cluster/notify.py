@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import psycopg2
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -24,6 +23,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from txpostgres import txpostgres
 
+from masterd.db import connect, forget
 from masterd.events import CHANNEL, EventBus, decode
 from masterd.service import StagedService
 
@@ -34,10 +34,11 @@ class _Listening(txpostgres.Connection):  # type: ignore[misc]
     onLost: Callable[[], None] = staticmethod(lambda: None)
 
     def doRead(self) -> None:
+        fd = self.fileno()
         try:
             super().doRead()
-        except psycopg2.Error:
-            self.reactor.removeReader(self)
+        except Exception:
+            forget(self.reactor, self, fd)
             self.onLost()
 
     def connectionLost(self, reason: Any) -> None:
@@ -55,12 +56,14 @@ class Notifier(StagedService):
         events: EventBus,
         onResync: Callable[[], object] = lambda: None,
         maxDelay: float = 10.0,
+        connectTimeout: float = 5.0,
     ) -> None:
         self.reactor = reactor
         self.dsn = dsn
         self.events = events
         self.onResync = onResync
         self.maxDelay = maxDelay
+        self.connectTimeout = connectTimeout
         self.connection: _Listening | None = None
         self.listening = False
         self.received = 0
@@ -103,9 +106,14 @@ class Notifier(StagedService):
             self._loop = None
 
     async def _listen(self) -> None:
-        connection = _Listening(reactor=self.reactor)
+        connection = await connect(
+            self.reactor,
+            self.dsn(),
+            lambda: _Listening(reactor=self.reactor),
+            self.connectTimeout,
+            application_name="masterd-listen",
+        )
         connection.onLost = lambda: self._lost(connection)
-        await connection.connect(self.dsn(), application_name="masterd-listen")
         connection.addNotifyObserver(self._heard)
         await connection.runOperation(f"LISTEN {CHANNEL}")
         self.connection = connection

@@ -4,6 +4,7 @@ server and the service that keeps them connected.
 """
 
 from ._batch import Batcher
+from ._connect import ConnectFailed, connect, forget
 from ._embedded import EmbeddedPostgresService
 from ._migrate import MIGRATION_LOCK, Migration, migrate, packagedMigrations
 from ._pool import DatabaseUnavailable, Pool, Transaction
@@ -12,12 +13,15 @@ from ._service import DatabaseService
 __all__ = [
     "MIGRATION_LOCK",
     "Batcher",
+    "ConnectFailed",
     "DatabaseService",
     "DatabaseUnavailable",
     "EmbeddedPostgresService",
     "Migration",
     "Pool",
     "Transaction",
+    "connect",
+    "forget",
     "migrate",
     "packagedMigrations",
 ]

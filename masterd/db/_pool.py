@@ -22,6 +22,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from txpostgres import txpostgres
 
+from ._connect import ConnectFailed, connect, forget
+
 T = TypeVar("T")
 
 log = Logger()
@@ -51,10 +53,13 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
     onIdleLoss: Callable[[_Connection], None] = staticmethod(lambda conn: None)
 
     def doRead(self) -> None:
+        fd = self.fileno()
         try:
             super().doRead()
-        except psycopg2.Error:
-            self.reactor.removeReader(self)
+        except Exception:
+            # psycopg2's error, or the reactor's when txpostgres asks it to
+            # watch the descriptor libpq has just closed.
+            forget(self.reactor, self, fd)
             self.onIdleLoss(self)
 
 
@@ -153,28 +158,28 @@ class Pool:
         return self._size - len(self._idle)
 
     async def _connect(self) -> txpostgres.Connection:
-        conn = _Connection(reactor=self._reactor)
-        conn.onIdleLoss = self._idleLost
+        def factory() -> _Connection:
+            conn = _Connection(reactor=self._reactor)
+            conn.onIdleLoss = self._idleLost
+            return conn
+
         options = f"-c statement_timeout={int(self._statementTimeout * 1000)}"
         started = time.perf_counter()
         dsn = self._dsn if isinstance(self._dsn, str) else self._dsn()
-        connecting = conn.connect(
-            dsn,
-            connect_timeout=max(1, int(self._connectTimeout)),
-            options=options,
-            application_name="masterd",
-        )
         # libpq's connect_timeout does not cover every stage of an
         # asynchronous connection, so the reactor enforces it too.
-        connecting.addTimeout(self._connectTimeout, self._reactor)
         try:
-            await connecting
-        except DeferredTimeout:
-            _closeQuietly(conn)
-            raise DatabaseUnavailable("timed out connecting to the database") from None
-        except psycopg2.Error as e:
-            _closeQuietly(conn)
-            raise DatabaseUnavailable(f"cannot connect to the database: {_firstLine(e)}") from e
+            conn = await connect(
+                self._reactor,
+                dsn,
+                factory,
+                self._connectTimeout,
+                connect_timeout=max(1, int(self._connectTimeout)),
+                options=options,
+                application_name="masterd",
+            )
+        except ConnectFailed as e:
+            raise DatabaseUnavailable(f"cannot connect to the database: {e}") from None
         self._onQuery(time.perf_counter() - started)
         return conn
 

@@ -328,7 +328,13 @@ class Scheduler(StagedService):
             return [(str(r[0]), r[1], r[2], r[3]) for r in rows]
 
         async def run() -> None:
-            for agentID, taskID, attempt, _ in await self.batcher.submit(closed):
+            try:
+                found = await self.batcher.submit(closed)
+            except DatabaseUnavailable as e:
+                # The database's return calls resync again (tap.py).
+                log.warn("resynchronising waits for the database: {why}", why=str(e))
+                return
+            for agentID, taskID, attempt, _ in found:
                 self.events.publish(TaskCanceled(taskID, attempt, agentID, "canceled"))
             self.offerAll()
 
