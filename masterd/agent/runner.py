@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorT
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
+from masterd._process import processAlive
 from masterd.service import Periodic
 
 log = Logger()
@@ -52,23 +53,6 @@ class _Quiet(ProcessProtocol):
 
     def processEnded(self, reason: Any) -> None:
         self.onEnd()
-
-
-def processAlive(pid: int) -> bool:
-    """
-    Is there a live process C{pid}? (A zombie answers kill(0), yet it has
-    exited.)
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 class Runner:

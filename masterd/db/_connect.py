@@ -87,17 +87,17 @@ async def connect(
             problems.append(str(e))
             continue
         except psycopg2.Error as e:
-            _close(conn)
-            problems.append(_firstLine(e))
+            closeQuietly(conn)
+            problems.append(firstLine(e))
             continue
         try:
             readOnly = writable and await _readOnly(conn)
         except psycopg2.Error as e:
-            _close(conn)
-            problems.append(_firstLine(e))
+            closeQuietly(conn)
+            problems.append(firstLine(e))
             continue
         if readOnly:
-            _close(conn)
+            closeQuietly(conn)
             problems.append(f"{_where(one)} is read-only (a standby?)")
             continue
         return conn
@@ -118,7 +118,7 @@ async def _within(reactor: IReactorTime, conn: Any, attempt: Deferred[Any], time
     def late() -> None:
         if not result.called:
             result.errback(ConnectFailed(f"no connection within {timeout:g} s"))
-            _close(conn)
+            closeQuietly(conn)
 
     attempt.addCallbacks(connected, failed)
     timer = reactor.callLater(timeout, late)
@@ -176,13 +176,13 @@ def _where(dsn: str) -> str:
     return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
 
 
-def _close(conn: Any) -> None:
+def closeQuietly(conn: Any) -> None:
     try:
         conn.close()
     except Exception:
         pass
 
 
-def _firstLine(error: BaseException) -> str:
+def firstLine(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -14,7 +14,6 @@ and stops it on its own clean stop.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from masterd._process import processAlive
 from masterd.service import FatalStartError, StagedService
 
 log = Logger()
@@ -30,16 +30,6 @@ DATABASE_NAME = "masterd"
 
 
 HANDLES = ".handle_pids.json"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def pruneDeadHandles(dataDir: Path) -> list[int]:
@@ -52,7 +42,7 @@ def pruneDeadHandles(dataDir: Path) -> list[int]:
         pids = [int(p) for p in json.loads(path.read_text())]
     except (OSError, ValueError, TypeError):
         return []
-    gone = [pid for pid in pids if not _alive(pid)]
+    gone = [pid for pid in pids if not processAlive(pid)]
     if gone:
         path.write_text(json.dumps([pid for pid in pids if pid not in gone]))
     return gone

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from txpostgres import txpostgres
 
 from ._connect import ConnectFailed, connect, forget
+from ._connect import closeQuietly as _closeQuietly
 
 T = TypeVar("T")
 
@@ -342,15 +343,3 @@ class Pool:
             drained, self._drained = self._drained, []
             for d in drained:
                 d.callback(None)
-
-
-def _closeQuietly(conn: txpostgres.Connection) -> None:
-    try:
-        conn.close()
-    except Exception:
-        pass
-
-
-def _firstLine(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
