@@ -69,6 +69,41 @@ class AgentHTTPTests(Base):
         )
         self.assertEqual((await self.api.ok("GET", f"/api/v1/agents/{AGENT}/tasks"))["items"], [])
 
+    async def test_agentRefsCarryHostname(self) -> None:
+        """
+        Wherever a task, an attempt, an assignment or a blocklist names an
+        agent, its hostname comes with its id (to tell agents apart); null
+        once the agent is deleted.
+        """
+        await self.setUpTalkback()
+        connection, _ = await self.joined()
+        a, _ = await self.assign(frames="1-2")
+        ref = {"id": AGENT, "href": f"/api/v1/agents/{AGENT}", "hostname": f"node-{AGENT[:4]}"}
+        self.assertEqual((await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}"))["agent"], ref)
+        for href in (f"/api/v1/assignments?agent={AGENT}", f"/api/v1/agents/{AGENT}/tasks",
+                     f"/api/v1/jobs/{a.job_id}/tasks"):  # fmt: skip
+            items = (await self.api.ok("GET", href))["items"]
+            self.assertEqual([t["agent"] for t in items], [ref, ref], href)
+        await self.say(connection, {"type": "task_update", "task_id": a.task_id,
+                                    "attempt": a.attempt, "state": "failed",
+                                    "exit_code": 1})  # fmt: skip
+        [attempt] = (await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}/attempts"))["items"]
+        self.assertEqual(attempt["agent"], ref)
+        [failure] = (await self.api.ok("GET", f"/api/v1/agents/{AGENT}/failures"))["items"]
+        self.assertEqual(failure["agent"], ref)
+        await self.api.pool.query(
+            "INSERT INTO job_blocklist (job_id, agent_id, failures, blocked)"
+            " VALUES (%s, %s, 3, true)",
+            (a.job_id, AGENT),
+        )
+        job = await self.api.ok("GET", f"/api/v1/jobs/{a.job_id}")
+        self.assertEqual(job["blocklist"], [{"agent": ref, "failures": 3}])
+        connection.connectionLost(Failure(ConnectionError("bye")))
+        await connection.drained()
+        self.assertEqual((await self.api.call("DELETE", f"/api/v1/agents/{AGENT}")).code, 204)
+        [attempt] = (await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}/attempts"))["items"]
+        self.assertEqual(attempt["agent"], dict(ref, hostname=None))
+
     async def test_failuresAndJobsInPages(self) -> None:
         """
         An agent's failures and jobs grow without bound: they come in pages,

@@ -8,9 +8,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +20,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from masterd.client import Client, Job, MasterdError
+from masterd.client._output import bytes_text, command_text, usage_text
 from masterd.client._watch import HEARTBEAT_S, progress_line
 from masterd.client.cli import Runtime, run, split_command
 from masterd.client.cli import main as cliMain
@@ -85,6 +88,18 @@ class Base(SynchronousTestCase):
     def run_(self, *argv: str, tty: bool = False) -> tuple[int, str, str]:
         return self.terminal.run(*argv, tty=tty)
 
+    def timeline(self, *steps: tuple[float, Any]) -> Callable[[], Any]:
+        """
+        A reply that changes with the fake clock: each step's reply from its
+        time on (seconds from now).
+        """
+        start = self.terminal.time
+
+        def reply() -> Any:
+            return [r for at, r in steps if self.terminal.time - start >= at][-1]
+
+        return reply
+
     def assertFails(self, argv: list[str], status: int, message: str | None = None) -> str:
         """
         masterctl exits with C{status} and no traceback; for status 1 its
@@ -144,6 +159,29 @@ class ArgumentTests(Base):
         err = self.assertFails(["submit", "--title", "t", "--frames", "1-4"], 2)
         self.assertIn("give the command after --", err)
         self.assertFails(["submit", "--title", "t", "--frames", "1-4", "--"], 2)
+
+    def test_commandWithoutDashDash(self) -> None:
+        """
+        A job's command given without its --: one line that says where it
+        goes, status 2, and no request.
+        """
+        code, out, err = self.run_("submit", "--title", "t", "--frames", "1-3", "render", "{frame}")
+        self.assertEqual((code, out), (2, ""))
+        self.assertEqual(
+            err, "masterctl: put the command after --: masterctl submit ... -- render '{frame}'\n"
+        )
+        err = self.assertFails(["submit", "--frames", "1", "render", "-f", "{frame}", "s 1"], 2)
+        self.assertEqual(
+            err,
+            "masterctl: put the command after --: masterctl submit ... -- render -f '{frame}'"
+            " 's 1'\n",
+        )
+        # Unknown options, and words for other commands, stay argparse's.
+        err = self.assertFails(["submit", "--frames", "1", "--bogus", "--", "r"], 2)
+        self.assertIn("masterctl: error: unrecognized arguments: --bogus", err)
+        err = self.assertFails(["jobs", "extra"], 2)
+        self.assertIn("masterctl: error: unrecognized arguments: extra", err)
+        self.assertEqual(self.opener.sent, [])
 
     def test_dashDashOnlyForSubmit(self) -> None:
         err = self.assertFails(["jobs", "--", "x"], 2)
@@ -239,7 +277,7 @@ class SubmitTests(Base):
             "--",
         )
         self.assertEqual((code, err), (0, ""))
-        self.assertEqual(out, "submitted job 42: shot 10 beauty (40 tasks, queued)\n")
+        self.assertEqual(out, "submitted job 42: 'shot 10 beauty' (40 tasks, queued)\n")
         self.assertEqual(
             self.opener.sent[0].body,
             {
@@ -272,6 +310,21 @@ class SubmitTests(Base):
         self.run_("submit", "--frames", "1", "--", "render", "x" * 300)
         title = self.opener.sent[-1].body["title"]
         self.assertEqual((len(title), title[:7], title[-1]), (200, "render ", "…"))
+
+    def test_titleQuoted(self) -> None:
+        """
+        In the line of other fields, a title reads as one: shell-quoted when
+        it holds a space or a quote, on one line whatever it holds.
+        """
+        for title, shown in [
+            ("shot9", "shot9"),
+            ('shot "10" beauty', """'shot "10" beauty'"""),
+            ("it's", """'it'"'"'s'"""),
+            ("a\nb", "$'a\\nb'"),
+        ]:
+            self.opener.on("POST", "/api/v1/jobs", Reply(jobDoc(title=title, state="queued"), 201))
+            _, out, _ = self.run_("submit", "--title", title, "--frames", "1", "--", "r")
+            self.assertEqual(out, f"submitted job 42: {shown} (40 tasks, queued)\n")
 
     def test_someRequirements(self) -> None:
         self.run_("submit", "--title", "t", "--frames", "1", "--gpus", "2", "--", "r")
@@ -394,11 +447,11 @@ class ListTests(Base):
             out.splitlines(),
             [
                 "  ID  INDEX  STATE   FRAMES  ATTEMPT  PROGRESS  AGENT"
-                "                                 EXIT  ERROR",
+                "                                 HOSTNAME  EXIT  ERROR",
                 "9000      0  done    1-3,5         1      100%  -"
-                "                                        0  -",
+                "                                     -            0  -",
                 "9001      3  failed  7             2       40%  "
-                "6f1c0b9e-52a5-4d36-9a8f-0d1c2b3a4e5f     1  "
+                "6f1c0b9e-52a5-4d36-9a8f-0d1c2b3a4e5f  node-017     1  "
                 "exit status 1: Segmentation fault xxxxxxxxxxxxxxxxxxxxxxxxx…",
             ],
         )
@@ -443,16 +496,48 @@ class ShowTests(Base):
         code, out, _ = self.run_("job", "42")
         self.assertEqual(code, 0)
         lines = out.splitlines()
-        self.assertEqual(lines[0], "job 42: shot 10 beauty")
+        self.assertEqual(lines[0], "job 42: 'shot 10 beauty'")
         self.assertIn("state         running", lines)
         self.assertIn("priority      70 (weight 1)", lines)
         self.assertIn("progress      25%, 10/40 tasks done", lines)
-        self.assertIn("command       render -s {start} -e {end} scene.ma", lines)
+        self.assertIn("command       render -s '{start}' -e '{end}' scene.ma", lines)
         self.assertIn("requirements  8 cpus, 16000 MB ram, 0 gpus, tags linux,maya", lines)
         self.assertIn("parents       41", lines)
         self.assertIn("children      -", lines)
-        self.assertIn(f"blocklist     {AGENT} (3 failures)", lines)
+        self.assertIn(f"blocklist     {AGENT} (node-017), 3 failures", lines)
         self.assertIn("finished      -", lines)
+
+    def test_jobCommandAndEnvQuoted(self) -> None:
+        """
+        A command reads as one would type it (shlex.join), env pairs as
+        --env takes them.
+        """
+        command = ["sh", "-c", "echo rendering {start}-{end}; sleep 0.1"]
+        env = {"A": "b  c", "EMPTY": "", "OCIO": "/x.ocio"}
+        self.opener.on("GET", "/api/v1/jobs/42", jobDoc(title="sh -c", command=command, env=env))
+        _, out, _ = self.run_("job", "42")
+        lines = out.splitlines()
+        self.assertEqual(lines[0], "job 42: 'sh -c'")
+        self.assertIn("command       sh -c 'echo rendering {start}-{end}; sleep 0.1'", lines)
+        self.assertIn("env           'A=b  c' EMPTY= OCIO=/x.ocio", lines)
+
+    def test_commandText(self) -> None:
+        """
+        What masterctl prints of a command is what a shell reads back as
+        the same argv; on one line, whatever the arguments hold.
+        """
+        for argv in [
+            ["sh", "-c", "echo rendering {start}-{end}; sleep 0.1"],
+            ["render", "it's", 'say "hi"', "a  b", "", "$HOME", "*.exr", "-f", "{frame:04d}"],
+        ]:
+            self.assertEqual(shlex.split(command_text(argv)), argv)
+        self.assertEqual(
+            command_text(["sh", "-c", "echo rendering {start}-{end}; sleep 0.1"]),
+            "sh -c 'echo rendering {start}-{end}; sleep 0.1'",
+        )
+        self.assertEqual(
+            command_text(["printf", "a\nb\t'\\\x01"]), "printf $'a\\nb\\t\\'\\\\\\x01'"
+        )
 
     def test_jobJSON(self) -> None:
         self.opener.on("GET", "/api/v1/jobs/42", jobDoc())
@@ -465,8 +550,24 @@ class ShowTests(Base):
         code, out, _ = self.run_("task", "9001")
         self.assertEqual(code, 0)
         self.assertIn("task 9001: job 42, index 3", out)
-        self.assertIn("ATTEMPT  STATE   AGENT", out)
+        lines = out.splitlines()
+        # Agents are told apart by their hostname, beside the id.
+        self.assertIn(f"agent      {AGENT} (node-017)", lines)
+        self.assertIn(
+            "ATTEMPT  STATE   AGENT                                 HOSTNAME  STARTED", out
+        )
+        self.assertIn(f"      1  failed  {AGENT}  node-017  2026-11-28", out)
         self.assertIn("exit status 1", out)
+
+    def test_taskOwnCommandQuoted(self) -> None:
+        self.opener.on(
+            "GET", "/api/v1/tasks/9001", taskDoc(command=["render", "a b", "it's"], agent=None)
+        )
+        self.opener.on("GET", "/api/v1/tasks/9001/attempts", page([]))
+        _, out, _ = self.run_("task", "9001")
+        lines = out.splitlines()
+        self.assertIn("""command    render 'a b' 'it'"'"'s'""", lines)
+        self.assertIn("agent      -", lines)
 
     def test_taskRetry(self) -> None:
         self.opener.on("GET", "/api/v1/tasks/9001", taskDoc(state="failed"))
@@ -490,6 +591,45 @@ class ShowTests(Base):
         self.assertIn("current tasks:\n  ID  INDEX", out)
         self.assertIn("latest failures:\nnone", out)
 
+    def test_agentUsageReadable(self) -> None:
+        """
+        An agent's usage in units a person reads, os and version on lines
+        of their own.
+        """
+        href = f"/api/v1/agents/{AGENT}"
+        usage = {"cpu_percent": 12.2, "load_avg": [0.2, 0.4, 0.5], "ram_used_mb": 3174,
+                 "ram_free_mb": 20890, "disk_free_mb": 82227,
+                 "io": {"disk_read_bytes": 91234567, "disk_write_bytes": 1234567,
+                        "net_recv_bytes": 7654321, "net_sent_bytes": 765432}}  # fmt: skip
+        self.opener.on("GET", href, agentDoc(usage=usage))
+        self.opener.on("GET", f"{href}/tasks", page([]))
+        self.opener.on("GET", f"{href}/failures", page([attemptDoc(1)]))
+        code, out, _ = self.run_("agent", AGENT)
+        self.assertEqual(code, 0)
+        lines = out.splitlines()
+        self.assertIn("os             linux", lines)
+        self.assertIn("version        1.0.0", lines)
+        self.assertIn(
+            "usage          cpu 12 %, load 0.2 0.4 0.5, ram 3.1 GiB used / 20.4 GiB free,"
+            " disk 80.3 GiB free",
+            lines,
+        )
+        self.assertIn(
+            "io since boot  disk 87.0 MiB read / 1.2 MiB written, net 7.3 MiB in / 747.5 KiB out",
+            lines,
+        )
+        self.assertIn(f"      1  failed  {AGENT}  node-017  2026-11-28", out)
+
+    def test_usageText(self) -> None:
+        self.assertEqual(usage_text({}), "")
+        self.assertEqual(usage_text({"cpu_percent": 73.5, "ram_free_mb": 23000}),
+                         "cpu 74 %, ram 22.5 GiB free")  # fmt: skip
+        # A single load figure; and what this version does not know, as is.
+        self.assertEqual(usage_text({"load_avg": 1.25, "gpu_temp_c": 71}),
+                         "load 1.25, gpu_temp_c 71")  # fmt: skip
+        self.assertEqual([bytes_text(n) for n in (0, 1023, 1024, 1536 * 1024**3, 2**60 * 3)],
+                         ["0 B", "1023 B", "1.0 KiB", "1.5 TiB", "3072.0 PiB"])  # fmt: skip
+
     def test_agentByHostname(self) -> None:
         """
         Operators know machines by hostname: a name that is not an id is
@@ -506,12 +646,57 @@ class ShowTests(Base):
         self.assertEqual(self.opener.sent[-1].path, href)
 
     def test_agentHostnameUnknownOrAmbiguous(self) -> None:
+        """
+        A name that names no agent, or several, is a bad argument: one line
+        and status 2.
+        """
         other = "0e9d8c7b-6a5f-4e3d-8c2b-1a0f9e8d7c6b"
         self.opener.on("GET", "/api/v1/agents", page([agentDoc(other), agentDoc()]))
-        self.assertFails(["agent", "node-999"], 1, "no agent with the id or hostname 'node-999'")
         self.assertFails(
-            ["agent", "node-017"], 1, f"2 agents are named 'node-017': {other}, {AGENT}"
+            ["agent", "node-999"], 2, "no agent id starts with 'node-999', and no agent is named so"
         )
+        self.assertFails(
+            ["agent", "node-017"], 2, f"2 agents are named 'node-017': {other}, {AGENT}"
+        )
+        self.assertFails(
+            ["agent", " "], 2, "give an agent id, a unique prefix of one, or a hostname"
+        )
+
+    def test_agentByIdPrefix(self) -> None:
+        """
+        A unique prefix of an agent's id will do, in either case, as with
+        git's commits.
+        """
+        other = "0e9d8c7b-6a5f-4e3d-8c2b-1a0f9e8d7c6b"
+        href = f"/api/v1/agents/{AGENT}"
+        self.opener.on(
+            "GET", "/api/v1/agents", page([agentDoc(other, hostname="node-001"), agentDoc()])
+        )
+        self.opener.on("PATCH", href, agentDoc(enabled=False, state="disabled"))
+        self.opener.on("GET", f"{href}/tasks", page([]))
+        self.opener.on("GET", f"{href}/failures", page([]))
+        for prefix in ("6f1c", "6F1C0B9E-52"):
+            code, out, _ = self.run_("agent", prefix, "--disable")
+            self.assertEqual(code, 0)
+            self.assertTrue(out.startswith(f"agent {AGENT}: node-017\n"), out)
+            self.assertEqual(self.opener.sent[1].path, href)
+            self.assertEqual(self.opener.sent[1].body, {"enabled": False})
+            del self.opener.sent[:]
+
+    def test_agentPrefixUnknownOrAmbiguous(self) -> None:
+        third = "6f1c77aa-0000-4000-8000-000000000000"
+        self.opener.on(
+            "GET", "/api/v1/agents", page([agentDoc(), agentDoc(third, hostname="node-018")])
+        )
+        self.assertFails(
+            ["agent", "0e9"], 2, "no agent id starts with '0e9', and no agent is named so"
+        )
+        self.assertFails(
+            ["agent", "6f1c"],
+            2,
+            f"2 agent ids start with '6f1c': {AGENT} (node-017), {third} (node-018)",
+        )
+        self.assertEqual({s.path for s in self.opener.sent}, {"/api/v1/agents"})
 
     def test_agentEnableJSON(self) -> None:
         href = f"/api/v1/agents/{AGENT}"
@@ -566,6 +751,35 @@ class SteerTests(Base):
         code, out, _ = self.run_("--json", "retry", "42")
         self.assertEqual((code, json.loads(out)["state"]), (0, "queued"))
         self.assertEqual(self.opener.sent[-1].path, "/api/v1/jobs/42/retry")
+
+    def test_retryPausedJob(self) -> None:
+        """
+        A retry does not resume a paused job: masterctl says so, on stderr,
+        so that nobody waits in vain.
+        """
+        self.opener.on("POST", "/api/v1/jobs/42/retry", jobDoc(state="paused", paused=True))
+        note = "masterctl: job 42 is paused: its retried tasks wait until `masterctl resume 42`\n"
+        code, out, err = self.run_("retry", "42")
+        self.assertEqual((code, out), (0, "job 42 retried: now paused, 10/40 tasks done\n"))
+        self.assertEqual(err, note)
+        code, out, err = self.run_("--json", "retry", "42")
+        self.assertEqual((code, json.loads(out)["state"], err), (0, "paused", note))
+        self.opener.on("POST", "/api/v1/jobs/42/retry", jobDoc(state="queued"))
+        self.assertEqual(self.run_("retry", "42"), (0, "job 42 retried: now queued, 10/40 tasks"
+                                                       " done\n", ""))  # fmt: skip
+
+    def test_resumeFinished(self) -> None:
+        """
+        The master refuses to resume a finished job (409), as to cancel one:
+        one line, status 1.
+        """
+        self.opener.on(
+            "PATCH",
+            "/api/v1/jobs/42",
+            error(409, "conflict", "job 42 is done; only unfinished jobs can be resumed",
+                  state="done"),
+        )  # fmt: skip
+        self.assertFails(["resume", "42"], 1, "job 42 is done; only unfinished jobs can be resumed")
 
     def test_conflict(self) -> None:
         self.opener.on(
@@ -704,6 +918,27 @@ class LogTests(Base):
         self.assertEqual(err, "masterctl: task 9001 is done (exit code 0)\n")
         self.assertEqual(self.terminal.slept, [0.5, 0.5])
 
+    def test_followNoticesEnd(self) -> None:
+        """
+        Between two reads of the log, the task is looked at every 0.5 s
+        (one small request): its end, and the rest of its log, come then.
+        """
+        self.opener.on(
+            "GET",
+            "/api/v1/tasks/9001",
+            self.timeline((0, taskDoc()), (3.2, taskDoc(state="done", exit_code=0))),
+        )
+        self.opener.on("GET", self.log, self.logReply("a\n", 2, 1))
+        self.opener.on("GET", f"{self.log}?after=1", self.timeline(
+            (0, self.logReply("", 2, 1)), (3, self.logReply("b\n", 2, 2))))  # fmt: skip
+        code, out, err = self.run_("log", "9001", "-f", "--interval", "10")
+        self.assertEqual((code, out), (0, "a\nb\n"))
+        self.assertEqual(err, "masterctl: task 9001 is done (exit code 0)\n")
+        self.assertEqual(self.terminal.time - 1000.0, 3.5)
+        self.assertEqual(self.terminal.slept, [0.5] * 7)
+        task, log = "GET /api/v1/tasks/9001", "GET /api/v1/tasks/9001/log"
+        self.assertEqual(self.opener.paths(), [task, task, log] + [task] * 7 + [task, log])
+
     def test_followFailedTask(self) -> None:
         self.opener.on(
             "GET",
@@ -766,13 +1001,12 @@ class WatchTests(Base):
         Off a terminal, a line when something changed and none otherwise;
         exit 0 when the job is done.
         """
-        first = jobDoc(tasks=counts(queued=4))
         self.states(
-            first,
-            first,
-            first,
-            jobDoc(tasks=counts(done=2, running=2)),
-            jobDoc(state="done", tasks=counts(done=4)),
+            self.timeline(
+                (0, jobDoc(tasks=counts(queued=4))),
+                (5, jobDoc(tasks=counts(done=2, running=2))),
+                (7.2, jobDoc(state="done", tasks=counts(done=4))),
+            )
         )
         code, out, err = self.run_("job", "42", "--watch")
         self.assertEqual((code, err), (0, ""))
@@ -787,16 +1021,21 @@ class WatchTests(Base):
                 "  queued 0  failed 0",
             ],
         )
-        self.assertEqual(self.terminal.slept, [2.0] * 4)
+        # A line every 2 s at most; a look at the job every 0.5 s, so that
+        # its end (at 7.2 s) is shown at 7.5 s.
+        self.assertEqual(self.terminal.slept, [0.5] * 15)
 
     def test_heartbeat(self) -> None:
         """
         An unchanged line is printed again once a minute, to show the watch
         is alive.
         """
-        same = jobDoc(tasks=counts(queued=4))
-        polls = int(HEARTBEAT_S / 10) + 1
-        self.states(*[same] * (polls + 1), jobDoc(state="failed", tasks=counts(failed=4)))
+        self.states(
+            self.timeline(
+                (0, jobDoc(tasks=counts(queued=4))),
+                (HEARTBEAT_S + 5, jobDoc(state="failed", tasks=counts(failed=4))),
+            )
+        )
         code, out, _ = self.run_("job", "42", "--watch", "--interval", "10")
         self.assertEqual(code, 1)
         lines = out.splitlines()
@@ -838,20 +1077,42 @@ class WatchTests(Base):
         self.assertEqual(max(len(line) for line in out.split("\r")), 50)
 
     def test_transientErrors(self) -> None:
+        """
+        A failed look between two polls is left to the next poll, which
+        reports it and tries again at the interval.
+        """
         unavailable = error(503, "database_unavailable", "try again shortly")
-        self.states(jobDoc(), unavailable, unavailable, jobDoc(state="done"))
+        self.states(self.timeline((0, jobDoc()), (1, unavailable), (5, jobDoc(state="done"))))
         code, _, err = self.run_("job", "42", "--watch")
         self.assertEqual(code, 0)
         self.assertEqual(err.count("try again shortly (trying again in 2s)"), 2)
+        self.assertEqual(self.terminal.slept, [0.5] * 4 + [2.0] * 2)
 
     def test_tooManyTransientErrors(self) -> None:
         self.states(jobDoc(), OSError(111, "Connection refused"))
         code, _, err = self.run_("job", "42", "--watch", tty=True)
         self.assertEqual(code, 1)
-        self.assertEqual(len(self.terminal.slept), 11)
+        # The first poll fails after its looks in between; then no more
+        # looks, only the polls every 2 s, ten tried again.
+        self.assertEqual(self.terminal.slept, [0.5] * 4 + [2.0] * 10)
+        self.assertEqual(err.count("(trying again in 2s)"), 10)
         self.assertTrue(
             err.endswith(f"masterctl: cannot reach the master at {URL}: Connection refused\n")
         )
+
+    def test_endNoticedWithinHalfASecond(self) -> None:
+        """
+        However long the interval, the job is looked at every 0.5 s (one
+        small request) and its end is shown then.
+        """
+        self.states(self.timeline((0, jobDoc()), (3.2, jobDoc(state="done", tasks=counts(done=4)))))
+        code, out, _ = self.run_("job", "42", "--watch", "--interval", "10")
+        self.assertEqual(code, 0)
+        self.assertEqual(self.terminal.time - 1000.0, 3.5)
+        self.assertEqual(self.terminal.slept, [0.5] * 7)
+        self.assertEqual(self.opener.paths(), ["GET /api/v1/jobs/42"] * 8)
+        self.assertEqual(len(out.splitlines()), 2)
+        self.assertIn("job 42 done", out.splitlines()[-1])
 
     def test_jobDeletedWhileWatched(self) -> None:
         self.states(jobDoc(), error(404, "not_found", "no job 42"))
@@ -991,6 +1252,12 @@ class RealMasterTests(TestCase):
         self.assertEqual(len(out.splitlines()), 4)
         status, out, _ = await deferToThread(cli, "cancel", str(jobID))
         self.assertEqual(out, f"job {jobID} canceled: now canceled, 0/3 tasks done\n")
+        # A finished job is not resumed: the master says why, in one line.
+        status, out, err = await deferToThread(cli, "resume", str(jobID))
+        self.assertEqual(
+            (status, out, err),
+            (1, "", f"masterctl: job {jobID} is canceled; only unfinished jobs can be resumed\n"),
+        )
         status, out, _ = await deferToThread(cli, "job", str(jobID), "--watch")
         self.assertEqual(status, 1)
         status, out, err = await deferToThread(cli, "job", "999999")

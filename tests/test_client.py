@@ -38,6 +38,8 @@ from masterd.client import (
 
 BASE = "http://master.test:8080"
 AGENT = "6f1c0b9e-52a5-4d36-9a8f-0d1c2b3a4e5f"
+#: How the master refers to that agent (its hostname: node-017).
+AGENT_REF = {"id": AGENT, "href": f"/api/v1/agents/{AGENT}", "hostname": "node-017"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -77,6 +79,12 @@ class FakeResponse:
         self.closed = True
 
 
+def _reply(reply: Any) -> Any:
+    if isinstance(reply, Reply | BaseException) or callable(reply):
+        return reply
+    return Reply(reply)
+
+
 def _message(headers: dict[str, str]) -> Message:
     message = Message()
     for name, value in headers.items():
@@ -110,17 +118,17 @@ class FakeOpener:
     without its query string; a list of replies is used in turn, its last
     one repeated), a JSON 404 for anything else. Error answers are raised as
     C{HTTPError}, as urllib's own opener does; an exception given as a reply
-    is raised.
+    is raised. A reply may also be a function, called for each request
+    (for answers that change with a fake clock); it returns what a reply
+    may be.
     """
 
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[Reply | BaseException]] = {}
+        self.routes: dict[tuple[str, str], list[Any]] = {}
         self.sent: list[Sent] = []
 
     def on(self, method: str, path: str, *replies: Reply | BaseException | Any) -> FakeOpener:
-        self.routes[(method, path)] = [
-            r if isinstance(r, Reply | BaseException) else Reply(r) for r in replies
-        ]
+        self.routes[(method, path)] = [_reply(r) for r in replies]
         return self
 
     def open(self, request: urllib.request.Request, timeout: float = 30) -> FakeResponse:
@@ -132,12 +140,14 @@ class FakeOpener:
             (sent.method, parts.path)
         )
         if not replies:
-            reply: Reply | BaseException = Reply(
+            reply: Any = Reply(
                 {"error": "not_found", "message": f"no such resource: {parts.path}", "details": {}},
                 404,
             )
         else:
             reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        if callable(reply):
+            reply = _reply(reply())
         if isinstance(reply, BaseException):
             raise reply
         if reply.status >= 400:
@@ -187,7 +197,7 @@ def jobDoc(jobID: int = 42, **changes: Any) -> dict[str, Any]:
         },
         "parents": [{"id": 41, "href": "/api/v1/jobs/41"}],
         "children": [],
-        "blocklist": [{"agent": {"id": AGENT, "href": f"/api/v1/agents/{AGENT}"}, "failures": 3}],
+        "blocklist": [{"agent": dict(AGENT_REF), "failures": 3}],
     }
     document.update(changes)
     return document
@@ -211,7 +221,7 @@ def taskDoc(taskID: int = 9001, **changes: Any) -> dict[str, Any]:
         "command": None,
         "state": "running",
         "attempt": 2,
-        "agent": {"id": AGENT, "href": f"/api/v1/agents/{AGENT}"},
+        "agent": dict(AGENT_REF),
         "progress": 0.4,
         "started_at": "2026-11-28T23:04:10.000Z",
         "finished_at": None,
@@ -228,7 +238,7 @@ def attemptDoc(number: int = 1, **changes: Any) -> dict[str, Any]:
         "task": {"id": 9001, "href": "/api/v1/tasks/9001"},
         "job": {"id": 42, "href": "/api/v1/jobs/42"},
         "attempt": number,
-        "agent": {"id": AGENT, "href": f"/api/v1/agents/{AGENT}"},
+        "agent": dict(AGENT_REF),
         "state": "failed",
         "started_at": "2026-11-28T23:00:00.000Z",
         "finished_at": "2026-11-28T23:01:00.500Z",
@@ -378,11 +388,16 @@ class ModelTests(SynchronousTestCase):
         self.assertEqual(job.task_counts, TaskCounts(40, 0, 20, 2, 8, 10, 0, 0))
         self.assertEqual(job.task_counts.finished, 10)
         self.assertEqual((job.parent_ids, job.child_ids), ([41], []))
-        self.assertEqual(job.blocklist, [{"agent_id": AGENT, "failures": 3}])
+        self.assertEqual(
+            job.blocklist, [{"agent_id": AGENT, "hostname": "node-017", "failures": 3}]
+        )
         self.assertFalse(job.is_finished)
         self.assertEqual(job.href, "/api/v1/jobs/42")
         self.assertEqual(job.raw, jobDoc())
         self.assertIn("42", repr(job))
+        # From a master that does not send hostnames: None.
+        job.raw["blocklist"][0]["agent"].pop("hostname")
+        self.assertEqual(job.blocklist, [{"agent_id": AGENT, "hostname": None, "failures": 3}])
 
     def test_unknownFieldsStayInRaw(self) -> None:
         self.opener.on("GET", "/api/v1/jobs/42", jobDoc(shiny_new_field=1))
@@ -393,6 +408,8 @@ class ModelTests(SynchronousTestCase):
         task = self.client.task(9001)
         self.assertEqual((task.id, task.job_id, task.index, task.frames), (9001, 42, 3, [7, 8]))
         self.assertEqual((task.state, task.attempt, task.agent_id), ("running", 2, AGENT))
+        self.assertEqual(task.agent_hostname, "node-017")
+        self.assertIsNone(Task(task._transport, taskDoc(agent=None)).agent_hostname)
         self.assertIsNone(task.command)
         self.assertEqual(task.progress, 0.4)
         self.assertEqual(task.started_at, datetime(2026, 11, 28, 23, 4, 10, tzinfo=UTC))
@@ -493,6 +510,7 @@ class LazyReferenceTests(SynchronousTestCase):
         first = attempts[0]
         self.assertIsInstance(first, Attempt)
         self.assertEqual((first.task_id, first.job_id, first.agent_id), (9001, 42, AGENT))
+        self.assertEqual(first.agent_hostname, "node-017")
         self.assertEqual(
             (first.state, first.exit_code, first.error), ("failed", 1, "exit status 1")
         )

@@ -168,6 +168,34 @@ class ModifyTests(Base):
         self.assertEqual((reply.code, reply.json()["error"]), (409, "conflict"))
         self.assertEqual(reply.json()["details"], {"state": "done"})
 
+    async def test_resumeFinishedRefused(self) -> None:
+        """
+        Resuming a finished job is a mistake (nothing of it would run): a
+        409 with its state, and nothing changes. Pausing it is harmless.
+        """
+        api = await self.setUpAPI()
+        job = await api.submit(frames="1-2")
+        [a, b] = await assignAll(api, job["id"])
+        await api.ok("PATCH", job["href"], {"paused": True})
+        await finish(api, a)
+        await api.ok("POST", f"/api/v1/tasks/{b.task_id}/cancel")
+        before = await api.ok("GET", job["href"])
+        self.assertEqual((before["state"], before["paused"]), ("canceled", True))
+        for body in ({"paused": False}, {"paused": False, "priority": 1}):
+            reply = await api.call("PATCH", job["href"], body)
+            self.assertEqual((reply.code, reply.json()["error"]), (409, "conflict"))
+            self.assertEqual(reply.json()["details"], {"state": "canceled"})
+            self.assertEqual(
+                reply.json()["message"],
+                f"job {job['id']} is canceled; only unfinished jobs can be resumed",
+            )
+        self.assertEqual(await api.ok("GET", job["href"]), before)
+        self.assertEqual((await api.ok("PATCH", job["href"], {"priority": 1}))["priority"], 1)
+        # A retry brings its tasks back, paused still; then it resumes.
+        retried = await api.ok("POST", f"{job['href']}/retry")
+        self.assertEqual(retried["state"], "paused")
+        self.assertEqual((await api.ok("PATCH", job["href"], {"paused": False}))["state"], "queued")
+
     async def test_pause(self) -> None:
         """
         A plain pause stops new assignments and lets running tasks finish;
@@ -379,7 +407,12 @@ class CountTests(Base):
                 if action == "pause" and rng.random() < 0.5:
                     body["stop_running"] = True
                 reply = await api.call("PATCH", job["href"], body)
-                self.assertEqual(reply.code, 200)
+                if reply.code == 409:
+                    # Only a finished job refuses, and only to be resumed.
+                    self.assertEqual(action, "resume")
+                    self.assertIn(reply.json()["details"]["state"], ("done", "failed", "canceled"))
+                else:
+                    self.assertEqual(reply.code, 200)
             await self.assertCountsTrue(api)
 
     async def assertCountsTrue(self, api: API) -> None:

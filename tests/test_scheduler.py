@@ -159,7 +159,8 @@ class ClaimTests(Base):
         self.assertEqual(await claimFor(api, capacity(blocklisted=True)), [])
         self.assertEqual(len(await claimFor(api, capacity(agent=OTHER))), 1)
         doc = await api.ok("GET", job["href"])
-        agent = {"id": AGENT, "href": f"/api/v1/agents/{AGENT}"}
+        # No agents row here (the agent never said hello): no hostname.
+        agent = {"id": AGENT, "href": f"/api/v1/agents/{AGENT}", "hostname": None}
         self.assertEqual(doc["blocklist"], [{"agent": agent, "failures": 3}])
         doc = await api.ok("POST", f"{job['href']}/blocklist/clear")
         self.assertEqual(doc["blocklist"], [])

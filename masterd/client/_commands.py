@@ -15,19 +15,23 @@ from itertools import islice
 from typing import Any, TypeVar
 
 from ._client import Client
-from ._context import Context
-from ._errors import MasterdError
+from ._context import Context, UsageError
 from ._output import (
     ago_text,
     cell_text,
+    command_text,
     dump_json,
     duration_text,
     frames_text,
+    io_text,
     key_values,
     percent,
+    shell_word,
     shorten,
     table,
     time_text,
+    title_text,
+    usage_text,
 )
 from ._watch import follow_log, watch_job
 from .models import Agent, Attempt, Job, Master, Task
@@ -97,7 +101,8 @@ def submit(context: Context, args: argparse.Namespace) -> int:
     context.emit(
         job.raw,
         lambda: (
-            f"submitted job {job.id}: {job.title} ({job.task_counts.total} tasks, {job.state})\n"
+            f"submitted job {job.id}: {title_text(job.title)} ({job.task_counts.total} tasks,"
+            f" {job.state})\n"
         ),
     )
     return 0
@@ -151,18 +156,20 @@ def job_details(found: Job) -> str:
              f"{requirements.gpus} gpus"]  # fmt: skip
     if requirements.tags:
         needs.append("tags " + ",".join(requirements.tags))
-    blocked = [f"{b['agent_id']} ({b['failures']} failures)" for b in found.blocklist]
+    blocked = [f"{agent_text(b['agent_id'], b['hostname'])}, {b['failures']} failures"
+               for b in found.blocklist]  # fmt: skip
     metadata = json.dumps(found.metadata, ensure_ascii=False) if found.metadata else None
-    return f"job {found.id}: {found.title}\n" + key_values(
+    return f"job {found.id}: {title_text(found.title)}\n" + key_values(
         [
             ("state", found.state),
             ("owner", found.owner),
             ("priority", f"{found.priority} (weight {found.weight})"),
             ("progress", f"{percent(found.progress)}, {counts.done}/{counts.total} tasks done"),
             ("tasks", ", ".join(f"{n} {getattr(counts, n)}" for n in TASK_COUNTS)),
-            ("command", " ".join(found.command or []) or None),
+            ("command", command_text(found.command or []) or None),
             ("cwd", found.cwd),
-            ("env", " ".join(f"{k}={v}" for k, v in sorted(found.env.items())) or None),
+            # As --env takes them: NAME=VALUE, quoted as one word if need be.
+            ("env", " ".join(shell_word(f"{k}={v}") for k, v in sorted(found.env.items())) or None),
             ("requirements", ", ".join(needs)),
             ("max retries", found.max_retries),
             ("task timeout", duration_text(found.task_timeout_s)),
@@ -202,6 +209,11 @@ def steer(context: Context, args: argparse.Namespace) -> int:
             f" {counts.done}/{counts.total} tasks done\n"
         ),
     )
+    if args.action == "retry" and found.paused:
+        # A retry does not resume: say so, or the operator waits in vain.
+        context.note(
+            f"job {found.id} is paused: its retried tasks wait until `masterctl resume {found.id}`"
+        )
     return 0
 
 
@@ -222,10 +234,11 @@ def tasks(context: Context, args: argparse.Namespace) -> int:
 
 def tasks_table(found: list[Task]) -> str:
     return table(
-        ["ID>", "INDEX>", "STATE", "FRAMES", "ATTEMPT>", "PROGRESS>", "AGENT", "EXIT>", "ERROR"],
+        ["ID>", "INDEX>", "STATE", "FRAMES", "ATTEMPT>", "PROGRESS>", "AGENT", "HOSTNAME",
+         "EXIT>", "ERROR"],
         [
             [t.id, t.index, t.state, frames_text(t.frames), t.attempt, percent(t.progress),
-             t.agent_id, t.exit_code, shorten(t.error, ERROR_WIDTH)]
+             t.agent_id, t.agent_hostname, t.exit_code, shorten(t.error, ERROR_WIDTH)]
             for t in found
         ],
     )  # fmt: skip
@@ -249,9 +262,9 @@ def task_details(found: Task) -> str:
         [
             ("state", found.state),
             ("frames", frames_text(found.frames, 200)),
-            ("command", " ".join(found.command) if found.command else "(the job's)"),
+            ("command", command_text(found.command) if found.command else "(the job's)"),
             ("attempt", found.attempt),
-            ("agent", found.agent_id),
+            ("agent", agent_text(found.agent_id, found.agent_hostname)),
             ("progress", percent(found.progress)),
             ("started", time_text(found.started_at)),
             ("finished", time_text(found.finished_at)),
@@ -265,10 +278,10 @@ def attempts_table(found: list[Attempt]) -> str:
     if not found:
         return "no attempts yet\n"
     return table(
-        ["ATTEMPT>", "STATE", "AGENT", "STARTED", "FINISHED", "EXIT>", "ERROR"],
+        ["ATTEMPT>", "STATE", "AGENT", "HOSTNAME", "STARTED", "FINISHED", "EXIT>", "ERROR"],
         [
-            [a.attempt, a.state, a.agent_id, time_text(a.started_at), time_text(a.finished_at),
-             a.exit_code, shorten(a.error, ERROR_WIDTH)]
+            [a.attempt, a.state, a.agent_id, a.agent_hostname, time_text(a.started_at),
+             time_text(a.finished_at), a.exit_code, shorten(a.error, ERROR_WIDTH)]
             for a in found
         ],
     )  # fmt: skip
@@ -313,10 +326,22 @@ def agents_table(found: list[Agent], now: datetime) -> str:
     )  # fmt: skip
 
 
+def agent_text(agent_id: str | None, hostname: str | None) -> str | None:
+    """
+    An agent as masterctl shows it beside other fields: its id and, when
+    known, its hostname (C{6f1c0b9e-... (node-017)}).
+    """
+    if agent_id is None:
+        return None
+    return f"{agent_id} ({hostname})" if hostname else agent_id
+
+
 def find_agent(client: Client, name: str) -> Agent:
     """
-    An agent by id, or by hostname (what operators know a machine by):
-    the hostname is looked up in the list of agents.
+    An agent by id; by hostname (what operators know a machine by); or by
+    a unique prefix of its id (C{6f1c}). Hostnames and prefixes are looked
+    up in the list of agents; a name that matches no agent, or several, is
+    a L{UsageError}.
     """
     try:
         uuid.UUID(name)
@@ -324,12 +349,22 @@ def find_agent(client: Client, name: str) -> Agent:
         pass
     else:
         return client.agent(name)
-    matches = [a for a in client.agents(limit=MAX_PAGE) if a.hostname == name]
+    if not name.strip():
+        raise UsageError("give an agent id, a unique prefix of one, or a hostname")
+    known = list(client.agents(limit=MAX_PAGE))
+    named = [a for a in known if a.hostname == name]
+    if len(named) > 1:
+        ids = ", ".join(a.id for a in named)
+        raise UsageError(f"{len(named)} agents are named {name!r}: {ids}")
+    if named:
+        return named[0]
+    prefix = name.lower()
+    matches = [a for a in known if a.id.lower().startswith(prefix)]
     if not matches:
-        raise MasterdError(404, "not_found", f"no agent with the id or hostname {name!r}")
+        raise UsageError(f"no agent id starts with {name!r}, and no agent is named so")
     if len(matches) > 1:
-        ids = ", ".join(a.id for a in matches)
-        raise MasterdError(409, "ambiguous", f"{len(matches)} agents are named {name!r}: {ids}")
+        listed = ", ".join(agent_text(a.id, a.hostname) or a.id for a in matches)
+        raise UsageError(f"{len(matches)} agent ids start with {name!r}: {listed}")
     return matches[0]
 
 
@@ -354,19 +389,20 @@ def agent(context: Context, args: argparse.Namespace) -> int:
 def agent_details(found: Agent, context: Context) -> str:
     now = context.runtime.now()
     limits = ", ".join(f"{k} {v}" for k, v in sorted(found.limits.items()))
-    usage = ", ".join(f"{k} {v}" for k, v in sorted(found.usage.items()))
     software = ", ".join(f"{k} {v}" for k, v in sorted(found.software.items()))
     return f"agent {found.id}: {found.hostname}\n" + key_values(
         [
             ("state", found.state),
             ("enabled", found.enabled),
             ("master", found.master),
-            ("os", " ".join(filter(None, [found.os, found.version])) or None),
+            ("os", found.os),
+            ("version", found.version),
             ("hardware", f"{found.cpus} cpus, {found.ram_mb} MB ram, {found.gpus} gpus"),
             ("tags", ", ".join(found.tags) or None),
             ("operator tags", ", ".join(found.operator_tags) or None),
             ("limits", limits or None),
-            ("usage", usage or None),
+            ("usage", usage_text(found.usage) or None),
+            ("io since boot", io_text(found.usage) or None),
             ("software", software or None),
             ("connected", time_text(found.connected_at)),
             ("disconnected", time_text(found.disconnected_at)),

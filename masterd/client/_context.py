@@ -20,6 +20,14 @@ from ._http import Opener
 from ._output import dump_json
 
 
+class UsageError(Exception):
+    """
+    Arguments that name nothing, or several things (an agent id prefix
+    that matches no agent): masterctl prints the one line and exits 2, as
+    for its other bad arguments.
+    """
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

@@ -162,12 +162,14 @@ class Job(Resource):
     def blocklist(self) -> list[dict[str, Any]]:
         """
         The agents that get no more of this job's tasks: C{{"agent_id",
-        "failures"}} each.
+        "hostname", "failures"}} each (the hostname None from a master that
+        does not send it, or for an agent deleted since).
         """
         return [
-            {"agent_id": ref_id(entry.get("agent")), "failures": entry.get("failures")}
+            {"agent_id": ref_id(entry.get("agent")), "hostname": _hostname(entry.get("agent")),
+             "failures": entry.get("failures")}
             for entry in self.raw.get("blocklist") or []
-        ]
+        ]  # fmt: skip
 
     # -- following references --------------------------------------------
 
@@ -337,6 +339,13 @@ class Task(Resource, _Ending):
         return str(agent) if agent is not None else None
 
     @property
+    def agent_hostname(self) -> str | None:
+        """
+        The hostname of the agent it is (or was last) handed to, if known.
+        """
+        return _hostname(self.raw.get("agent"))
+
+    @property
     def progress(self) -> float:
         return float(self.raw.get("progress") or 0.0)
 
@@ -439,6 +448,10 @@ class Attempt(_Ending):
         return str(agent) if agent is not None else None
 
     @property
+    def agent_hostname(self) -> str | None:
+        return _hostname(self.raw.get("agent"))
+
+    @property
     def state(self) -> str:
         """
         C{assigned}, C{running}, C{done}, C{failed}, C{canceled}, C{lost} or
@@ -482,6 +495,11 @@ def _agent(record: Record, ref: object) -> Agent | None:
     if ref is None:
         return None
     return Agent(record._transport, record._transport.get_json(ref_href(ref, "agent")))
+
+
+def _hostname(ref: object) -> str | None:
+    hostname = ref.get("hostname") if isinstance(ref, Mapping) else None
+    return str(hostname) if hostname is not None else None
 
 
 def _int_header(value: str | None, default: int) -> int:

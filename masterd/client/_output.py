@@ -6,7 +6,9 @@ compact frame lists, times, sizes and progress bars.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,13 +49,63 @@ def key_values(pairs: Iterable[tuple[str, object]]) -> str:
     return "".join(f"{k.ljust(width)}  {v}".rstrip() + "\n" for k, v in pairs)
 
 
+#: A run of whitespace that holds more than spaces (a line break, a tab).
+_BREAK = re.compile(r" *[^\S ]\s*")
+
+
 def cell_text(value: object) -> str:
     if value is None or value == "":
         return NONE
     if isinstance(value, bool):
         return "yes" if value else "no"
-    # One line per cell, whatever a title or an error message holds.
-    return " ".join(str(value).split()) if isinstance(value, str) else str(value)
+    if not isinstance(value, str):
+        return str(value)
+    # One line per cell, whatever a title or an error message holds; runs
+    # of spaces are kept (inside a quoted argument they matter).
+    return _BREAK.sub(" ", value).strip()
+
+
+def shell_word(text: str) -> str:
+    """
+    C{text} as a POSIX shell reads it back as one word: as it is when it is
+    safe (C{render}, C{/shots/10}), else quoted (C{'shot 10'}), as
+    L{shlex.quote} does. A word holding a control character (a line break)
+    is written C{$'a\\nb'} instead (bash, zsh, ksh), so that it stays on
+    one line.
+    """
+    if not any(_is_control(c) for c in text):
+        return shlex.quote(text)
+    return "$'" + "".join(_ansi_c(c) for c in text) + "'"
+
+
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _is_control(c: str) -> bool:
+    return ord(c) < 32 or ord(c) == 127
+
+
+def _ansi_c(c: str) -> str:
+    if c in _ESCAPES:
+        return _ESCAPES[c]
+    return f"\\x{ord(c):02x}" if _is_control(c) else c
+
+
+def command_text(argv: Sequence[str]) -> str:
+    """
+    An argv as one would type it: C{sh -c 'echo {frame}; sleep 1'}
+    (L{shlex.join}, but one line whatever the arguments hold).
+    """
+    return " ".join(shell_word(arg) for arg in argv)
+
+
+def title_text(title: str) -> str:
+    """
+    A title inside a line of other fields: shell-quoted when it holds a
+    space, a quote or another character a shell would read (C{'shot 10'}),
+    so that where it begins and ends is plain.
+    """
+    return shell_word(title)
 
 
 def shorten(text: str | None, width: int) -> str | None:
@@ -125,3 +177,97 @@ def bar(fraction: float, width: int = 30) -> str:
 
 def percent(fraction: float) -> str:
     return f"{fraction * 100:.0f}%"
+
+
+SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def bytes_text(count: float) -> str:
+    """
+    C{512 B}, C{1.5 KiB}, C{20.4 GiB}: powers of 1024, one decimal.
+    """
+    value = float(count)
+    unit = 0
+    while abs(value) >= 1024 and unit < len(SIZE_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.0f} B" if unit == 0 else f"{value:.1f} {SIZE_UNITS[unit]}"
+
+
+def mib_text(mib: float) -> str:
+    """
+    A size in MiB (the agents' C{_mb} figures are 1024 * 1024 bytes).
+    """
+    return bytes_text(mib * 1024 * 1024)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _pair(used: object, free: object) -> str | None:
+    """
+    C{3.1 GiB used / 20.4 GiB free} from MiB, or the half that is known.
+    """
+    known = [(what, _number(n)) for what, n in (("used", used), ("free", free))]
+    halves = [f"{mib_text(n)} {what}" for what, n in known if n is not None]
+    return " / ".join(halves) or None
+
+
+def _loads(load: object) -> str | None:
+    """
+    C{0.2 0.4 0.5} from a load average or a list of them.
+    """
+    values = load if isinstance(load, list) else [load]
+    numbers = [n for n in map(_number, values) if n is not None]
+    if not numbers or len(numbers) != len(values):
+        return None
+    return " ".join(f"{round(n, 2):g}" for n in numbers)
+
+
+def usage_text(usage: Mapping[str, Any]) -> str:
+    """
+    An agent's last reported usage for a person:
+    C{cpu 12 %, load 0.2 0.4 0.5, ram 3.1 GiB used / 20.4 GiB free, disk 80.3 GiB free}.
+    Anything this version does not know is shown as it is, last; the I/O
+    counters are L{io_text}'s.
+    """
+    rest = {key: value for key, value in usage.items() if key != "io"}
+    parts: list[str] = []
+    cpu = _number(rest.get("cpu_percent"))
+    if cpu is not None:
+        parts.append(f"cpu {cpu:.0f} %")
+        del rest["cpu_percent"]
+    if (load := _loads(rest.get("load_avg"))) is not None:
+        parts.append(f"load {load}")
+        del rest["load_avg"]
+    if ram := _pair(rest.pop("ram_used_mb", None), rest.pop("ram_free_mb", None)):
+        parts.append(f"ram {ram}")
+    if disk := _pair(None, rest.pop("disk_free_mb", None)):
+        parts.append(f"disk {disk}")
+    for key, value in sorted(rest.items()):
+        shown = value if isinstance(value, str | int | float) else json.dumps(value)
+        parts.append(f"{key} {shown}")
+    return ", ".join(parts)
+
+
+def io_text(usage: Mapping[str, Any]) -> str:
+    """
+    The I/O counters of an agent's usage (since its machine booted):
+    C{disk 87.0 MiB read / 1.2 MiB written, net 7.3 MiB in / 747.5 KiB out}.
+    """
+    io = usage.get("io")
+    if not isinstance(io, Mapping):
+        return ""
+    parts = []
+    for name, first, second in (
+        ("disk", ("disk_read_bytes", "read"), ("disk_write_bytes", "written")),
+        ("net", ("net_recv_bytes", "in"), ("net_sent_bytes", "out")),
+    ):
+        halves = [f"{bytes_text(n)} {what}" for key, what in (first, second)
+                  if (n := _number(io.get(key))) is not None]  # fmt: skip
+        if halves:
+            parts.append(f"{name} {' / '.join(halves)}")
+    return ", ".join(parts)

@@ -19,11 +19,12 @@ from masterd._version import __version__
 
 from . import _commands
 from ._client import DEFAULT_URL, Client
-from ._context import Context, Runtime
+from ._context import Context, Runtime, UsageError
 
 __all__ = ["Runtime", "build_parser", "main", "parse", "run"]
 from ._errors import MasterdError
 from ._http import check_url
+from ._output import command_text
 
 JOB_STATES = ("waiting", "queued", "running", "paused", "done", "failed", "canceled")
 TASK_STATES = ("waiting", "queued", "assigned", "running", "done", "failed", "canceled")
@@ -246,7 +247,8 @@ def _interval_option(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=DEFAULT_INTERVAL_S,
         metavar="SECONDS",
-        help=f"seconds between polls (default {DEFAULT_INTERVAL_S:g})",
+        help=f"seconds between updates (default {DEFAULT_INTERVAL_S:g}); the end is noticed"
+        " within 0.5 s whatever this is",
     )
 
 
@@ -274,7 +276,15 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> argp
     environ = os.environ if environ is None else environ
     options, command = split_command(argv)
     parser = build_parser()
-    args = parser.parse_args(options)
+    args, extra = parser.parse_known_args(options)
+    if extra:
+        words = [word for word in extra if not word.startswith("-")]
+        if args.subcommand == "submit" and command is None and words:
+            # The job's command without its --: argparse would only say
+            # "unrecognized arguments", and print its usage.
+            example = f"masterctl submit ... -- {command_text(extra)}"
+            parser.exit(2, f"masterctl: put the command after --: {example}\n")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.subcommand == "submit":
         if not command:
             parser.error("submit: give the command after --: ... -- render -f {frame} scene")
@@ -320,6 +330,9 @@ def run(argv: Sequence[str], runtime: Runtime | None = None) -> int:
     context = Context(runtime, client, args.json)
     try:
         status: int = args.run(context, args)
+    except UsageError as error:
+        runtime.err.write(f"masterctl: {error}\n")
+        return 2
     except MasterdError as error:
         runtime.err.write(error_line(error, args.token))
         return 1

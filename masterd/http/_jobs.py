@@ -75,7 +75,9 @@ class JobRoutes:
 
     @operation("PATCH", "/api/v1/jobs/{jobID}", summary="Change a job", role=Role.operator,
                params=JOB, body=JobPatchBody, response=JobDocument, errors=(409,), tag="jobs",
-               description="Only the fields given change; requirements are merged.")  # fmt: skip
+               description="Only the fields given change; requirements are merged. "
+               '"paused": false on a finished job (done, failed, canceled) is a 409: '
+               "nothing of it would run.")  # fmt: skip
     async def patchJob(self, request: IRequest, jobID: int, body: JobPatch) -> JobDocument:
         return await self.jobs.patchJob(jobID, jobChanges(body))
 

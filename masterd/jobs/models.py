@@ -190,6 +190,9 @@ class Ref(Document):
 class AgentRef(Document):
     id: str
     href: str
+    #: The agent's hostname, to tell agents apart at a glance; null when the
+    #: agent was deleted since.
+    hostname: str | None
 
 
 class Requirements(Document):

@@ -24,6 +24,7 @@ from .spec import JobSpec
 from .states import ACTIVE, UNFINISHED, TaskState
 from .views import (
     ATTEMPT_COLUMNS,
+    BLOCKLIST_COLUMNS,
     JOB_COLUMNS,
     TASK_COLUMNS,
     agentRef,
@@ -85,12 +86,12 @@ class JobStore:
                     children[parent].append(child)
         blocklists: dict[int, list[BlocklistEntry]] = {i: [] for i in ids}
         if ids:
-            for jobID, agentID, failures in await txn.query(
-                "SELECT job_id, agent_id, failures FROM job_blocklist"
+            for jobID, agentID, failures, hostname in await txn.query(
+                f"SELECT {BLOCKLIST_COLUMNS} FROM job_blocklist"
                 " WHERE job_id = ANY (%s) AND blocked ORDER BY job_id, agent_id",
                 (ids,),
             ):
-                agent = agentRef(agentID)
+                agent = agentRef(agentID, hostname)
                 assert agent is not None
                 blocklists[jobID].append(BlocklistEntry(agent=agent, failures=failures))
         return [
@@ -366,6 +367,12 @@ class JobStore:
                 # An empty PATCH changes nothing and says so.
                 return await self._getJob(txn, jobID), [], False
             before = await self._jobState(txn, jobID)
+            if changes.get("paused") is False and before in _FINISHED_JOB:
+                # Nothing of a finished job would run: resuming it is a
+                # mistake (a retry is what brings its tasks back).
+                raise Conflict(
+                    f"job {jobID} is {before}; only unfinished jobs can be resumed", state=before
+                )
             events: list[TaskCanceled] = []
             if changes.get("stop_running"):
                 _, events = await self._stopTasks(

@@ -27,14 +27,23 @@ JOB_COLUMNS = (
     " n_running, n_done, n_failed, n_canceled"
 )
 
+#: The hostname of the agent a row names (no foreign key: a deleted agent's
+#: tasks and attempts keep its id, and then have no hostname).
+_HOSTNAME = "(SELECT h.hostname FROM agents h WHERE h.id = {}.agent_id)"
+
 TASK_COLUMNS = (
     "t.id, t.job_id, t.index, t.frames, t.command, t.state, t.attempt, t.agent_id,"
-    " t.progress, t.started_at, t.finished_at, t.exit_code, t.error"
+    " t.progress, t.started_at, t.finished_at, t.exit_code, t.error, " + _HOSTNAME.format("t")
 )
 
+#: For C{FROM task_attempts} (not aliased).
 ATTEMPT_COLUMNS = (
-    "task_id, attempt, job_id, agent_id, state, started_at, finished_at, exit_code, error"
+    "task_id, attempt, job_id, agent_id, state, started_at, finished_at, exit_code, error, "
+    + _HOSTNAME.format("task_attempts")
 )
+
+#: For C{FROM job_blocklist} (not aliased).
+BLOCKLIST_COLUMNS = "job_id, agent_id, failures, " + _HOSTNAME.format("job_blocklist")
 
 
 def jobHref(jobID: int) -> str:
@@ -45,10 +54,10 @@ def taskHref(taskID: int) -> str:
     return f"/api/v1/tasks/{taskID}"
 
 
-def agentRef(agentID: Any) -> AgentRef | None:
+def agentRef(agentID: Any, hostname: str | None) -> AgentRef | None:
     if agentID is None:
         return None
-    return AgentRef(id=str(agentID), href=f"/api/v1/agents/{agentID}")
+    return AgentRef(id=str(agentID), href=f"/api/v1/agents/{agentID}", hostname=hostname)
 
 
 def jobRef(jobID: int) -> Ref:
@@ -144,6 +153,7 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         finishedAt,
         exitCode,
         error,
+        hostname,
     ) = row
     href = taskHref(taskID)
     return TaskDocument(
@@ -155,7 +165,7 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         command=command,
         state=state,
         attempt=attempt,
-        agent=agentRef(agentID),
+        agent=agentRef(agentID, hostname),
         progress=round(float(progress), 4),
         started_at=isoformat(startedAt),
         finished_at=isoformat(finishedAt),
@@ -167,12 +177,12 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
 
 
 def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:
-    taskID, attempt, jobID, agentID, state, startedAt, finishedAt, exitCode, error = row
+    taskID, attempt, jobID, agentID, state, startedAt, finishedAt, exitCode, error, hostname = row
     return AttemptDocument(
         task=Ref(id=taskID, href=taskHref(taskID)),
         job=jobRef(jobID),
         attempt=attempt,
-        agent=agentRef(agentID),
+        agent=agentRef(agentID, hostname),
         state=state,
         started_at=isoformat(startedAt),
         finished_at=isoformat(finishedAt),
