@@ -102,6 +102,9 @@ class ProcessTests(TestCase):
             await _waitReady(f"http://127.0.0.1:{port}")
             self.assertEqual(postmasterPID(dataDir), pid, "taken over, not restarted")
             self.assertIn("this master takes it over", again.log())
+            # Its own previous run, gone: no warning about a shared name.
+            self.assertIn("taking the name proc-master over from its previous run", again.log())
+            self.assertNotIn("must be unique", again.log())
             again.terminate()
             self.assertIn(await again.wait(), (0, -signal.SIGTERM), again.log())
             self.assertFalse(alive(pid), "the embedded PostgreSQL is still running")

@@ -7,6 +7,8 @@ heartbeat is older than C{master.expire_s} is down.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from masterd._process import processAlive
 from masterd._time import isotime
 from masterd._version import __version__
 from masterd.db import DatabaseUnavailable, Pool, Transaction
@@ -26,6 +29,10 @@ from masterd.service import LoopWatcher, Periodic, StagedService
 from .models import MasterInfo
 
 log = Logger()
+
+#: This machine, in the masters table (with the pid: a previous run here that
+#: is gone is no rival).
+HOST = socket.gethostname()
 
 #: The advisory lock one surviving master takes to expire the dead ones.
 EXPIRY_LOCK = 0x6D6173746572_65
@@ -94,24 +101,35 @@ class MasterRegistry(StagedService):
         try:
             rows = await self.pool.query(
                 "INSERT INTO masters (name, version, started_at, last_seen, listen, stats,"
-                " instance) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " instance, host, pid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version,"
                 " started_at = CASE WHEN masters.instance = EXCLUDED.instance"
                 " THEN masters.started_at ELSE EXCLUDED.started_at END,"
                 " last_seen = EXCLUDED.last_seen, listen = EXCLUDED.listen,"
-                " stats = EXCLUDED.stats, instance = EXCLUDED.instance"
+                " stats = EXCLUDED.stats, instance = EXCLUDED.instance,"
+                " host = EXCLUDED.host, pid = EXCLUDED.pid"
                 " RETURNING (SELECT instance FROM masters WHERE name = %s),"
-                " (SELECT last_seen FROM masters WHERE name = %s)",
+                " (SELECT last_seen FROM masters WHERE name = %s),"
+                " (SELECT host FROM masters WHERE name = %s),"
+                " (SELECT pid FROM masters WHERE name = %s)",
                 (self.master, __version__, _ts(self.startedAt), _ts(now), list(self.listen),
-                 Json(self.snapshot()), self.instance, self.master, self.master),
+                 Json(self.snapshot()), self.instance, HOST, os.getpid(),
+                 self.master, self.master, self.master, self.master),
             )  # fmt: skip
         except DatabaseUnavailable:
             return
         self.registered = True
-        previous, seen = rows[0]
+        previous, seen, host, pid = rows[0]
         if previous is not None and str(previous) != self.instance and seen is not None:
             age = now - seen.timestamp()
-            if age < self.expire_s:
+            if host == HOST and pid is not None and pid != os.getpid() and not processAlive(pid):
+                log.info(
+                    "taking the name {name} over from its previous run here (pid {pid}),"
+                    " which is gone",
+                    name=self.master,
+                    pid=pid,
+                )
+            elif age < self.expire_s:
                 log.warn(
                     "another master named {name} heartbeat {age:.0f} s ago; master.name must"
                     " be unique in a farm",
