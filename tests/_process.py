@@ -25,6 +25,15 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
+def defaultSignals() -> None:
+    """
+    In the child: SIGINT as a terminal would deliver it. A suite started in
+    the background of a shell inherits SIGINT ignored, and twistd then keeps
+    it ignored, so that Ctrl-C tests would hang.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def writeConfig(directory: Path, **overrides: Any) -> Path:
     config: dict[str, Any] = {
         "master": {"name": "proc-master"},
@@ -52,6 +61,7 @@ class MasterProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=defaultSignals,
         )
         self.port: int | None = None
 
