@@ -387,3 +387,43 @@ class BatcherTests(TestCase):
             self.assertFalse(batcher._running)
 
         return d(run())
+
+
+class HandleListTests(TestCase):
+    """
+    pgserver's list of the processes using an embedded server.
+    """
+
+    def test_deadDropped(self) -> None:
+        import json
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from masterd.db._embedded import HANDLES, pruneDeadHandles
+
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        data = Path(self.mktemp())
+        data.mkdir()
+        (data / HANDLES).write_text(json.dumps([os.getpid(), gone.pid]))
+        self.assertEqual(pruneDeadHandles(data), [gone.pid])
+        self.assertEqual(json.loads((data / HANDLES).read_text()), [os.getpid()])
+        self.assertEqual(pruneDeadHandles(data), [])
+
+    def test_halfWritten(self) -> None:
+        """
+        A list a killed process left half written no longer stops every
+        later start: it is started afresh.
+        """
+        import json
+        from pathlib import Path
+
+        from masterd.db._embedded import HANDLES, pruneDeadHandles
+
+        data = Path(self.mktemp())
+        data.mkdir()
+        (data / HANDLES).write_text("[123, 45")
+        self.assertEqual(pruneDeadHandles(data), [])
+        self.assertEqual(json.loads((data / HANDLES).read_text()), [])
+        self.flushLoggedErrors()

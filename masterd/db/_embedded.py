@@ -14,6 +14,7 @@ and stops it on its own clean stop.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,29 @@ def pruneDeadHandles(dataDir: Path) -> list[int]:
     """
     path = dataDir / HANDLES
     try:
-        pids = [int(p) for p in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError):
+        text = path.read_text()
+    except OSError:
+        return []
+    try:
+        pids = [int(p) for p in json.loads(text)]
+    except (ValueError, TypeError):
+        # Half written by a process killed while writing it (pgserver writes
+        # it in place): unreadable, it would stop every later start.
+        log.warn("{path} was unreadable ({text!r}); starting it afresh", path=str(path),
+                 text=text[:100])  # fmt: skip
+        _replace(path, [])
         return []
     gone = [pid for pid in pids if not processAlive(pid)]
     if gone:
-        path.write_text(json.dumps([pid for pid in pids if pid not in gone]))
+        _replace(path, [pid for pid in pids if pid not in gone])
     return gone
+
+
+def _replace(path: Path, pids: list[int]) -> None:
+    # Written aside, then renamed: a kill leaves the old list or the new one.
+    aside = path.with_name(path.name + ".new")
+    aside.write_text(json.dumps(pids))
+    os.replace(aside, path)
 
 
 def _startServer(dataDir: Path) -> tuple[Any, str]:

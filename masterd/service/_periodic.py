@@ -55,7 +55,6 @@ class Periodic:
         self.runs = 0
         self.failures = 0
         self.lastFailureAt: float | None = None
-        self.lastError: str | None = None
         self._clock = clock
         self._watcher = watcher
         self._loop = LoopingCall(self._once)
@@ -102,11 +101,6 @@ class Periodic:
             failure = Failure()
             self.failures += 1
             self.lastFailureAt = self._clock.seconds()
-            self.lastError = (
-                f"{getattr(failure.type, '__name__', 'Exception')}: {failure.getErrorMessage()}"[
-                    :1000
-                ]
-            )
             log.failure(
                 "the {loop} loop failed; it runs again in {interval} s",
                 failure,
