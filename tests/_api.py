@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from masterd.config import Role, TokenConfig
-from masterd.db import Pool
+from masterd.db import Batcher, Pool
 from masterd.events import EventBus
 from masterd.http import Authenticator, MasterAPI, MasterSite
 from masterd.jobs import JobStore
@@ -117,7 +117,10 @@ async def startAPI(
         TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
         for name, t in TOKENS.items()
     )
-    registry = AgentRegistry("test", AgentStore(pool), events, clock or reactor)
+    # Hellos, task reports and log lines go through a batcher, as in a
+    # running master.
+    store = AgentStore(pool, Batcher(pool), events=events)
+    registry = AgentRegistry("test", store, events, clock or reactor)
     api = MasterAPI(
         name="test",
         stats=stats,

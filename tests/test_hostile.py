@@ -295,7 +295,11 @@ class PathAndQueryTests(Base):
         for extra, status in [
             (b"Upgrade: websocket\r\nConnection: Upgrade\r\n", 400),
             (b"", 400),
-        ]:
+            (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", 400),
+            (b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+             b"Sec-WebSocket-Key: \xff\xfe\r\n", 400),
+        ]:  # fmt: skip
             request = b"GET /api/v1/talkback HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n"
             code, headers, body = await raw(port, request)
             self.assertEqual(code, status, body)

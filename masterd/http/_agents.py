@@ -5,11 +5,8 @@ talkback WebSocket.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.websocket import WebSocketResource
 
 from masterd.auth import Authenticator
 from masterd.config import Role
@@ -33,10 +30,11 @@ from masterd.talkback.models import (
     PageQuery,
 )
 
-from ._json import APIError, errorResponse
+from ._json import APIError
 from ._operations import PathParam, agentID, operation
 from ._query import nextHref
 from ._readiness import Readiness
+from ._upgrade import TalkbackResource
 
 AGENT = (PathParam("agentID", "agent", "agent", "An agent id (a UUID)"),)
 TASK = (PathParam("taskID", "id", "task", "A task id"),)
@@ -76,7 +74,7 @@ class AgentRoutes:
             if not principal.may(Role.agent):
                 raise Forbidden(f"role {principal.role.value} may not be an agent")
             request.principal = principal  # type: ignore[attr-defined]
-        return _TalkbackResource(self.talkback)
+        return TalkbackResource(self.talkback)
 
     @operation("GET", "/api/v1/agents", summary="List agents by id", role=Role.viewer,
                query=AgentQuery, response=AgentPage, tag="agents")  # fmt: skip
@@ -176,25 +174,6 @@ class AgentRoutes:
         request.setHeader(b"x-masterd-next-after", str(query.after + len(lines)).encode("ascii"))
         request.setHeader(b"content-length", str(len(body)).encode("ascii"))
         return body
-
-
-class _TalkbackResource(WebSocketResource):
-    """
-    Twisted's WebSocket resource, whose refusal of a bad handshake is JSON
-    like every other error here.
-    """
-
-    def render_GET(self, request: Any) -> bytes | int:
-        result = super().render_GET(request)
-        if isinstance(result, bytes) and request.code == 400:
-            error = APIError(
-                400,
-                "websocket_handshake",
-                "the WebSocket handshake is not valid (Sec-WebSocket-Key and"
-                " Sec-WebSocket-Version: 13 are needed)",
-            )
-            return errorResponse(request, error)
-        return result
 
 
 def _attemptCursor(text: str) -> tuple[int, int]:

@@ -148,6 +148,23 @@ def describeAddress(port: IListeningPort) -> str:
     return str(host)
 
 
+#: The listen queue of a TCP or TLS endpoint that names none.
+DEFAULT_BACKLOG = 1024
+
+
+def withBacklog(description: str) -> str:
+    """
+    Give a TCP or TLS endpoint a deep listen queue unless it names one:
+    Twisted's default of 50 overflows when thousands of agents reconnect at
+    once (a master died), and every overflowed connection waits a second or
+    more for the kernel to retry its SYN.
+    """
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
+
+
 class HTTPService(StagedService):
     """
     Listens on every configured endpoint; stops listening, then closes the
@@ -163,7 +180,7 @@ class HTTPService(StagedService):
         self.ports: list[IListeningPort] = []
 
     async def start(self) -> None:
-        for description in self._listen:
+        for description in map(withBacklog, self._listen):
             endpoint = endpoints.serverFromString(self._reactor, description)
             try:
                 port = await endpoint.listen(self.site)

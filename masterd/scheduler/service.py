@@ -100,38 +100,51 @@ async def activeTasks(
 
 
 async def loadSlots(txn: Transaction, agentID: str) -> AgentSlots | None:
-    rows = await txn.query(
-        "SELECT enabled, max_tasks, agent_limits, operator_limits, cpus, ram_mb, gpus,"
-        " tags || extra_tags FROM agents WHERE id = %s AND session IS NOT NULL",
-        (agentID,),
-    )
-    if not rows:
-        return None
+    return (await loadSlotsMany(txn, [agentID]))[0]
+
+
+async def loadSlotsMany(txn: Transaction, agentIDs: list[str]) -> list[AgentSlots | None]:
+    """
+    What each agent may run and runs now, in three statements for any number
+    of agents (a batch of agents joining at once, after a master died, is
+    loaded together); None for an agent that is not connected.
+    """
     from masterd.talkback.directory import effectiveLimits
 
-    enabled, maxTasks, agentLimits, operatorLimits, cpus, ram, gpus, tags = rows[0]
-    limits = effectiveLimits(cpus, ram, maxTasks, agentLimits, operatorLimits)
-    running = await txn.query(
-        "SELECT t.id, j.req_cpus, j.req_ram_mb, j.req_gpus FROM tasks t"
-        " JOIN jobs j ON j.id = t.job_id"
-        " WHERE t.agent_id = %s AND t.state IN ('assigned', 'running')",
-        (agentID,),
+    rows = await txn.query(
+        "SELECT id, enabled, max_tasks, agent_limits, operator_limits, cpus, ram_mb, gpus,"
+        " tags || extra_tags, EXISTS (SELECT 1 FROM job_blocklist b WHERE b.agent_id = a.id"
+        " AND b.blocked) FROM agents a WHERE id = ANY (%s::uuid[]) AND session IS NOT NULL",
+        (agentIDs,),
     )
-    blocked = await txn.query(
-        "SELECT 1 FROM job_blocklist WHERE agent_id = %s AND blocked LIMIT 1", (agentID,)
-    )
-    return AgentSlots(
-        agent_id=agentID,
-        blocklisted=bool(blocked),
-        enabled=enabled,
-        max_tasks=limits["max_tasks"],
-        # An agent that reports no cpus or ram is not limited by them.
-        cpus=limits["max_cpus"] if cpus else 2**31 - 1,
-        ram_mb=limits["max_ram_mb"] if ram else 2**31 - 1,
-        gpus=gpus,
-        tags=tuple(sorted(set(tags))),
-        running={r[0]: (r[1], r[2], r[3]) for r in running},
-    )
+    running = await activeTasks(txn, [str(r[0]) for r in rows])
+    found: dict[str, AgentSlots] = {}
+    for (
+        agentID,
+        enabled,
+        maxTasks,
+        agentLimits,
+        operatorLimits,
+        cpus,
+        ram,
+        gpus,
+        tags,
+        blocked,
+    ) in rows:
+        limits = effectiveLimits(cpus, ram, maxTasks, agentLimits, operatorLimits)
+        found[str(agentID)] = AgentSlots(
+            agent_id=str(agentID),
+            blocklisted=bool(blocked),
+            enabled=enabled,
+            max_tasks=limits["max_tasks"],
+            # An agent that reports no cpus or ram is not limited by them.
+            cpus=limits["max_cpus"] if cpus else 2**31 - 1,
+            ram_mb=limits["max_ram_mb"] if ram else 2**31 - 1,
+            gpus=gpus,
+            tags=tuple(sorted(set(tags))),
+            running=running.get(str(agentID), {}),
+        )
+    return [found.get(agentID) for agentID in agentIDs]
 
 
 class Scheduler(StagedService):
@@ -190,7 +203,7 @@ class Scheduler(StagedService):
 
         async def load() -> None:
             try:
-                slots = await self.batcher.submit(lambda txn: loadSlots(txn, agentID))
+                slots = await self.batcher.submitGrouped(loadSlotsMany, agentID)
             except DatabaseUnavailable:
                 return
             if slots is None or agentID not in self.registry.connections:

@@ -73,68 +73,132 @@ class AgentStore:
         self.blocklistAfter = blocklistAfter
 
     async def connect(self, hello: Hello, master: str, session: str, now: float) -> Welcome:
-        async def work(txn: Transaction) -> Welcome:
-            previous = await txn.query(
-                "SELECT master, session FROM agents WHERE id = %s FOR UPDATE", (hello.agent_id,)
+        """
+        Register a hello's connection as the agent's current one. Through
+        the batcher, the hellos of a batch are a few set-based statements in
+        one transaction (10,000 agents reconnecting at once after a master
+        died are welcomed in seconds, not one transaction each).
+        """
+        item = (hello, master, session, now)
+        if self._batcher is not None:
+            return await self._batcher.submitGrouped(self._applyHellos, item)
+        return (await self._pool.transaction(lambda txn: self._applyHellos(txn, [item])))[0]
+
+    async def _applyHellos(
+        self, txn: Transaction, items: list[tuple[Hello, str, str, float]]
+    ) -> list[Welcome]:
+        """
+        Many hellos in one go, as if one after the other: two hellos of one
+        agent in a batch (a reconnect racing its own stale connection) are
+        applied in rounds, the later one replacing the earlier.
+        """
+        welcomes: list[Welcome | None] = [None] * len(items)
+        remaining = list(range(len(items)))
+        while remaining:
+            seen: set[str] = set()
+            round_: list[int] = []
+            later: list[int] = []
+            for i in remaining:
+                agentID = items[i][0].agent_id
+                (later if agentID in seen else round_).append(i)
+                seen.add(agentID)
+            for i, welcome in zip(
+                round_, await self._helloRound(txn, [items[i] for i in round_]), strict=True
+            ):
+                welcomes[i] = welcome
+            remaining = later
+        return [w for w in welcomes if w is not None]
+
+    async def _helloRound(
+        self, txn: Transaction, items: list[tuple[Hello, str, str, float]]
+    ) -> list[Welcome]:
+        """
+        Hellos of distinct agents: lock the agents' rows (in id order, as
+        every set-based write here does, so that two masters cannot
+        deadlock), take the previous sessions, write the new ones, and
+        settle the tasks each agent says it runs against those it holds.
+        """
+        ids = [hello.agent_id for hello, _, _, _ in items]
+        previous = {
+            str(r[0]): (r[1], r[2])
+            for r in await txn.query(
+                "SELECT id, master, session FROM agents WHERE id = ANY (%s::uuid[])"
+                " ORDER BY id FOR UPDATE",
+                (ids,),
             )
-            rows = await txn.query(
-                "INSERT INTO agents (id, hostname, os, version, cpus, ram_mb, gpus, tags,"
-                " software, max_tasks, master, session, connected_at, disconnected_at,"
-                " last_seen) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s)"
-                " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
-                " os = EXCLUDED.os, version = EXCLUDED.version, cpus = EXCLUDED.cpus,"
-                " ram_mb = EXCLUDED.ram_mb, gpus = EXCLUDED.gpus, tags = EXCLUDED.tags,"
-                " software = EXCLUDED.software, max_tasks = EXCLUDED.max_tasks,"
-                " master = EXCLUDED.master, session = EXCLUDED.session,"
-                " connected_at = EXCLUDED.connected_at, disconnected_at = NULL,"
-                " last_seen = EXCLUDED.last_seen"
-                " RETURNING enabled, operator_limits",
-                (
-                    hello.agent_id,
-                    hello.hostname,
-                    hello.os,
-                    hello.version,
-                    hello.cpus,
-                    hello.ram_mb,
-                    hello.gpus,
-                    list(hello.tags),
-                    Json(hello.software),
-                    hello.max_tasks,
-                    master,
-                    session,
-                    _ts(now),
-                    _ts(now),
-                ),
-            )
-            enabled, operatorLimits = rows[0]
-            active = {
-                (r[0], r[1])
-                for r in await txn.query(
-                    "SELECT id, attempt FROM tasks WHERE agent_id = %s"
-                    " AND state IN ('assigned', 'running') ORDER BY id FOR UPDATE",
-                    (hello.agent_id,),
-                )
-            }
-            if previous and previous[0][1] is not None and self._events is not None:
-                # The master holding the older connection closes it.
-                await self._events.announce(txn, AgentMoved(hello.agent_id, str(previous[0][1])))
-            listed = hello.runningTasks()
-            requeued = sorted(active - listed)
+        }
+        rows = await txn.query(
+            "INSERT INTO agents (id, hostname, os, version, cpus, ram_mb, gpus, tags,"
+            " software, max_tasks, master, session, connected_at, disconnected_at, last_seen)"
+            " SELECT x.id, x.hostname, x.os, x.version, x.cpus, x.ram_mb, x.gpus,"
+            " ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.software, x.max_tasks,"
+            " x.master, x.session, x.at, NULL, x.at"
+            " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::int[],"
+            " %s::int[], %s::int[], %s::jsonb[], %s::jsonb[], %s::int[], %s::text[],"
+            " %s::uuid[], %s::timestamptz[]) AS x (id, hostname, os, version, cpus, ram_mb,"
+            " gpus, tags, software, max_tasks, master, session, at) ORDER BY x.id"
+            " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
+            " os = EXCLUDED.os, version = EXCLUDED.version, cpus = EXCLUDED.cpus,"
+            " ram_mb = EXCLUDED.ram_mb, gpus = EXCLUDED.gpus, tags = EXCLUDED.tags,"
+            " software = EXCLUDED.software, max_tasks = EXCLUDED.max_tasks,"
+            " master = EXCLUDED.master, session = EXCLUDED.session,"
+            " connected_at = EXCLUDED.connected_at, disconnected_at = NULL,"
+            " last_seen = EXCLUDED.last_seen"
+            " RETURNING id, enabled, operator_limits",
+            (
+                ids,
+                [hello.hostname for hello, _, _, _ in items],
+                [hello.os for hello, _, _, _ in items],
+                [hello.version for hello, _, _, _ in items],
+                [hello.cpus for hello, _, _, _ in items],
+                [hello.ram_mb for hello, _, _, _ in items],
+                [hello.gpus for hello, _, _, _ in items],
+                [Json(list(hello.tags)) for hello, _, _, _ in items],
+                [Json(hello.software) for hello, _, _, _ in items],
+                [hello.max_tasks for hello, _, _, _ in items],
+                [master for _, master, _, _ in items],
+                [session for _, _, session, _ in items],
+                [_ts(now) for _, _, _, now in items],
+            ),
+        )
+        stored = {str(r[0]): (r[1], r[2]) for r in rows}
+        active: dict[str, set[tuple[int, int]]] = {}
+        for agentID, taskID, attempt in await txn.query(
+            "SELECT agent_id, id, attempt FROM tasks WHERE agent_id = ANY (%s::uuid[])"
+            " AND state IN ('assigned', 'running') ORDER BY id FOR UPDATE",
+            (ids,),
+        ):
+            active.setdefault(str(agentID), set()).add((taskID, attempt))
+        moved = [
+            AgentMoved(agentID, str(session))
+            for agentID, (_, session) in sorted(previous.items())
+            if session is not None
+        ]
+        if moved and self._events is not None:
+            # The masters holding the older connections close them.
+            await self._events.announce(txn, *moved)
+        welcomes = []
+        for hello, _, _, _ in items:
+            agentID = hello.agent_id
+            held, listed = active.get(agentID, set()), hello.runningTasks()
+            requeued = sorted(held - listed)
             for taskID, attempt in requeued:
                 await lifecycle.requeue(
-                    txn, hello.agent_id, taskID, attempt, "lost",
-                    "the agent reconnected without it",
-                )  # fmt: skip
-            return Welcome(
-                previous_master=previous[0][0] if previous else None,
-                previous_session=str(previous[0][1]) if previous and previous[0][1] else None,
-                requeued=tuple(requeued),
-                cancel=tuple(sorted(listed - active)),
-                enabled=enabled,
-                operator_limits=operatorLimits,
+                    txn, agentID, taskID, attempt, "lost", "the agent reconnected without it"
+                )
+            before = previous.get(agentID)
+            enabled, operatorLimits = stored[agentID]
+            welcomes.append(
+                Welcome(
+                    previous_master=before[0] if before else None,
+                    previous_session=str(before[1]) if before and before[1] else None,
+                    requeued=tuple(requeued),
+                    cancel=tuple(sorted(listed - held)),
+                    enabled=enabled,
+                    operator_limits=operatorLimits,
+                )
             )
-
-        return await self._pool.transaction(work)
+        return welcomes
 
     async def disconnect(self, agentID: str, session: str, now: float) -> bool:
         rows = await self._pool.query(

@@ -19,6 +19,18 @@ trip of the generators' WebSocket pings (10 a second: how soon the master's
 reactor answers; a stall shows there). Then it counts the agents whose
 C{last_seen} the batched flush wrote in the last 15 s.
 
+With C{--takeover} it runs the takeover case instead (tests/bench/_takeover.py):
+one PostgreSQL, two masters A and B on it, one job of N (C{--connections})
+no-op tasks; the generators' agents (C{--ports A,B --hold}) all welcomed by A,
+each running one task it holds; then A is killed (SIGKILL) and the agents
+reconnect to B at once. It measures how soon B has welcomed them all (target
+<= 5 s after the kill), B's, PostgreSQL's and the generators' CPU meanwhile,
+the reconnections' welcome latency, tasks rerun (target 0), and, once the
+agents finish their tasks, that every task has exactly one attempt, done::
+
+    python tests/bench/talkback_bench.py --takeover [--connections 10000] [--rate 500]
+        [--processes 1] [--settle 15] [--config 'master: {expire_s: 60}']
+
 Targets: master RSS <= 1.5 GB; per heartbeat period, the master receives ~N
 heartbeats and the lag (sent - received) does not grow. This is a benchmark,
 not a test: trial does not collect it. Exit status: 0 once measured (whatever
@@ -83,30 +95,50 @@ class Loads:
     The generator processes, asked for their counters over their stdin/stdout.
     """
 
-    def __init__(self, args: argparse.Namespace, port: int) -> None:
+    def __init__(self, args: argparse.Namespace, port: int, **extra: Any) -> None:
+        """
+        C{extra}: more options for every generator (C{ports="1,2"}); C{True}
+        gives a flag alone (C{hold=True}).
+        """
         n, k = args.connections, args.processes
         self.procs = []
         for i in range(k):
             count, first = n // k + (i < n % k), i * (n // k) + min(i, n % k)
             options = {"port": port, "count": count, "first": first, "rate": args.rate / k,
-                       "period": args.period}  # fmt: skip
+                       "period": args.period, **extra}  # fmt: skip
             command = [sys.executable, str(LOAD)]
             for name, value in options.items():
-                command += [f"--{name}", str(value)]
+                command += [f"--{name}"] if value is True else [f"--{name}", str(value)]
             pipe = subprocess.PIPE
             self.procs.append(subprocess.Popen(command, stdin=pipe, stdout=pipe, text=True))
         self.ps = [psutil.Process(p.pid) for p in self.procs]
 
-    def stats(self) -> dict[str, Any]:
-        total: dict[str, Any] = {"closes": {}, "first_error": ""}
+    def command(self, line: str) -> None:
         for p in self.procs:
-            assert p.stdin is not None and p.stdout is not None
+            assert p.stdin is not None
             try:
-                p.stdin.write("stats\n")
+                p.stdin.write(line + "\n")
                 p.stdin.flush()
-                one = json.loads(p.stdout.readline())
+            except OSError:
+                raise BenchFailure(f"generator {p.pid} died (status {p.poll()})") from None
+
+    def each(self) -> list[dict[str, Any]]:
+        """
+        Every generator's counters, one dict each.
+        """
+        self.command("stats")
+        found = []
+        for p in self.procs:
+            assert p.stdout is not None
+            try:
+                found.append(json.loads(p.stdout.readline()))
             except (OSError, ValueError):
                 raise BenchFailure(f"generator {p.pid} died (status {p.poll()})") from None
+        return found
+
+    def stats(self) -> dict[str, Any]:
+        total: dict[str, Any] = {"closes": {}, "first_error": ""}
+        for one in self.each():
             for key, value in one.items():
                 if isinstance(value, int):
                     total[key] = total.get(key, 0) + value
@@ -404,12 +436,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sample", type=float, default=5, help="seconds between samples (5)")
     parser.add_argument("--period", type=float, default=10, help="heartbeat period, s (10)")
     parser.add_argument("--config", default="", help="YAML appended to the master's config,"
-                        " e.g. 'scheduler: {sweep_s: 3600}'")  # fmt: skip
+                        " e.g. 'scheduler: {sweep_s: 3600}' (--takeover: merged into both"
+                        " masters' configs)")  # fmt: skip
+    parser.add_argument("--takeover", action="store_true", help="the takeover case: two masters,"
+                        " the agents' master killed (tests/bench/_takeover.py)")  # fmt: skip
+    parser.add_argument("--settle", type=float, default=15, help="--takeover: seconds after"
+                        " the last re-welcome before the database is checked (15)")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.duration < 3 * args.period or args.connections < args.processes:
-        parser.error("--duration must cover 3 heartbeat periods; --connections >= --processes")
+    if args.connections < args.processes:
+        parser.error("--connections must be >= --processes")
+    if args.duration < 3 * args.period and not args.takeover:
+        parser.error("--duration must cover 3 heartbeat periods")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.takeover:
+        from tests.bench._takeover import run as takeover
+
+        return takeover(args)
     return run(args)
 
 
