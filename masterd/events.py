@@ -68,8 +68,13 @@ class EventBus:
         """
         if not events:
             return
-        for batch in batches(list(events)):
-            await txn.execute("SELECT masterd_announce(%s, %s::json)", (self.origin, batch))
+        # Every payload in one statement: one round trip however many
+        # events a batch announces (a takeover moves thousands of agents).
+        await txn.execute(
+            "SELECT masterd_announce(%s, p) FROM unnest(%s::json[]) WITH ORDINALITY AS x (p, i)"
+            " ORDER BY i",
+            (self.origin, batches(list(events))),
+        )
         txn.afterCommit(lambda: self._publishAll(events))
 
     def _publishAll(self, events: tuple[object, ...]) -> None:

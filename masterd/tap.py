@@ -26,6 +26,7 @@ from masterd.schema import InputLimits
 from masterd.service import MasterReadiness, MasterService
 from masterd.stats import MasterStats, StatsService
 from masterd.talkback import (
+    HELLO_BATCH,
     AgentDirectory,
     AgentRegistry,
     AgentStore,
@@ -108,7 +109,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     batcher = Batcher(database.pool, config.scheduler.max_batch, stats.scheduling)
     agentStore = AgentStore(
         database.pool, batcher, config.scheduler.blocklist_after, events,
-        config.limits.max_log_lines_per_attempt,
+        config.limits.max_log_lines_per_attempt, Batcher(database.pool, HELLO_BATCH),
     )  # fmt: skip
     registry = AgentRegistry(config.master.name, agentStore, events, reactor, watcher=stats)
     talkback = TalkbackFactory(

@@ -127,6 +127,47 @@ class PoolTests(TestCase):
 
         return d(run())
 
+    def test_beginRidesWithTheFirstStatement(self) -> Deferred[None]:
+        """
+        BEGIN travels with a transaction's first statement (one round trip
+        fewer); a transaction that runs no statement sends nothing; a first
+        statement that fails is rolled back, and the connection is usable.
+        """
+
+        async def run() -> None:
+            dsn = await freshDatabase(self)
+            queries: list[float] = []
+            pool = Pool(reactor, dsn, minSize=1, maxSize=1, onQuery=queries.append)
+            await pool.open()
+            self.addCleanup(pool.close)
+            await pool.query("CREATE TABLE t (x int PRIMARY KEY)")
+            del queries[:]
+            self.assertEqual(await pool.query("SELECT 1"), [(1,)])
+            self.assertEqual(len(queries), 2)  # BEGIN with SELECT, then COMMIT
+
+            async def nothing(txn: Transaction) -> str:
+                return "done"
+
+            self.assertEqual(await pool.transaction(nothing), "done")
+            self.assertEqual(len(queries), 2)
+
+            async def failFirst(txn: Transaction) -> None:
+                await txn.execute("INSERT INTO t VALUES (1), (1)")
+
+            with self.assertRaises(psycopg2.IntegrityError):
+                await pool.transaction(failFirst)
+
+            async def inTransaction(txn: Transaction) -> list[tuple[Any, ...]]:
+                await txn.execute("INSERT INTO t VALUES (2)")
+                return await txn.query("SELECT now() = statement_timestamp(), count(*) FROM t")
+
+            # Inside one transaction now() stays at its start.
+            [(same, count)] = await pool.transaction(inTransaction)
+            self.assertEqual((same, count), (False, 1))
+            self.assertEqual(pool.inUse, 0)
+
+        return d(run())
+
     def test_acquireTimeout(self) -> Deferred[None]:
         """
         When every connection is busy, a caller waits at most the acquire

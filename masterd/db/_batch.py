@@ -108,6 +108,7 @@ class Batcher:
 
         async def work(txn: Transaction) -> list[Any]:
             if batch is None:
+                await txn.begin()
                 taken.extend(self._take())
             return await self._apply(txn, taken)
 

@@ -73,6 +73,10 @@ class Transaction:
         self._cursor = cursor
         self._onQuery = onQuery
         self._afterCommit: list[Callable[[], object]] = []
+        #: BEGIN goes out with the first statement, in the same round trip:
+        #: a transaction's latency is its round trips, and when the master
+        #: is busiest (thousands of agents reconnecting) each costs most.
+        self.begun = False
 
     def afterCommit(self, callback: Callable[[], object]) -> None:
         """
@@ -89,7 +93,23 @@ class Transaction:
             except Exception:
                 log.failure("an after-commit callback failed")
 
+    async def begin(self) -> None:
+        """
+        Send BEGIN now, on its own: for the batcher, whose next batch is
+        what arrives during this round trip.
+        """
+        if not self.begun:
+            await self.execute("BEGIN")
+
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
+        if not self.begun and sql == "BEGIN":
+            self.begun = True
+        elif not self.begun:
+            # psycopg2 fills the parameters in on this side, so the two
+            # statements travel as one simple query; the rows and the row
+            # count are the second's.
+            self.begun = True
+            sql = f"BEGIN; {sql}"
         started = time.perf_counter()
         try:
             await self._cursor.execute(sql, params)
@@ -286,16 +306,17 @@ class Pool:
         cursor = conn.cursor()
         txn = Transaction(cursor, self._onQuery)
         try:
-            await txn.execute("BEGIN")
             result = await work(txn)
-            await txn.execute("COMMIT")
+            if txn.begun:
+                await txn.execute("COMMIT")
         except BaseException as e:
             if _connectionIsDead(conn, e):
                 self._discard(conn)
                 self._markDead()
                 raise DatabaseUnavailable("the database connection was lost") from e
             try:
-                await txn.execute("ROLLBACK")
+                if txn.begun:
+                    await txn.execute("ROLLBACK")
             except Exception:
                 self._discard(conn)
                 self._markDead()

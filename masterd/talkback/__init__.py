@@ -16,10 +16,11 @@ from .directory import AgentDirectory
 from .factory import TalkbackFactory
 from .registry import AgentRegistry, TalkbackStats
 from .service import TalkbackService
-from .store import AgentStore
+from .store import HELLO_BATCH, AgentStore
 
 __all__ = [
     "GOING_AWAY",
+    "HELLO_BATCH",
     "POLICY",
     "REPLACED",
     "TIMED_OUT",

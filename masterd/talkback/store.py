@@ -23,6 +23,9 @@ from masterd.jobs import lifecycle
 
 from .messages import Hello, Limits, Log, TaskUpdate
 
+#: The most hellos one transaction of the hello lane writes.
+HELLO_BATCH = 2000
+
 
 def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
@@ -63,8 +66,14 @@ class AgentStore:
         blocklistAfter: int = 0,
         events: EventBus | None = None,
         maxLogLines: int = 1_000_000,
+        hellos: Batcher | None = None,
     ) -> None:
         self._pool = pool
+        #: Hellos have a lane of their own (docs/architecture.md): the
+        #: thousands that arrive when a master dies share a few large
+        #: transactions, without waiting behind task reports or holding
+        #: them up.
+        self._hellos = hellos or batcher
         self.maxLogLines = maxLogLines
         self._events = events
         # Task reports are many and small: they share transactions when a
@@ -80,8 +89,8 @@ class AgentStore:
         died are welcomed in seconds, not one transaction each).
         """
         item = (hello, master, session, now)
-        if self._batcher is not None:
-            return await self._batcher.submitGrouped(self._applyHellos, item)
+        if self._hellos is not None:
+            return await self._hellos.submitGrouped(self._applyHellos, item)
         return (await self._pool.transaction(lambda txn: self._applyHellos(txn, [item])))[0]
 
     async def _applyHellos(
@@ -113,30 +122,32 @@ class AgentStore:
         self, txn: Transaction, items: list[tuple[Hello, str, str, float]]
     ) -> list[Welcome]:
         """
-        Hellos of distinct agents: lock the agents' rows (in id order, as
-        every set-based write here does, so that two masters cannot
-        deadlock), take the previous sessions, write the new ones, and
-        settle the tasks each agent says it runs against those it holds.
+        Hellos of distinct agents, in one statement (a batch's round trips
+        are what a master flooded with reconnecting agents waits on): lock
+        the agents' rows in id order (as every set-based write here does,
+        so that two masters cannot deadlock) and read their previous
+        sessions, write the new ones, and lock the tasks each agent holds to
+        settle them against those it says it runs.
         """
         ids = [hello.agent_id for hello, _, _, _ in items]
-        previous = {
-            str(r[0]): (r[1], r[2])
-            for r in await txn.query(
-                "SELECT id, master, session FROM agents WHERE id = ANY (%s::uuid[])"
-                " ORDER BY id FOR UPDATE",
-                (ids,),
-            )
-        }
+        previous: dict[str, tuple[str | None, Any]] = {}
+        stored: dict[str, tuple[bool, dict[str, Any]]] = {}
+        active: dict[str, set[tuple[int, int]]] = {}
         rows = await txn.query(
-            "INSERT INTO agents (id, hostname, os, version, cpus, ram_mb, gpus, tags,"
+            "WITH x AS (SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[],"
+            " %s::int[], %s::int[], %s::int[], %s::jsonb[], %s::jsonb[], %s::int[], %s::text[],"
+            " %s::uuid[], %s::timestamptz[]) AS x (id, hostname, os, version, cpus, ram_mb,"
+            " gpus, tags, software, max_tasks, master, session, at)),"
+            # The previous session is read under the row's lock, before the
+            # upsert replaces it: the upsert takes its rows from this join.
+            " prev AS (SELECT a.id, a.master, a.session FROM agents a"
+            " WHERE a.id IN (SELECT id FROM x) ORDER BY a.id FOR UPDATE),"
+            " up AS (INSERT INTO agents (id, hostname, os, version, cpus, ram_mb, gpus, tags,"
             " software, max_tasks, master, session, connected_at, disconnected_at, last_seen)"
             " SELECT x.id, x.hostname, x.os, x.version, x.cpus, x.ram_mb, x.gpus,"
             " ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.software, x.max_tasks,"
             " x.master, x.session, x.at, NULL, x.at"
-            " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::int[],"
-            " %s::int[], %s::int[], %s::jsonb[], %s::jsonb[], %s::int[], %s::text[],"
-            " %s::uuid[], %s::timestamptz[]) AS x (id, hostname, os, version, cpus, ram_mb,"
-            " gpus, tags, software, max_tasks, master, session, at) ORDER BY x.id"
+            " FROM x LEFT JOIN prev ON prev.id = x.id ORDER BY x.id"
             " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
             " os = EXCLUDED.os, version = EXCLUDED.version, cpus = EXCLUDED.cpus,"
             " ram_mb = EXCLUDED.ram_mb, gpus = EXCLUDED.gpus, tags = EXCLUDED.tags,"
@@ -144,7 +155,13 @@ class AgentStore:
             " master = EXCLUDED.master, session = EXCLUDED.session,"
             " connected_at = EXCLUDED.connected_at, disconnected_at = NULL,"
             " last_seen = EXCLUDED.last_seen"
-            " RETURNING id, enabled, operator_limits",
+            " RETURNING id, enabled, operator_limits),"
+            " held AS (SELECT agent_id, id, attempt FROM tasks"
+            " WHERE agent_id IN (SELECT id FROM x) AND state IN ('assigned', 'running')"
+            " ORDER BY id FOR UPDATE)"
+            " SELECT 'agent', up.id, up.enabled, up.operator_limits, prev.master, prev.session,"
+            " NULL::bigint, NULL::int FROM up LEFT JOIN prev ON prev.id = up.id"
+            " UNION ALL SELECT 'task', agent_id, NULL, NULL, NULL, NULL, id, attempt FROM held",
             (
                 ids,
                 [hello.hostname for hello, _, _, _ in items],
@@ -161,14 +178,13 @@ class AgentStore:
                 [_ts(now) for _, _, _, now in items],
             ),
         )
-        stored = {str(r[0]): (r[1], r[2]) for r in rows}
-        active: dict[str, set[tuple[int, int]]] = {}
-        for agentID, taskID, attempt in await txn.query(
-            "SELECT agent_id, id, attempt FROM tasks WHERE agent_id = ANY (%s::uuid[])"
-            " AND state IN ('assigned', 'running') ORDER BY id FOR UPDATE",
-            (ids,),
-        ):
-            active.setdefault(str(agentID), set()).add((taskID, attempt))
+        for kind, agent, enabled, limits, master, session, taskID, attempt in rows:
+            if kind == "agent":
+                stored[str(agent)] = (enabled, limits)
+                if master is not None or session is not None:
+                    previous[str(agent)] = (master, session)
+            else:
+                active.setdefault(str(agent), set()).add((taskID, attempt))
         moved = [
             AgentMoved(agentID, str(session))
             for agentID, (_, session) in sorted(previous.items())

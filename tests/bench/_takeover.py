@@ -391,6 +391,9 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             server.stop()
         stopOrphan(tmp / "pgdata")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("MASTERD_BENCH_KEEP"):
+            print(f"kept {tmp} (MASTERD_BENCH_KEEP)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
         print(f"whole benchmark: {time.monotonic() - began:.0f} s")
     return 0 if good else 1
