@@ -100,14 +100,22 @@ class MigrationTests(TestCase):
 
 
 class PoolTests(TestCase):
+    async def openPool(self, queries: list[float], schema: str) -> Pool:
+        """
+        A pool of one connection on a fresh database that counts its
+        statements into C{queries}, with C{schema} run.
+        """
+        pool = Pool(reactor, await freshDatabase(self), minSize=1, maxSize=1,
+                    onQuery=queries.append)  # fmt: skip
+        await pool.open()
+        self.addCleanup(pool.close)
+        await pool.query(schema)
+        return pool
+
     def test_transactionCommitsAndRollsBack(self) -> Deferred[None]:
         async def run() -> None:
-            dsn = await freshDatabase(self)
             queries: list[float] = []
-            pool = Pool(reactor, dsn, minSize=1, maxSize=2, onQuery=queries.append)
-            await pool.open()
-            self.addCleanup(pool.close)
-            await pool.query("CREATE TABLE t (x int)")
+            pool = await self.openPool(queries, "CREATE TABLE t (x int)")
 
             async def insertThenFail(txn: Transaction) -> None:
                 await txn.execute("INSERT INTO t VALUES (1)")
@@ -135,12 +143,8 @@ class PoolTests(TestCase):
         """
 
         async def run() -> None:
-            dsn = await freshDatabase(self)
             queries: list[float] = []
-            pool = Pool(reactor, dsn, minSize=1, maxSize=1, onQuery=queries.append)
-            await pool.open()
-            self.addCleanup(pool.close)
-            await pool.query("CREATE TABLE t (x int PRIMARY KEY)")
+            pool = await self.openPool(queries, "CREATE TABLE t (x int PRIMARY KEY)")
             del queries[:]
             self.assertEqual(await pool.query("SELECT 1"), [(1,)])
             self.assertEqual(len(queries), 2)  # BEGIN with SELECT, then COMMIT

@@ -48,8 +48,8 @@ import psutil
 import psycopg2
 import yaml
 
-from tests.bench.cluster_bench import AGENT_TOKEN, Server, one
-from tests.bench.http_bench import _SUSPICIOUS, freePort, get, twistd, waitFor
+from tests.bench.cluster_bench import AGENT_TOKEN, Server, one, startMaster
+from tests.bench.http_bench import _SUSPICIOUS, freePort, get, waitFor
 from tests.bench.scheduler_bench import committed, master, submit
 from tests.bench.talkback_bench import (
     ADMIN,
@@ -105,17 +105,7 @@ class Master:
         path = directory / "master.yaml"
         path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         self.log = directory / "master.log"
-        # The DSN is in the config: none from the environment overrides it.
-        env = {k: v for k, v in os.environ.items() if k != "MASTERD_DATABASE_DSN"}
-        with self.log.open("wb") as log:
-            self.popen = subprocess.Popen(
-                [twistd(), "-n", "--pidfile=", "masterd", "-c", str(path)],
-                cwd=directory,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
+        self.popen = startMaster(path, self.log)
         self.proc = psutil.Process(self.popen.pid)
         self.killed = False
 

@@ -88,6 +88,24 @@ auth:
 """
 
 
+def startMaster(config: Path, logPath: Path) -> subprocess.Popen[bytes]:
+    """
+    C{twistd masterd} on C{config}, in the config's directory, logging to
+    C{logPath}.
+    """
+    # The DSN is in the config: none from the environment overrides it.
+    env = {k: v for k, v in os.environ.items() if k != "MASTERD_DATABASE_DSN"}
+    with logPath.open("wb") as log:
+        return subprocess.Popen(
+            [twistd(), "-n", "--pidfile=", "masterd", "-c", str(config)],
+            cwd=config.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+
+
 class Master:
     """
     One master subprocess on the shared database.
@@ -105,17 +123,7 @@ class Master:
             + extra
         )
         self.log = directory / "master.log"
-        # The DSN is in the config: none from the environment overrides it.
-        env = {k: v for k, v in os.environ.items() if k != "MASTERD_DATABASE_DSN"}
-        with self.log.open("wb") as log:
-            self.popen = subprocess.Popen(
-                [twistd(), "-n", "--pidfile=", "masterd", "-c", str(config)],
-                cwd=directory,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
+        self.popen = startMaster(config, self.log)
         self.proc = psutil.Process(self.popen.pid)
 
     def check(self) -> None:
