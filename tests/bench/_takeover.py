@@ -27,7 +27,9 @@ bounded wait) every task must have exactly one attempt, done.
 
 Exit status: 0 once measured (whatever the figures), 1 if an agent is
 refused, fails or is dropped, a master dies unexpectedly, or the agents or
-the job do not get there in time.
+the job do not get there in time. With MASTERD_BENCH_KEEP=1 in the
+environment the temporary directory (both masters' logs, the database) is
+kept and its path printed.
 """
 
 from __future__ import annotations
