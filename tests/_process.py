@@ -5,20 +5,23 @@ A real master in a real process: twistd, the embedded PostgreSQL, sockets on
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import treq
 import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from masterd.agent.runner import processAlive
+from masterd._process import processAlive
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -122,3 +125,45 @@ def postmasterPID(dataDir: Path) -> int | None:
 
 
 alive = processAlive
+
+
+async def call(
+    base: str, path: str, token: str, method: str = "GET", body: Any = None
+) -> tuple[int, Any]:
+    """
+    One request to a master that may be down: a connection failure is
+    status 0 (and its text) rather than an exception, so that polls go on
+    through a master's death; a JSON body is decoded.
+    """
+    kwargs: dict[str, Any] = {} if body is None else {"json": body}
+    headers: dict[bytes | str, list[bytes | str]] = {"Authorization": [f"Bearer {token}"]}
+    try:
+        response = await treq.request(
+            method, base + path, headers=headers, persistent=False, timeout=30, **kwargs
+        )
+        content = await response.content()
+    except Exception as e:
+        return 0, repr(e)
+    try:
+        return response.code, json.loads(content)
+    except ValueError:
+        return response.code, content
+
+
+async def until(
+    what: str,
+    check: Callable[[], Awaitable[bool]],
+    timeout: float,
+    logs: Callable[[], str] = lambda: "",
+    interval: float = 0.2,
+) -> float:
+    """
+    Poll C{check} until it is true; how long that took. Past C{timeout}, fail
+    naming C{what}, with C{logs()} (the end of the masters' logs).
+    """
+    began = time.monotonic()
+    while not await check():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s\n{logs()}")
+        await deferLater(reactor, interval)
+    return time.monotonic() - began

@@ -7,20 +7,16 @@ publish follows it; after a rollback, neither.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from masterd.cluster import Notifier
 from masterd.db import Transaction
-from masterd.events import AgentChanged, EventBus, TaskCanceled, WorkAvailable
+from masterd.events import EventBus, WorkAvailable
 
-from .test_talkback import Base
+from ._api import API
+from .test_notify import ListeningBase
 
 ROOT = Path(__file__).resolve().parent.parent / "masterd"
 
@@ -29,31 +25,21 @@ class Boom(Exception):
     pass
 
 
-class AnnounceTests(Base):
-    async def until(self, condition: Any, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out")
-            await deferLater(reactor, 0.02)
-
-    async def otherMaster(self) -> list[Any]:
-        bus = EventBus(origin="other")
-        heard: list[Any] = []
-        for kind in (TaskCanceled, WorkAvailable, AgentChanged):
-            bus.subscribe(kind, heard.append)
-        notifier = Notifier(reactor, lambda: self.api.pool._dsn, bus, maxDelay=0.2)
-        await notifier.start()
-        self.addCleanup(lambda: Deferred.fromCoroutine(notifier.stop()))
-        await self.until(lambda: notifier.listening)
-        return heard
-
-    async def test_afterCommit(self) -> None:
+class AnnounceTests(ListeningBase):
+    async def twoMasters(self) -> tuple[API, list[Any], EventBus, list[Any]]:
+        """
+        The test's API, what another master hears, and a bus here with what
+        it publishes of WorkAvailable.
+        """
         api = await self.setUpTalkback()
-        heardThere = await self.otherMaster()
+        _, heardThere = await self.listener("other")
         bus = EventBus(origin="here")
         heardHere: list[Any] = []
         bus.subscribe(WorkAvailable, heardHere.append)
+        return api, heardThere, bus, heardHere
+
+    async def test_afterCommit(self) -> None:
+        api, heardThere, bus, heardHere = await self.twoMasters()
 
         async def work(txn: Transaction) -> None:
             await bus.announce(txn, WorkAvailable((7,)))
@@ -65,11 +51,7 @@ class AnnounceTests(Base):
         await self.until(lambda: WorkAvailable((7,)) in heardThere)
 
     async def test_neitherAfterRollback(self) -> None:
-        api = await self.setUpTalkback()
-        heardThere = await self.otherMaster()
-        bus = EventBus(origin="here")
-        heardHere: list[Any] = []
-        bus.subscribe(WorkAvailable, heardHere.append)
+        api, heardThere, bus, heardHere = await self.twoMasters()
 
         async def work(txn: Transaction) -> None:
             await bus.announce(txn, WorkAvailable((8,)))
@@ -89,7 +71,7 @@ class AnnounceTests(Base):
         as it wakes other masters' (the halves had drifted apart).
         """
         api = await self.setUpTalkback()
-        heardThere = await self.otherMaster()
+        _, heardThere = await self.listener("other")
         heardHere: list[Any] = []
         api.events.subscribe(WorkAvailable, heardHere.append)
         job = await api.submit(frames="1-2", requirements={"cpus": 64})

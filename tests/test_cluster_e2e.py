@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-import treq
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.python import log as twistedLog
 from twisted.trial.unittest import SkipTest, TestCase
 
 from ._postgres import freshDatabase
-from ._process import MasterProcess, alive
+from ._process import MasterProcess, alive, call
 from .test_e2e import ADMIN, AgentProcess, farmConfig
 
 # The issue asks for 2,000 tasks; MASTERD_CLUSTER_E2E_TASKS overrides it for
@@ -155,25 +154,7 @@ class ClusterBase(TestCase):
             self.agents.append(agent)
 
     async def call(self, base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """
-        One request; a connection failure is status 0 rather than an
-        exception, so that polls go on through a master's death.
-        """
-        headers = {"Authorization": [f"Bearer {ADMIN}"]}
-        kwargs: dict[str, Any] = {}
-        if body is not None:
-            kwargs["json"] = body
-        try:
-            response = await treq.request(
-                method, base + path, headers=headers, persistent=False, timeout=30, **kwargs
-            )
-            content = await response.content()
-        except Exception as e:
-            return 0, repr(e)
-        try:
-            return response.code, json.loads(content)
-        except ValueError:
-            return response.code, content
+        return await call(base, path, ADMIN, method, body)
 
     def logs(self) -> str:
         parts = [f"--- {name} ---\n{m.log()[-2500:]}" for name, m in self.masters.items()]

@@ -21,11 +21,9 @@ from typing import Any
 
 import psycopg2
 import treq
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from ._process import MasterProcess
+from ._process import MasterProcess, call, until
 from .test_e2e import ADMIN, AGENT, AGENT_TOKEN, farmConfig
 from .test_restarts import freePort
 
@@ -137,25 +135,10 @@ class FailoverTests(TestCase):
         return primary, replica
 
     async def get(self, base: str, path: str) -> tuple[int, Any]:
-        try:
-            response = await treq.get(
-                base + path, headers={"Authorization": [f"Bearer {ADMIN}"]}, persistent=False
-            )
-            content = await response.content()
-        except Exception as e:
-            return 0, str(e)
-        try:
-            return response.code, json.loads(content)
-        except ValueError:
-            return response.code, content
+        return await call(base, path, ADMIN)
 
     async def until(self, what: str, check: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not await check():
-            if time.monotonic() > deadline:
-                logs = "\n".join(m.log()[-3000:] for m in self.masters)
-                raise AssertionError(f"{what}: not within {timeout:.0f} s\n{logs}")
-            await deferLater(reactor, 0.2)
+        await until(what, check, timeout, lambda: "\n".join(m.log()[-3000:] for m in self.masters))
 
     async def test_primaryDiesReplicaPromoted(self) -> None:
         primary, replica = self.pair()

@@ -20,7 +20,11 @@ from .test_jobs_api import assignAll
 from .test_talkback import AGENT, Base
 
 
-class NotifyTests(Base):
+class ListeningBase(Base):
+    """
+    Talkback tests with other masters' listeners on the same database.
+    """
+
     async def until(self, condition: Any, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
@@ -39,6 +43,8 @@ class NotifyTests(Base):
         await self.until(lambda: notifier.listening)
         return notifier, heard
 
+
+class NotifyTests(ListeningBase):
     async def test_hintsCrossMasters(self) -> None:
         api = await self.setUpTalkback()
         _, heardByOther = await self.listener("m2")

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.websocket import ConnectionRejected, WebSocketClientEndpoint, WebSocketTransport
 
-from ._process import MasterProcess, alive, postmasterPID
+from ._process import MasterProcess, alive, call, postmasterPID, until
 from .test_e2e import ADMIN, AGENT_TOKEN, AgentProcess, farmConfig
 
 
@@ -161,28 +161,10 @@ class RestartTests(TestCase):
     timeout = 900
 
     async def call(self, path: str) -> tuple[int, Any]:
-        try:
-            response = await treq.get(
-                self.base + path, headers={"Authorization": [f"Bearer {ADMIN}"]},
-                persistent=False,
-            )  # fmt: skip
-            content = await response.content()
-        except Exception as e:
-            return 0, str(e)
-        try:
-            return response.code, json.loads(content)
-        except ValueError:
-            return response.code, content
+        return await call(self.base, path, ADMIN)
 
     async def until(self, what: str, check: Any, timeout: float) -> float:
-        began = time.monotonic()
-        while True:
-            if await check():
-                return time.monotonic() - began
-            if time.monotonic() - began > timeout:
-                raise AssertionError(f"{what}: not within {timeout:.0f} s\n"
-                                     f"{self.master.log()[-4000:]}")  # fmt: skip
-            await deferLater(reactor, 0.1)
+        return await until(what, check, timeout, lambda: self.master.log()[-4000:], 0.1)
 
     def launch(self) -> MasterProcess:
         self.master = MasterProcess(self.config, self.directory)
