@@ -71,8 +71,13 @@ class Unauthorized(Exception):
 
 class Forbidden(Exception):
     """
-    Valid credentials whose role is not enough. Answered 403.
+    Valid credentials whose role is not enough, or a job that is another
+    user's. Answered 403, with C{details} (the owner, for instance).
     """
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class Conflict(Exception):

@@ -154,6 +154,16 @@ class SlotFreed:
     failed: bool
 
 
+@frozen
+class TokensChanged:
+    """
+    A database token was created or revoked: every master forgets what it
+    read of tokens (a revoked one must be refused everywhere at once).
+    """
+
+    token_id: int
+
+
 #: The channel every master listens on (docs/operations.md).
 CHANNEL = "masterd"
 #: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
@@ -193,6 +203,8 @@ def _encode(event: object) -> list[Any]:
         return ["agent", event.agent_id, event.limits]
     if isinstance(event, AgentMoved):
         return ["moved", event.agent_id, event.session]
+    if isinstance(event, TokensChanged):
+        return ["tokens", event.token_id]
     raise TypeError(f"{event!r} is not sent between masters")
 
 
@@ -213,4 +225,6 @@ def decode(payload: str) -> tuple[str, list[object]]:
             events.append(AgentChanged(str(item[1]), item[2]))
         elif kind == "moved":
             events.append(AgentMoved(str(item[1]), str(item[2])))
+        elif kind == "tokens":
+            events.append(TokensChanged(int(item[1])))
     return str(body.get("origin", "")), events

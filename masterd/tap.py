@@ -5,6 +5,7 @@ C{twistd masterd}: command-line options and the service tree of one master.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import resource
 import sys
 import time
@@ -15,10 +16,12 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
+from masterd.accounts import TokenStore
+from masterd.audit import AuditLog
 from masterd.cluster import MasterRegistry, Notifier
 from masterd.config import Config, ConfigError, loadConfig
 from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService
-from masterd.events import EventBus
+from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.scheduler import Scheduler, SchedulerSettings
@@ -103,7 +106,9 @@ def buildMaster(config: Config, reactor: Any) -> Master:
 
     events = EventBus(origin=config.master.name)
     jobs = JobStore(database.pool, events)
-    auth = Authenticator(config.tokens)
+    tokens = TokenStore(database.pool, events)
+    auth = Authenticator(config.tokens, tokens.lookup, reactor, cacheSeconds=config.auth_cache_s)
+    events.subscribe(TokensChanged, lambda _: auth.invalidate())
     t = config.talkback
     inputLimits = InputLimits(max_depth=config.limits.max_json_depth)
     batcher = Batcher(database.pool, config.scheduler.max_batch, stats.scheduling)
@@ -136,6 +141,10 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         publicMetrics=config.http.public_metrics,
         maxFrames=config.limits.max_frames_per_job,
         inputLimits=inputLimits,
+        pool=database.pool,
+        tokens=tokens,
+        auditLog=AuditLog(database.pool),
+        trustedProxies=tuple(ipaddress.ip_network(n) for n in config.http.trusted_proxies),
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
     site.accessLog.enabled = config.http.access_log
@@ -159,8 +168,14 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         stats,
     )
     scheduler.setServiceParent(root)
+
+    def resync() -> None:
+        # Hints were missed: tokens may have been revoked meanwhile.
+        auth.invalidate()
+        scheduler.resync()
+
     notifier = Notifier(
-        reactor, dsn, events, onResync=scheduler.resync,
+        reactor, dsn, events, onResync=resync,
         connectTimeout=config.database.connect_timeout_s,
     )  # fmt: skip
     notifier.setServiceParent(root)
@@ -179,7 +194,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     database.onReady.append(cluster.beatNow)
     # Back from an outage or a failover: hints may have been missed while
     # the database was away, as while the listening connection was.
-    database.onReady.append(scheduler.resync)
+    database.onReady.append(resync)
     cluster.setServiceParent(root)
     return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
 

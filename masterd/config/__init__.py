@@ -15,6 +15,7 @@ from ._model import (
     SchedulerConfig,
     TalkbackConfig,
     TokenConfig,
+    WebhooksConfig,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "SchedulerConfig",
     "TalkbackConfig",
     "TokenConfig",
+    "WebhooksConfig",
     "loadConfig",
     "parseConfig",
 ]

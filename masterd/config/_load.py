@@ -5,6 +5,7 @@ Load and validate a master's YAML configuration file.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ from ._model import (
     SchedulerConfig,
     TalkbackConfig,
     TokenConfig,
+    WebhooksConfig,
 )
 from ._reader import Problems, Section
 
@@ -91,10 +93,13 @@ def parseConfig(
     master = _master(top.section("master"))
     http = _http(top.section("http"))
     database = _database(top.section("database"), base or Path.cwd(), env)
-    tokens = _tokens(top.section("auth"), env)
+    auth = top.section("auth")
+    cacheS = auth.number("cache_s", 5.0, positive=True, maximum=10.0)
+    tokens = _tokens(auth, env)
     limits = _limits(top.section("limits"))
     talkback = _talkback(top.section("talkback"))
     scheduler = _scheduler(top.section("scheduler"))
+    webhooks = _webhooks(top.section("webhooks"))
     top.finish()
     if problems:
         raise ConfigError([f"{source}: {key}: {message}" for key, message in problems.items])
@@ -107,6 +112,25 @@ def parseConfig(
         limits=limits,
         talkback=talkback,
         scheduler=scheduler,
+        webhooks=webhooks,
+        auth_cache_s=cacheS,
+    )
+
+
+def _webhooks(s: Section) -> WebhooksConfig:
+    d = WebhooksConfig()
+    retry = s.number("retry_for_s", d.retry_for_s, positive=True)
+    timeout = s.number("timeout_s", d.timeout_s, positive=True, maximum=300.0)
+    concurrency = s.integer("concurrency", d.concurrency, minimum=1, maximum=64)
+    backoff = s.number("max_backoff_s", d.max_backoff_s, positive=True)
+    poll = s.number("poll_s", d.poll_s, positive=True)
+    s.finish()
+    return WebhooksConfig(
+        retry_for_s=retry,
+        timeout_s=timeout,
+        concurrency=concurrency,
+        max_backoff_s=backoff,
+        poll_s=poll,
     )
 
 
@@ -137,6 +161,7 @@ def _talkback(s: Section) -> TalkbackConfig:
     errors = s.integer("max_errors", d.max_errors, minimum=0)
     flush = s.number("flush_s", d.flush_s, positive=True)
     reap = s.number("reap_interval_s", d.reap_interval_s, positive=True)
+    hello = s.number("hello_timeout_s", d.hello_timeout_s, positive=True)
     s.finish()
     return TalkbackConfig(
         heartbeat_s=heartbeat,
@@ -146,6 +171,7 @@ def _talkback(s: Section) -> TalkbackConfig:
         max_errors=errors,
         flush_s=flush,
         reap_interval_s=reap,
+        hello_timeout_s=hello,
     )
 
 
@@ -199,8 +225,23 @@ def _http(s: Section) -> HTTPConfig:
             checked.append(item)
     public = s.boolean("public_metrics", False)
     accessLog = s.boolean("access_log", True)
+    proxies = s.items("trusted_proxies", [])
+    trusted: list[str] = []
+    for index, item in enumerate(proxies if isinstance(proxies, list) else []):
+        try:
+            trusted.append(str(ipaddress.ip_network(item, strict=False)))
+        except (ValueError, TypeError):
+            s.problems.add(
+                f"{s.key('trusted_proxies')}[{index}]",
+                f"must be an IP address or network (10.0.0.0/8), not {str(item)[:60]!r}",
+            )
     s.finish()
-    return HTTPConfig(listen=tuple(checked), public_metrics=public, access_log=accessLog)
+    return HTTPConfig(
+        listen=tuple(checked),
+        public_metrics=public,
+        access_log=accessLog,
+        trusted_proxies=tuple(trusted),
+    )
 
 
 def _database(s: Section, base: Path, env: Mapping[str, str]) -> DatabaseConfig:

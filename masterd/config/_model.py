@@ -12,11 +12,14 @@ from attrs import frozen
 
 class Role(enum.Enum):
     """
-    What a token may do. Viewers read, operators steer jobs and agents,
-    admins do everything; agents only speak talkback and report their work.
+    What a token may do. Viewers read; users (artists, pipeline tools)
+    submit jobs and steer the jobs they own; operators steer every job and
+    agent; admins do everything, accounts included; agents only speak
+    talkback and report their work.
     """
 
     viewer = "viewer"
+    user = "user"
     operator = "operator"
     admin = "admin"
     agent = "agent"
@@ -35,6 +38,8 @@ class HTTPConfig:
     listen: tuple[str, ...] = ("tcp:8080:interface=127.0.0.1:backlog=1024",)
     public_metrics: bool = False
     access_log: bool = True
+    #: Peers whose X-Forwarded-For is believed (the load balancers).
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @frozen
@@ -71,6 +76,7 @@ class TalkbackConfig:
     max_errors: int = 20
     flush_s: float = 1.0
     reap_interval_s: float = 5.0
+    hello_timeout_s: float = 10.0
 
 
 @frozen
@@ -79,6 +85,15 @@ class SchedulerConfig:
     assign_timeout_s: float = 60.0
     blocklist_after: int = 3
     max_batch: int = 500
+
+
+@frozen
+class WebhooksConfig:
+    retry_for_s: float = 24 * 3600.0
+    timeout_s: float = 10.0
+    concurrency: int = 4
+    max_backoff_s: float = 600.0
+    poll_s: float = 1.0
 
 
 @frozen
@@ -98,3 +113,6 @@ class Config:
     limits: LimitsConfig
     talkback: TalkbackConfig = TalkbackConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    #: How long a master trusts what it read of a database token.
+    auth_cache_s: float = 5.0

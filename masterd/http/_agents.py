@@ -5,13 +5,16 @@ talkback WebSocket.
 
 from __future__ import annotations
 
-from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from collections.abc import Callable
+from typing import Any
 
-from masterd.auth import Authenticator
+from twisted.web.iweb import IRequest
+
+from masterd.accounts import Authenticator
+from masterd.audit import Actor
 from masterd.config import Role
 from masterd.db import DatabaseUnavailable
-from masterd.errors import Forbidden, InvalidField
+from masterd.errors import InvalidField
 from masterd.jobs import JobStore
 from masterd.jobs.models import AttemptPage, TaskPage, given
 from masterd.schema import MAX_BIGINT, MAX_INT
@@ -30,6 +33,7 @@ from masterd.talkback.models import (
     PageQuery,
 )
 
+from ._auth import authorized
 from ._json import APIError
 from ._operations import PathParam, agentID, operation
 from ._query import nextHref
@@ -50,13 +54,14 @@ class AgentRoutes:
     jobs: JobStore
     agents: AgentDirectory
     talkback: TalkbackFactory | None
+    actor: Callable[[IRequest], Actor]
 
     @operation("GET", "/api/v1/talkback", summary="The agents' WebSocket channel",
                role=None, status=101, errors=(400, 401, 403, 404), tag="talkback",
                description="Upgrade to a WebSocket (see the AsyncAPI document at "
                "/api/v1/asyncapi.json). A token of role agent goes in the Authorization "
                "header or in the hello message.")  # fmt: skip
-    def talkbackChannel(self, request: IRequest) -> IResource:
+    def talkbackChannel(self, request: IRequest) -> Any:
         if self.talkback is None:
             raise APIError(404, "not_found", "this master has no talkback channel")
         if not self.database.ready:
@@ -69,12 +74,10 @@ class AgentRoutes:
                 "websocket_required",
                 "this is the agents' WebSocket channel: connect with a WebSocket client",
             )
+        resource = TalkbackResource(self.talkback)
         if request.getHeader(b"authorization") is not None:
-            principal = self.auth.authenticate(request)
-            if not principal.may(Role.agent):
-                raise Forbidden(f"role {principal.role.value} may not be an agent")
-            request.principal = principal  # type: ignore[attr-defined]
-        return TalkbackResource(self.talkback)
+            return authorized(self.auth, request, Role.agent, lambda: resource)
+        return resource
 
     @operation("GET", "/api/v1/agents", summary="List agents by id", role=Role.viewer,
                query=AgentQuery, response=AgentPage, tag="agents")  # fmt: skip
@@ -102,13 +105,13 @@ class AgentRoutes:
                "an agent", role=Role.operator, params=AGENT, body=AgentPatch,
                response=AgentDocument, tag="agents")  # fmt: skip
     async def patchAgent(self, request: IRequest, agentID: str, body: AgentPatch) -> AgentDocument:
-        return await self.agents.patch(agentID, agentChanges(body))
+        return await self.agents.patch(agentID, agentChanges(body), self.actor(request))
 
     @operation("DELETE", "/api/v1/agents/{agentID}", summary="Forget an offline agent",
                role=Role.admin, params=AGENT, status=204, errors=(409,),
                tag="agents")  # fmt: skip
     async def deleteAgent(self, request: IRequest, agentID: str) -> None:
-        await self.agents.delete(agentID)
+        await self.agents.delete(agentID, self.actor(request))
 
     @operation("GET", "/api/v1/agents/{agentID}/tasks", summary="An agent's current tasks "
                "(one page)", role=Role.viewer, params=AGENT, response=TaskPage,

@@ -12,9 +12,12 @@ from attrs import define, field
 from twisted.web.iweb import IRequest
 
 from masterd._version import __version__
+from masterd.accounts import TokenStore
+from masterd.audit import Actor, AuditLog
 from masterd.cluster import MasterRegistry
 from masterd.cluster.models import MasterInfo, MasterPage
 from masterd.config import Role
+from masterd.db import Pool
 from masterd.errors import NoSuchResource
 from masterd.jobs import JobStore
 from masterd.schema import DEFAULT_LIMITS, InputLimits
@@ -22,9 +25,10 @@ from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
 from masterd.stats.models import Health, MasterDocument
 from masterd.talkback import AgentDirectory, TalkbackFactory
 
+from ._accounts import AccountRoutes
 from ._agents import AgentRoutes
 from ._app import app
-from ._auth import Authenticator
+from ._auth import Authenticator, actorOf, authorized
 from ._errors import installErrorHandlers
 from ._jobs import JobRoutes
 from ._json import APIError, errorResponse
@@ -36,7 +40,7 @@ MASTER = (PathParam("name", "name", "master", "A master's name"),)
 
 
 @define(slots=False)
-class MasterAPI(JobRoutes, AgentRoutes):
+class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
     routes the mixins (L{JobRoutes}, ...) define.
@@ -53,6 +57,11 @@ class MasterAPI(JobRoutes, AgentRoutes):
     publicMetrics: bool = False
     maxFrames: int = 1_000_000
     inputLimits: InputLimits = DEFAULT_LIMITS
+    pool: Pool | None = None
+    tokens: TokenStore | None = None
+    auditLog: AuditLog | None = None
+    #: ip_network values: the proxies whose X-Forwarded-For is believed.
+    trustedProxies: tuple[Any, ...] = ()
     version: str = __version__
     _registry: Any = field(init=False, default=None)
     _documents: dict[str, bytes] = field(init=False, factory=dict)
@@ -67,6 +76,12 @@ class MasterAPI(JobRoutes, AgentRoutes):
             lambda: self.database.ready,
             lambda: self.talkback.registry.stats if self.talkback is not None else None,
         )
+
+    def actor(self, request: IRequest) -> Actor:
+        """
+        Who makes this authenticated request, through this master.
+        """
+        return actorOf(request, self.name, self.trustedProxies)
 
     # -- health, for load balancers: no auth ------------------------------
 
@@ -97,9 +112,12 @@ class MasterAPI(JobRoutes, AgentRoutes):
     @operation("GET", "/metrics", summary="Counters in the Prometheus text format",
                role=None, response=str, contentType="text/plain", errors=(401, 403),
                description="Needs a viewer's token unless http.public_metrics is set.")  # fmt: skip
-    def metrics(self, request: IRequest) -> bytes:
+    def metrics(self, request: IRequest) -> Any:
         if not self.publicMetrics:
-            self.auth.require(request, Role.viewer)
+            return authorized(self.auth, request, Role.viewer, lambda: self._metrics(request))
+        return self._metrics(request)
+
+    def _metrics(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         body: bytes = renderPrometheus(self._registry)
         return body

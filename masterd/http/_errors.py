@@ -71,7 +71,8 @@ def _unauthorized(self: Any, request: IRequest, failure: Failure) -> bytes:
 
 
 def _forbidden(self: Any, request: IRequest, failure: Failure) -> bytes:
-    return errorResponse(request, APIError(403, "forbidden", str(failure.value)))
+    details = getattr(failure.value, "details", None) or {}
+    return errorResponse(request, APIError(403, "forbidden", str(failure.value), details))
 
 
 def _databaseUnavailable(self: Any, request: IRequest, failure: Failure) -> bytes:

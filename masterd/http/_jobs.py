@@ -4,8 +4,11 @@ Jobs and tasks over HTTP: the seed's "Job Processing".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.web.iweb import IRequest
 
+from masterd.audit import Actor
 from masterd.config import Role
 from masterd.jobs import JobStore, jobChanges, jobSpec
 from masterd.jobs.models import (
@@ -40,15 +43,16 @@ class JobRoutes:
     jobs: JobStore
     maxFrames: int
 
-    @operation("POST", "/api/v1/jobs", summary="Submit a job", role=Role.operator,
+    actor: Callable[[IRequest], Actor]
+
+    @operation("POST", "/api/v1/jobs", summary="Submit a job", role=Role.user,
                body=JobSubmissionBody, status=201, response=JobDocument, errors=(404, 422),
                tag="jobs",
                description="Checked completely first: a refused submission writes nothing. "
                "The answer's Location header is the new job's href.")  # fmt: skip
     async def createJob(self, request: IRequest, body: JobSubmission) -> JobDocument:
         spec = jobSpec(body, self.maxFrames)
-        owner = request.principal.name  # type: ignore[attr-defined]
-        job = await self.jobs.createJob(spec, owner)
+        job = await self.jobs.createJob(spec, self.actor(request))
         request.setHeader(b"location", job.href.encode("ascii"))
         return job
 
@@ -73,36 +77,38 @@ class JobRoutes:
     async def getJob(self, request: IRequest, jobID: int) -> JobDocument:
         return await self.jobs.getJob(jobID)
 
-    @operation("PATCH", "/api/v1/jobs/{jobID}", summary="Change a job", role=Role.operator,
+    @operation("PATCH", "/api/v1/jobs/{jobID}", summary="Change a job", role=Role.user,
+               owned=True,
                params=JOB, body=JobPatchBody, response=JobDocument, errors=(409,), tag="jobs",
                description="Only the fields given change; requirements are merged. "
                '"paused": false on a finished job (done, failed, canceled) is a 409: '
                "nothing of it would run.")  # fmt: skip
     async def patchJob(self, request: IRequest, jobID: int, body: JobPatch) -> JobDocument:
-        return await self.jobs.patchJob(jobID, jobChanges(body))
+        return await self.jobs.patchJob(jobID, jobChanges(body), self.actor(request))
 
     @operation("DELETE", "/api/v1/jobs/{jobID}", summary="Delete a finished job",
-               role=Role.operator, params=JOB, status=204, errors=(409,), tag="jobs")  # fmt: skip
+               role=Role.user, owned=True, params=JOB, status=204, errors=(409,),
+               tag="jobs")  # fmt: skip
     async def deleteJob(self, request: IRequest, jobID: int) -> None:
-        await self.jobs.deleteJob(jobID)
+        await self.jobs.deleteJob(jobID, self.actor(request))
 
     @operation("POST", "/api/v1/jobs/{jobID}/cancel", summary="Cancel a job",
-               role=Role.operator, params=JOB, response=JobDocument, errors=(409,),
+               role=Role.user, owned=True, params=JOB, response=JobDocument, errors=(409,),
                tag="jobs")  # fmt: skip
     async def cancelJob(self, request: IRequest, jobID: int) -> JobDocument:
-        return await self.jobs.cancelJob(jobID)
+        return await self.jobs.cancelJob(jobID, self.actor(request))
 
     @operation("POST", "/api/v1/jobs/{jobID}/retry", summary="Retry a job's failed and "
-               "canceled tasks", role=Role.operator, params=JOB, response=JobDocument,
+               "canceled tasks", role=Role.user, owned=True, params=JOB, response=JobDocument,
                errors=(409,), tag="jobs")  # fmt: skip
     async def retryJob(self, request: IRequest, jobID: int) -> JobDocument:
-        return await self.jobs.retryJob(jobID)
+        return await self.jobs.retryJob(jobID, self.actor(request))
 
     @operation("POST", "/api/v1/jobs/{jobID}/blocklist/clear", summary="Clear a job's "
-               "blocklist", role=Role.operator, params=JOB, response=JobDocument,
+               "blocklist", role=Role.user, owned=True, params=JOB, response=JobDocument,
                tag="jobs")  # fmt: skip
     async def clearBlocklist(self, request: IRequest, jobID: int) -> JobDocument:
-        return await self.jobs.clearBlocklist(jobID)
+        return await self.jobs.clearBlocklist(jobID, self.actor(request))
 
     @operation("GET", "/api/v1/jobs/{jobID}/tasks", summary="A job's tasks in index order",
                role=Role.viewer, params=JOB, query=TaskQuery, response=TaskPage,
@@ -133,16 +139,17 @@ class JobRoutes:
         return AttemptPage(items=await self.jobs.taskAttempts(taskID), next=None)
 
     @operation("POST", "/api/v1/tasks/{taskID}/cancel", summary="Cancel a task",
-               role=Role.operator, params=TASK, response=TaskDocument, errors=(409,),
+               role=Role.user, owned=True, params=TASK, response=TaskDocument, errors=(409,),
                tag="jobs")  # fmt: skip
     async def cancelTask(self, request: IRequest, taskID: int) -> TaskDocument:
-        return await self.jobs.cancelTask(taskID)
+        return await self.jobs.cancelTask(taskID, self.actor(request))
 
     @operation("POST", "/api/v1/tasks/{taskID}/retry", summary="Retry a failed or canceled "
-               "task", role=Role.operator, params=TASK, response=TaskDocument, errors=(409,),
+               "task", role=Role.user, owned=True, params=TASK, response=TaskDocument,
+               errors=(409,),
                tag="jobs")  # fmt: skip
     async def retryTask(self, request: IRequest, taskID: int) -> TaskDocument:
-        return await self.jobs.retryTask(taskID)
+        return await self.jobs.retryTask(taskID, self.actor(request))
 
     @operation("GET", "/api/v1/assignments", summary="The tasks assigned or running now",
                role=Role.viewer, query=AssignmentQuery, response=TaskPage,

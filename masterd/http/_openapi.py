@@ -32,7 +32,8 @@ _ERRORS = {
     400: "The request is malformed: invalid_json, or invalid_field naming the field in "
     "details.field",
     401: "No valid token (WWW-Authenticate: Bearer)",
-    403: "The token's role may not do this",
+    403: "The token's role may not do this, or (x-masterd-ownership) the job is another "
+    "user's (details.owner)",
     404: "No such resource (details.kind, details.id)",
     409: "The resource's state refuses the change (details.state)",
     413: "The body is larger than limits.max_body_bytes",
@@ -144,6 +145,7 @@ def openAPIDocument(version: str) -> dict[str, Any]:
         }
         if op.role is not None:
             entry["x-masterd-role"] = op.role.value
+            entry["x-masterd-ownership"] = op.owned
         if op.description:
             entry["description"] = op.description
         if parameters:
@@ -164,7 +166,10 @@ def openAPIDocument(version: str) -> dict[str, Any]:
             "See docs/http-api.md.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": t} for t in ("master", "jobs", "agents", "talkback")],
+        "tags": [
+            {"name": t}
+            for t in ("master", "jobs", "agents", "talkback", "accounts", "audit", "webhooks")
+        ],
         "paths": paths,
         "components": {
             "schemas": components,
@@ -172,9 +177,11 @@ def openAPIDocument(version: str) -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A token from auth.tokens; x-masterd-role on each "
-                    "operation names the least role it needs (viewer < operator < admin; "
-                    "agent for talkback only).",
+                    "description": "A token from auth.tokens or POST /api/v1/tokens; "
+                    "x-masterd-role on each operation names the least role it needs "
+                    "(viewer < user < operator < admin; agent for talkback only); "
+                    "x-masterd-ownership says whether a user may act only on the jobs it "
+                    "owns (operators and admins act on any).",
                 }
             },
         },

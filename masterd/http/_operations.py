@@ -29,6 +29,7 @@ from masterd.errors import InvalidField, NoSuchResource
 from masterd.schema import MAX_BIGINT, InputLimits, MalformedJSON, convert, decode, encode
 
 from ._app import app
+from ._auth import authorized
 from ._json import APIError
 from ._query import queryValues
 
@@ -71,6 +72,8 @@ class Operation:
     errors: tuple[int, ...]
     tag: str
     contentType: str = "application/json"
+    #: A user may do this only to what it owns (operators and admins to anything).
+    owned: bool = False
 
 
 #: Every declared operation, in declaration order: what the OpenAPI
@@ -154,6 +157,7 @@ def operation(
     tag: str = "master",
     contentType: str = "application/json",
     database: bool = True,
+    owned: bool = False,
 ) -> Callable[[F], F]:
     """
     Declare a route. C{path} is written as OpenAPI writes it
@@ -181,15 +185,13 @@ def operation(
             errors=errors,
             tag=tag,
             contentType=contentType,
+            owned=owned,
         )
         OPERATIONS.append(op)
 
-        @wraps(f)
-        def check(self: Any, request: IRequest, **segments: str) -> Any:
-            if role is not None:
-                request.principal = self.auth.require(request, role)  # type: ignore[attr-defined]
-                if database and not self.database.ready:
-                    raise DatabaseUnavailable("the master is not ready yet")
+        def run(self: Any, request: IRequest, segments: dict[str, str]) -> Any:
+            if role is not None and database and not self.database.ready:
+                raise DatabaseUnavailable("the master is not ready yet")
             limits: InputLimits = self.inputLimits
             args: dict[str, Any] = {p.name: pathParam(p, segments[p.name]) for p in params}
             if query is not None:
@@ -200,6 +202,12 @@ def operation(
             if isinstance(result, Coroutine):
                 return Deferred.fromCoroutine(_answer(request, result, status))
             return respond(request, result, status)
+
+        @wraps(f)
+        def check(self: Any, request: IRequest, **segments: str) -> Any:
+            if role is not None:
+                return authorized(self.auth, request, role, lambda: run(self, request, segments))
+            return run(self, request, segments)
 
         app.route(kleinPath, methods=[method])(check)
         return check  # type: ignore[return-value]

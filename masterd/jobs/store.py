@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from masterd.audit import Actor, record
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, NoSuchResource
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
@@ -35,6 +36,18 @@ from .views import (
 
 _UNFINISHED = [s.value for s in UNFINISHED]
 _FINISHED_JOB = ("done", "failed", "canceled")
+
+
+def _auditable(changes: dict[str, Any]) -> dict[str, Any]:
+    """
+    A patch's changes as JSON (tags are a tuple inside).
+    """
+    out = dict(changes)
+    if "requirements" in out:
+        out["requirements"] = {
+            k: list(v) if isinstance(v, tuple | list) else v for k, v in out["requirements"].items()
+        }
+    return out
 
 
 def _page(items: list[Any], limit: int) -> tuple[list[Any], bool]:
@@ -217,11 +230,14 @@ class JobStore:
 
     # -- creating -------------------------------------------------------------
 
-    async def createJob(self, spec: JobSpec, owner: str) -> JobDocument:
+    async def createJob(self, spec: JobSpec, owner: str | Actor) -> JobDocument:
         """
         Insert the job, its dependencies and all its tasks in one
-        transaction (tasks in one statement, whatever their number).
+        transaction (tasks in one statement, whatever their number). The
+        owner is the actor's user name.
         """
+        actor = owner if isinstance(owner, Actor) else None
+        ownerName = owner.name if isinstance(owner, Actor) else owner
 
         async def work(txn: Transaction) -> JobDocument:
             parentsDone = True
@@ -245,7 +261,7 @@ class JobStore:
                 " RETURNING id",
                 (
                     spec.title,
-                    owner,
+                    ownerName,
                     spec.priority,
                     spec.weight,
                     spec.paused,
@@ -270,6 +286,11 @@ class JobStore:
             await self._insertTasks(txn, jobID, spec, "queued" if parentsDone else "waiting")
             if parentsDone and not spec.paused:
                 await self._events.announce(txn, WorkAvailable((jobID,)))
+            await record(txn, actor, "job.submit", f"/api/v1/jobs/{jobID}", {
+                "title": spec.title, "priority": spec.priority, "weight": spec.weight,
+                "paused": spec.paused, "tasks": len(spec.tasks),
+                "depends_on": list(spec.depends_on),
+            })  # fmt: skip
             return await self._getJob(txn, jobID)
 
         return await self._pool.transaction(work)
@@ -310,11 +331,16 @@ class JobStore:
 
     # -- changing ---------------------------------------------------------------
 
-    async def _jobState(self, txn: Transaction, jobID: int) -> str:
-        rows = await txn.query("SELECT state FROM jobs WHERE id = %s", (jobID,))
+    async def _jobState(self, txn: Transaction, jobID: int, actor: Actor | None = None) -> str:
+        """
+        The job's state, once the actor is known to be allowed to change it.
+        """
+        rows = await txn.query("SELECT state, owner FROM jobs WHERE id = %s", (jobID,))
         if not rows:
             raise NoSuchResource("job", jobID)
         state: str = rows[0][0]
+        if actor is not None:
+            actor.checkOwner("job", jobID, rows[0][1])
         return state
 
     async def _stopTasks(
@@ -343,9 +369,9 @@ class JobStore:
         await self._events.announce(txn, *events)
         return len(rows), events
 
-    async def cancelJob(self, jobID: int) -> JobDocument:
+    async def cancelJob(self, jobID: int, actor: Actor | None = None) -> JobDocument:
         async def work(txn: Transaction) -> tuple[JobDocument, list[TaskCanceled]]:
-            state = await self._jobState(txn, jobID)
+            state = await self._jobState(txn, jobID, actor)
             if state in ("done", "failed"):
                 raise Conflict(
                     f"job {jobID} is {state}; only unfinished jobs can be canceled", state=state
@@ -356,17 +382,22 @@ class JobStore:
             await txn.execute(
                 "UPDATE jobs SET canceled = true, updated_at = now() WHERE id = %s", (jobID,)
             )
+            await record(txn, actor, "job.cancel", f"/api/v1/jobs/{jobID}")
             return await self._getJob(txn, jobID), events
 
         document, _ = await self._pool.transaction(work)
         return document
 
-    async def patchJob(self, jobID: int, changes: dict[str, Any]) -> JobDocument:
+    async def patchJob(
+        self, jobID: int, changes: dict[str, Any], actor: Actor | None = None
+    ) -> JobDocument:
         async def work(txn: Transaction) -> tuple[JobDocument, list[TaskCanceled], bool]:
             if not changes:
                 # An empty PATCH changes nothing and says so.
+                if actor is not None:
+                    await self._jobState(txn, jobID, actor)
                 return await self._getJob(txn, jobID), [], False
-            before = await self._jobState(txn, jobID)
+            before = await self._jobState(txn, jobID, actor)
             if changes.get("paused") is False and before in _FINISHED_JOB:
                 # Nothing of a finished job would run: resuming it is a
                 # mistake (a retry is what brings its tasks back).
@@ -397,6 +428,9 @@ class JobStore:
             wake = resumed or bool(widened and document.tasks.queued)
             if wake:
                 await self._events.announce(txn, WorkAvailable((jobID,)))
+            paused = changes.get("paused")
+            action = "job.patch" if paused is None else ("job.pause" if paused else "job.resume")
+            await record(txn, actor, action, f"/api/v1/jobs/{jobID}", _auditable(changes))
             return document, events, wake
 
         document, _, _ = await self._pool.transaction(work)
@@ -418,27 +452,32 @@ class JobStore:
             )
         return len(rows)
 
-    async def retryJob(self, jobID: int) -> JobDocument:
+    async def retryJob(self, jobID: int, actor: Actor | None = None) -> JobDocument:
         async def work(txn: Transaction) -> JobDocument:
-            state = await self._jobState(txn, jobID)
-            if not await self._retry(txn, "job_id = %s", (jobID,), jobID):
+            state = await self._jobState(txn, jobID, actor)
+            retried = await self._retry(txn, "job_id = %s", (jobID,), jobID)
+            if not retried:
                 raise Conflict(f"job {jobID} has no failed or canceled tasks to retry", state=state)
             await self._events.announce(txn, WorkAvailable((jobID,)))
+            await record(txn, actor, "job.retry", f"/api/v1/jobs/{jobID}", {"tasks": retried})
             return await self._getJob(txn, jobID)
 
         return await self._pool.transaction(work)
 
-    async def clearBlocklist(self, jobID: int) -> JobDocument:
+    async def clearBlocklist(self, jobID: int, actor: Actor | None = None) -> JobDocument:
         async def work(txn: Transaction) -> JobDocument:
-            await self._jobState(txn, jobID)
+            await self._jobState(txn, jobID, actor)
             await txn.execute("DELETE FROM job_blocklist WHERE job_id = %s", (jobID,))
             await self._events.announce(txn, WorkAvailable((jobID,)))
+            await record(txn, actor, "job.blocklist_clear", f"/api/v1/jobs/{jobID}")
             return await self._getJob(txn, jobID)
 
         return await self._pool.transaction(work)
 
-    async def deleteJob(self, jobID: int) -> None:
+    async def deleteJob(self, jobID: int, actor: Actor | None = None) -> None:
         async def work(txn: Transaction) -> None:
+            if actor is not None:
+                await self._jobState(txn, jobID, actor)
             children = [
                 r[0]
                 for r in await txn.query(
@@ -456,6 +495,7 @@ class JobStore:
                     f"job {jobID} is {state}; cancel it first, only finished jobs can be deleted",
                     state=state,
                 )
+            await record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
             if children:
                 # A child waiting only on this job may go now.
                 released = await txn.query(
@@ -472,15 +512,23 @@ class JobStore:
 
         await self._pool.transaction(work)
 
-    async def _taskJob(self, txn: Transaction, taskID: int) -> tuple[int, str]:
-        rows = await txn.query("SELECT job_id, state FROM tasks WHERE id = %s", (taskID,))
+    async def _taskJob(
+        self, txn: Transaction, taskID: int, actor: Actor | None = None
+    ) -> tuple[int, str]:
+        rows = await txn.query(
+            "SELECT t.job_id, t.state, j.owner FROM tasks t JOIN jobs j ON j.id = t.job_id"
+            " WHERE t.id = %s",
+            (taskID,),
+        )
         if not rows:
             raise NoSuchResource("task", taskID)
+        if actor is not None:
+            actor.checkOwner(f"task {taskID} of job", rows[0][0], rows[0][2])
         return rows[0][0], rows[0][1]
 
-    async def cancelTask(self, taskID: int) -> TaskDocument:
+    async def cancelTask(self, taskID: int, actor: Actor | None = None) -> TaskDocument:
         async def work(txn: Transaction) -> list[TaskCanceled]:
-            _, state = await self._taskJob(txn, taskID)
+            _, state = await self._taskJob(txn, taskID, actor)
             moved, events = await self._stopTasks(
                 txn, "id = %s", (taskID,), "canceled", "task canceled"
             )
@@ -489,20 +537,22 @@ class JobStore:
                     f"task {taskID} is {state}; only unfinished tasks can be canceled",
                     state=state,
                 )
+            await record(txn, actor, "task.cancel", f"/api/v1/tasks/{taskID}")
             return events
 
         await self._pool.transaction(work)
         return await self.getTask(taskID)
 
-    async def retryTask(self, taskID: int) -> TaskDocument:
+    async def retryTask(self, taskID: int, actor: Actor | None = None) -> TaskDocument:
         async def work(txn: Transaction) -> int:
-            jobID, state = await self._taskJob(txn, taskID)
+            jobID, state = await self._taskJob(txn, taskID, actor)
             if not await self._retry(txn, "id = %s", (taskID,), jobID):
                 raise Conflict(
                     f"task {taskID} is {state}; only failed or canceled tasks can be retried",
                     state=state,
                 )
             await self._events.announce(txn, WorkAvailable((jobID,)))
+            await record(txn, actor, "task.retry", f"/api/v1/tasks/{taskID}")
             return jobID
 
         await self._pool.transaction(work)

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.websocket import WebSocketTransport
 
-from masterd.auth import Authenticator, Principal
+from masterd.accounts import Authenticator, Principal, digestOf
 from masterd.config import Role
 from masterd.db import DatabaseUnavailable
 from masterd.errors import InvalidField
@@ -465,7 +465,7 @@ class TalkbackConnection:
             return
         principal = self.principal
         if hello.token is not None:
-            principal = self.auth.identify(hello.token)
+            principal = await self.auth.resolve(digestOf(hello.token))
         if principal is None or not (principal.may(Role.agent)):
             why = (
                 "a valid token of role agent is needed"

@@ -11,6 +11,7 @@ import msgspec
 from psycopg2.extras import Json
 
 from masterd._time import isoformat, isotime
+from masterd.audit import Actor, record
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, NoSuchResource
 from masterd.events import AgentChanged, EventBus
@@ -161,7 +162,9 @@ class AgentDirectory:
         )
         return [agentDocument(r) for r in rows[:limit]], len(rows) > limit
 
-    async def patch(self, agentID: str, changes: dict[str, Any]) -> AgentDocument:
+    async def patch(
+        self, agentID: str, changes: dict[str, Any], actor: Actor | None = None
+    ) -> AgentDocument:
         async def work(txn: Transaction) -> AgentDocument:
             current = await self._get(txn, agentID)
             if not changes:
@@ -190,11 +193,25 @@ class AgentDirectory:
             document = await self._get(txn, agentID)
             limits = msgspec.to_builtins(document.operator_limits) if "limits" in changes else None
             await self._events.announce(txn, AgentChanged(agentID, limits))
+            # One row a request: named for what it did when it did one thing.
+            said: dict[str, Any] = {}
+            actions = []
+            if "enabled" in changes:
+                said["enabled"] = changes["enabled"]
+                actions.append("agent.enable" if changes["enabled"] else "agent.disable")
+            if "limits" in changes:
+                said["limits"] = changes["limits"]
+                actions.append("agent.limits")
+            if "tags" in changes:
+                said["tags"] = list(changes["tags"])
+                actions.append("agent.tags")
+            action = actions[0] if len(actions) == 1 else "agent.patch"
+            await record(txn, actor, action, f"/api/v1/agents/{agentID}", said)
             return document
 
         return await self._pool.transaction(work)
 
-    async def delete(self, agentID: str) -> None:
+    async def delete(self, agentID: str, actor: Actor | None = None) -> None:
         async def work(txn: Transaction) -> None:
             rows = await txn.query(
                 "DELETE FROM agents WHERE id = %s AND session IS NULL RETURNING id", (agentID,)
@@ -206,6 +223,7 @@ class AgentDirectory:
                     " agents can be deleted",
                     state=current.state,
                 )
+            await record(txn, actor, "agent.delete", f"/api/v1/agents/{agentID}")
 
         await self._pool.transaction(work)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from masterd.auth import Authenticator
+from masterd.accounts import Authenticator
 
 from ._connection import TalkbackConnection, TalkbackSettings
 from .registry import AgentRegistry
