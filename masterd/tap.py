@@ -37,6 +37,7 @@ from masterd.talkback import (
     TalkbackService,
     TalkbackSettings,
 )
+from masterd.webhooks import Outbox, Sender, WebhookService, httpClient
 
 
 class Options(usage.Options):
@@ -100,7 +101,11 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         def dsn() -> str:
             return configured
 
-    database = DatabaseService(reactor, config.database, dsn, onQuery=stats.queries.record)
+    database = DatabaseService(
+        reactor, config.database, dsn, onQuery=stats.queries.record,
+        # The webhook triggers record which master's transaction made a change.
+        settings={"masterd.master": config.master.name},
+    )  # fmt: skip
     database.setServiceParent(root)
     StatsService(stats).setServiceParent(root)
 
@@ -126,6 +131,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
             max_message_bytes=t.max_message_bytes,
             max_errors=t.max_errors,
             inputLimits=inputLimits,
+            hello_timeout_s=t.hello_timeout_s,
         ),
         reactor,
     )
@@ -196,6 +202,16 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     # the database was away, as while the listening connection was.
     database.onReady.append(resync)
     cluster.setServiceParent(root)
+    w = config.webhooks
+    # Last in the tree, so first to stop: its leases go back while the pool
+    # is still open.
+    webhooks = WebhookService(
+        Outbox(database.pool, config.master.name),
+        Sender(httpClient(reactor, w.timeout_s), reactor, w.timeout_s),
+        reactor, w, stats,
+    )  # fmt: skip
+    webhooks.setServiceParent(root)
+    api.webhookStats = webhooks.stats
     return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
 
 

@@ -13,9 +13,11 @@ import treq
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
+from masterd.accounts import TokenStore
+from masterd.audit import AuditLog
 from masterd.config import Role, TokenConfig
 from masterd.db import Batcher, Pool
-from masterd.events import EventBus
+from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.stats import MasterStats
@@ -32,6 +34,7 @@ from ._postgres import freshDatabase
 
 TOKENS = {
     "viewer": "viewer-token-0123456789",
+    "user": "user-token-0123456789",
     "operator": "operator-token-0123456789",
     "admin": "admin-token-0123456789",
     "agent": "agent-token-0123456789",
@@ -71,8 +74,14 @@ class API:
         body: Any = None,
         role: str = "admin",
         raw: bytes | None = None,
+        token: str | None = None,
     ) -> Reply:
-        headers = {"Authorization": [f"Bearer {TOKENS[role]}"]} if role else {}
+        """
+        C{role} picks one of the configuration's L{TOKENS}; C{token}, when
+        given, is sent instead (a database token's secret).
+        """
+        secret = token if token is not None else TOKENS.get(role) if role else None
+        headers = {"Authorization": [f"Bearer {secret}"]} if secret else {}
         data = raw
         if body is not None:
             data = json.dumps(body).encode()
@@ -113,10 +122,16 @@ async def startAPI(
     events = EventBus()
     stats = MasterStats(now=reactor.seconds)
     settings = settings or TalkbackSettings()
+    tokens = TokenStore(pool, events)
     auth = Authenticator(
-        TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
-        for name, t in TOKENS.items()
+        (
+            TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
+            for name, t in TOKENS.items()
+        ),
+        tokens.lookup,
+        reactor,
     )
+    events.subscribe(TokensChanged, lambda _: auth.invalidate())
     # Hellos, task reports and log lines go through a batcher, as in a
     # running master.
     store = AgentStore(pool, Batcher(pool), events=events)
@@ -130,6 +145,9 @@ async def startAPI(
         agents=AgentDirectory(pool, events),
         talkback=TalkbackFactory(registry, auth, settings, clock or reactor),
         maxFrames=maxFrames,
+        pool=pool,
+        tokens=tokens,
+        auditLog=AuditLog(pool),
     )
     site = MasterSite(api.app.resource(), stats, 1 << 20)
     site.accessLog.enabled = False

@@ -18,8 +18,10 @@ from twisted.internet import protocol, reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from wsproto.utilities import LocalProtocolError
 
 from masterd.agent.connection import (
+    FORBIDDEN,
     GOING_AWAY,
     REPLACED,
     REPLACED_ALARM,
@@ -160,6 +162,32 @@ class BackoffTests(SynchronousTestCase):
         self.assertGreaterEqual(delays[0], 0.5)
         self.assertLessEqual(max(delays), 30.5)
         self.assertGreaterEqual(delays[-1], 30)
+
+    def test_refusedCredentialBacksOffLongest(self) -> None:
+        """
+        4403 (its credential refused): trying again changes nothing until
+        someone acts, so the longest wait, and an error saying what to do.
+        """
+        delay = self.ended(FORBIDDEN)
+        self.assertTrue(30 <= delay <= 30.5, delay)
+        [error] = self.errors
+        self.assertIn("credential/reset", error)
+
+    def test_beatAfterTheCloseFrame(self) -> None:
+        """
+        A heartbeat due after the master's close frame came and before the
+        connection is gone is dropped, not raised from a timed call.
+        """
+
+        class Closed(_Transport):
+            def ping(self) -> None:
+                raise LocalProtocolError("cannot be sent in state CLOSED")
+
+        connection = _Talkback(self.service)
+        connection.negotiationStarted(Closed())  # type: ignore[arg-type]
+        connection.textMessageReceived(json.dumps({"type": "welcome", "heartbeat_s": 10}))
+        self.clock.advance(10)
+        self.assertEqual(self.clock.getDelayedCalls()[0].getTime(), 20)
 
 
 class StateDirectoryTests(SynchronousTestCase):

@@ -135,6 +135,9 @@ class ArgumentTests(Base):
             "agents",
             "agent",
             "stats",
+            "token",
+            "audit",
+            "webhook",
         ]:
             self.assertIn(name, out)
 

@@ -153,8 +153,8 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(
             self.problems(raw),
             [
-                "m.yaml: auth.tokens[0].role: must be one of viewer, operator, admin, agent,"
-                " not 'king'",
+                "m.yaml: auth.tokens[0].role: must be one of viewer, user, operator, admin,"
+                " agent, not 'king'",
                 "m.yaml: auth.tokens[1]: needs exactly one of token, token_sha256 and token_env",
                 "m.yaml: auth.tokens[2].token: must be at least 16 characters long",
                 "m.yaml: auth.tokens[3].token_sha256: must be 64 hexadecimal digits",

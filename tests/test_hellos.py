@@ -20,7 +20,7 @@ from masterd.jobs import lifecycle
 from masterd.scheduler import loadSlots
 from masterd.scheduler.service import loadSlotsMany
 from masterd.talkback import messages as m
-from masterd.talkback.store import AgentStore, Welcome
+from masterd.talkback.store import AgentStore, Refused, Welcome
 
 from ._api import API, startAPI
 from .test_talkback import AGENT, OTHER, hello
@@ -43,14 +43,26 @@ class BatchedHelloTests(TestCase):
         return api, AgentStore(api.pool, batcher), batcher
 
     async def connectAll(
-        self, store: AgentStore, hellos: list[tuple[m.Hello, str]]
+        self, store: AgentStore, hellos: list[tuple[m.Hello, str]], mayEnroll: bool = True
     ) -> list[Welcome]:
-        pending: list[Deferred[Welcome]] = [
-            Deferred.fromCoroutine(store.connect(h, "test", session, 1_000_000.0))
+        """
+        Hellos that all must be welcomed (with an agent token: each may
+        enroll its id).
+        """
+        outcomes = await self.outcomes(store, hellos, mayEnroll)
+        welcomes = [w for w in outcomes if isinstance(w, Welcome)]
+        self.assertEqual(len(welcomes), len(outcomes), outcomes)
+        return welcomes
+
+    async def outcomes(
+        self, store: AgentStore, hellos: list[tuple[m.Hello, str]], mayEnroll: bool = True
+    ) -> list[Welcome | Refused]:
+        pending: list[Deferred[Welcome | Refused]] = [
+            Deferred.fromCoroutine(store.connect(h, "test", session, 1_000_000.0, mayEnroll))
             for h, session in hellos
         ]
         results = await DeferredList(pending, fireOnOneErrback=True, consumeErrors=True)
-        return [welcome for _, welcome in results]
+        return [outcome for _, outcome in results]
 
     async def test_oneTransaction(self) -> None:
         """
@@ -83,9 +95,15 @@ class BatchedHelloTests(TestCase):
         replaces the earlier, whose session it reports as the previous one.
         """
         api, store, batcher = await self.setUpStore()
+        [enrolled] = await self.connectAll(store, [(parsed(AGENT), str(uuid.uuid4()))])
+        assert enrolled.credential is not None
+        await store.disconnect(AGENT, str(uuid.uuid4()), 1_000_000.0)
+        await api.pool.query("UPDATE agents SET session = NULL, master = NULL")
         first, second = str(uuid.uuid4()), str(uuid.uuid4())
-        welcomes = await self.connectAll(store, [(parsed(AGENT), first), (parsed(AGENT), second)])
-        self.assertEqual(batcher.batches, 1)
+        again = parsed(AGENT, credential=enrolled.credential)
+        batches = batcher.batches
+        welcomes = await self.connectAll(store, [(again, first), (again, second)], False)
+        self.assertEqual(batcher.batches - batches, 1)
         self.assertEqual(welcomes[0].previous_session, None)
         self.assertEqual(
             (welcomes[1].previous_master, welcomes[1].previous_session), ("test", first)
@@ -100,8 +118,9 @@ class BatchedHelloTests(TestCase):
         that are not its own to cancel.
         """
         api, store, _ = await self.setUpStore()
-        await self.connectAll(store, [(parsed(AGENT), str(uuid.uuid4())),
-                                      (parsed(OTHER), str(uuid.uuid4()))])  # fmt: skip
+        mine, others = await self.connectAll(
+            store, [(parsed(AGENT), str(uuid.uuid4())), (parsed(OTHER), str(uuid.uuid4()))]
+        )
         job = await api.submit(frames="1-3")
         ids = [r[0] for r in await api.pool.query(
             "SELECT id FROM tasks WHERE job_id = %s ORDER BY index", (job["id"],))]  # fmt: skip
@@ -111,9 +130,11 @@ class BatchedHelloTests(TestCase):
         welcomes = await self.connectAll(
             store,
             [
-                (parsed(AGENT, running=running), str(uuid.uuid4())),
+                (parsed(AGENT, running=running, credential=mine.credential),
+                 str(uuid.uuid4())),
                 (parsed(OTHER, running=[{"task_id": c.task_id, "attempt": c.attempt},
-                                        {"task_id": a.task_id, "attempt": a.attempt}]),
+                                        {"task_id": a.task_id, "attempt": a.attempt}],
+                        credential=others.credential),
                  str(uuid.uuid4())),
             ],
         )  # fmt: skip

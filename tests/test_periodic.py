@@ -111,7 +111,7 @@ class MasterLoopTests(SynchronousTestCase):
         self.assertEqual(
             names,
             ["cluster.heartbeat", "scheduler.sweep", "talkback.flush", "talkback.ping",
-             "talkback.reap"],
+             "talkback.reap", "webhooks.deliver"],
         )  # fmt: skip
         for loop in master.stats.loops:
             calls: list[str] = []

@@ -35,11 +35,13 @@ def freePort() -> int:
 
 class _Probe:
     """
-    A talkback client that says hello and notes what it hears.
+    A talkback client that says hello and notes what it hears; it keeps
+    the credential a welcome gives its id in C{credentials}, and presents it.
     """
 
-    def __init__(self, agentID: str) -> None:
+    def __init__(self, agentID: str, credentials: dict[str, str]) -> None:
         self.agentID = agentID
+        self.credentials = credentials
         self.messages: list[dict[str, Any]] = []
         self.transport: WebSocketTransport | None = None
         self.lost: Deferred[None] = Deferred()
@@ -53,14 +55,18 @@ class _Probe:
 
     def negotiationFinished(self) -> None:
         assert self.transport is not None
+        credential = self.credentials.get(self.agentID)
         self.transport.sendTextMessage(json.dumps({
             "type": "hello", "token": AGENT_TOKEN,
+            **({"credential": credential} if credential else {}),
             "agent": {"id": self.agentID, "hostname": "probe", "max_tasks": 1},
         }))  # fmt: skip
 
     def textMessageReceived(self, text: str) -> None:
         message = json.loads(text)
         self.messages.append(message)
+        if message["type"] == "welcome" and message.get("credential"):
+            self.credentials[self.agentID] = message["credential"]
         if message["type"] == "welcome" and self.transport is not None:
             self.transport.loseConnection()
 
@@ -76,11 +82,11 @@ class _Probe:
         self.lost.callback(None)
 
 
-async def tryOnce(url: str, agentID: str) -> tuple[str, Any]:
+async def tryOnce(url: str, agentID: str, credentials: dict[str, str]) -> tuple[str, Any]:
     """
     One talkback try: what came of it.
     """
-    probe = _Probe(agentID)
+    probe = _Probe(agentID, credentials)
     endpoint = WebSocketClientEndpoint.new(reactor, url, connectTimeout=5)
     probe.connecting = Deferred.fromCoroutine(endpoint.connect(probe))
     probe.connecting.addTimeout(10, reactor)
@@ -121,8 +127,9 @@ class ReadyMeansReadyTests(TestCase):
                                              "access_log": False})  # fmt: skip
         url = f"ws://127.0.0.1:{port}/api/v1/talkback"
         agentID = str(uuid.uuid4())
+        credentials: dict[str, str] = {}
         seen: list[str] = []
-        outcome, _ = await tryOnce(url, agentID)
+        outcome, _ = await tryOnce(url, agentID, credentials)
         seen.append(outcome)
         master = MasterProcess(config, directory)
         self.addCleanup(master.kill)
@@ -130,7 +137,7 @@ class ReadyMeansReadyTests(TestCase):
         welcomes = 0
         while welcomes < 3:
             self.assertLess(time.monotonic(), deadline, f"no welcome; seen {set(seen)}")
-            outcome, messages = await tryOnce(url, agentID)
+            outcome, messages = await tryOnce(url, agentID, credentials)
             seen.append(outcome)
             self.assertIn(outcome, {"refused", "503", "1013", "welcome"},
                           f"{outcome}: {messages}\n{master.log()[-3000:]}")  # fmt: skip

@@ -113,13 +113,23 @@ class TreeTests(SynchronousTestCase):
                 "scheduler",
                 "notifier",
                 "cluster",
+                "webhooks",
             ],
         )
         config = parseConfig({"database": {"dsn": "dbname=x"}}, environ={})
         master = buildMaster(config, MemoryReactorClock())
         self.assertEqual(
             [s.name for s in master.root],
-            ["database", "stats", "http", "talkback", "scheduler", "notifier", "cluster"],
+            [
+                "database",
+                "stats",
+                "http",
+                "talkback",
+                "scheduler",
+                "notifier",
+                "cluster",
+                "webhooks",
+            ],
         )
 
 

@@ -132,6 +132,9 @@ class Base(TestCase):
         self.clock = Clock()
         self.api = await startAPI(self, settings=TalkbackSettings(**settings), clock=self.clock)
         self.registry = self.api.registry
+        #: The credential each agent id got when it enrolled: what its later
+        #: hellos present, as a real agent's do.
+        self.credentials: dict[str, str] = {}
         return self.api
 
     def connect(self, principal: Any = None) -> tuple[TalkbackConnection, FakeWebSocket]:
@@ -154,12 +157,28 @@ class Base(TestCase):
         connection.textMessageReceived(text)
         await connection.drained()
 
+    def helloOf(self, agent: str = AGENT, **extra: Any) -> dict[str, Any]:
+        """
+        A hello for C{agent} with its credential once it has one.
+        """
+        if agent in self.credentials:
+            extra.setdefault("credential", self.credentials[agent])
+        return hello(agent, **extra)
+
+    def welcomed(self, agent: str, transport: FakeWebSocket) -> None:
+        """
+        Check the first message is a welcome; keep the credential it brings.
+        """
+        self.assertEqual(transport.sent[0]["type"], "welcome", transport.sent)
+        if transport.sent[0]["credential"] is not None:
+            self.credentials[agent] = transport.sent[0]["credential"]
+
     async def joined(
         self, agent: str = AGENT, **extra: Any
     ) -> tuple[TalkbackConnection, FakeWebSocket]:
         connection, transport = self.connect()
-        await self.say(connection, hello(agent, **extra))
-        self.assertEqual(transport.sent[0]["type"], "welcome", transport.sent)
+        await self.say(connection, self.helloOf(agent, **extra))
+        self.welcomed(agent, transport)
         return connection, transport
 
     async def assign(self, agent: str = AGENT, frames: str = "1") -> list[lifecycle.Assignment]:
@@ -180,10 +199,11 @@ class HelloTests(Base):
     async def test_welcome(self) -> None:
         await self.setUpTalkback(heartbeat_s=7)
         connection, transport = await self.joined()
+        self.assertTrue(self.credentials[AGENT].startswith("mda_"))
         self.assertEqual(
             transport.sent,
             [{"type": "welcome", "agent_id": AGENT, "master": "test", "heartbeat_s": 7,
-              "agent_timeout_s": 45.0}],
+              "agent_timeout_s": 45.0, "credential": self.credentials[AGENT]}],
         )  # fmt: skip
         self.assertIs(self.registry.connections[AGENT], connection)
         agent = await self.agent()
@@ -271,8 +291,9 @@ class HelloTests(Base):
             self.assertEqual(error["field"], field, change)
             self.assertIsNone(transport.closed)
             # The connection stays, and a good hello still works.
-            await self.say(connection, hello())
+            await self.say(connection, self.helloOf())
             self.assertEqual(transport.types(), ["error", "welcome"])
+            self.credentials.setdefault(AGENT, transport.sent[1]["credential"])
             await self.lose(connection)
 
     async def test_replaced(self) -> None:
@@ -403,7 +424,7 @@ class LivenessTests(Base):
         One timer serves every connection, yet each is pinged a heartbeat
         after its own last ping; the timer stops with the last connection.
         """
-        await self.setUpTalkback(heartbeat_s=10, agent_timeout_s=25)
+        await self.setUpTalkback(heartbeat_s=10, agent_timeout_s=25, hello_timeout_s=60)
         _, first = self.connect()
         self.clock.advance(5)
         _, later = self.connect()

@@ -5,7 +5,7 @@ the database, and how a request's token is checked.
 
 from ._authenticator import MISS, Authenticator, Found, Lookup, digestOf
 from ._principal import Principal
-from ._tokens import TokenStore, parseExpiry
+from ._tokens import TokenStore
 
 __all__ = [
     "MISS",
@@ -15,5 +15,4 @@ __all__ = [
     "Principal",
     "TokenStore",
     "digestOf",
-    "parseExpiry",
 ]

@@ -235,6 +235,5 @@ def _checked(principal: Principal | None, role: Role) -> Principal:
         raise Forbidden(
             f"this needs the {role.value} role; token {principal.name!r} has "
             f"{principal.role.value}",
-            role=principal.role.value,
         )
     return principal

@@ -4,6 +4,7 @@ Tokens as the API takes and shows them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -32,7 +33,7 @@ class TokenCreate(Model):
     role: RoleName
     description: Annotated[str, Meta(max_length=1000)] = ""
     expires_at: (
-        Annotated[str, Meta(max_length=64, description="ISO 8601 with its zone; in the future")]
+        Annotated[datetime, Meta(tz=True, description="ISO 8601 with its zone; in the future")]
         | None
     ) = None
 

@@ -6,6 +6,10 @@ and jitter (Twisted's backoffPolicy), rotating through the URLs, forever:
 whatever ends a connection or a try (a refusal, a timeout, a close during
 the handshake, a master that says "try again later" or "replaced"), the
 agent logs why at warn and tries again.
+
+The welcome that enrolls the agent's id carries its credential: it is
+written to the state directory before anything else is done, and presented
+in every later hello (docs/talkback.md, "Threat model").
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any, cast
 
 from attrs import frozen
@@ -31,6 +36,7 @@ from twisted.web.websocket import (
 from wsproto.utilities import LocalProtocolError
 
 from .runner import Runner
+from .statedir import readCredential, writeCredential
 from .usage import hardware, usage
 
 log = Logger()
@@ -49,13 +55,17 @@ REPLACED_ALARM = 3
 # Close codes the master sends (docs/talkback.md), told in a closing message.
 GOING_AWAY = 1001
 TRY_AGAIN = 1013
+FORBIDDEN = 4403
 REPLACED = 4409
 
 
 @frozen
 class AgentSettings:
     agent_id: str
-    token: str
+    #: The agent token: what enrolls the id (and enrolls it again after an
+    #: admin reset its credential); None once the agent has its credential
+    #: and is not meant to enroll again.
+    token: str | None
     masters: tuple[str, ...]
     hostname: str
     max_tasks: int = 1
@@ -65,6 +75,8 @@ class AgentSettings:
     version: str = ""
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    #: Where the credential is kept (None: in memory only, for tests).
+    state_dir: Path | None = None
 
 
 def talkbackURL(url: str) -> str:
@@ -109,10 +121,17 @@ class _Talkback:
 
     def negotiationFinished(self) -> None:
         s = self.agent.settings
+        # The token too, with a credential: the master uses it only if the
+        # id is not enrolled (its credential was reset), to enroll it anew.
+        proof: dict[str, str] = {}
+        if s.token:
+            proof["token"] = s.token
+        if self.agent.credential is not None:
+            proof["credential"] = self.agent.credential
         self.sendNow(
             {
                 "type": "hello",
-                "token": s.token,
+                **proof,
                 "agent": {
                     "id": s.agent_id,
                     "hostname": s.hostname,
@@ -160,6 +179,11 @@ class _Talkback:
             self.closeReason = str(message.get("reason") or "")
 
     def _welcome(self, message: dict[str, Any]) -> None:
+        credential = message.get("credential")
+        if isinstance(credential, str) and credential:
+            # Before anything else: the master keeps only its digest, so an
+            # agent that lost it could never say hello as itself again.
+            self.agent.keepCredential(credential)
         self.welcomed = True
         self.agent.attempts = 0
         interval = float(message.get("heartbeat_s", 10))
@@ -176,7 +200,12 @@ class _Talkback:
             self.transport.loseConnection()
             return
         self.sendNow({"type": "heartbeat", "usage": usage()})
-        self.transport.ping()
+        try:
+            self.transport.ping()
+        except LocalProtocolError:
+            # As in sendNow: the master's close frame came, the connection
+            # goes next (seen when a master stopped between two beats).
+            pass
         self._heartbeat = self.agent.clock.callLater(interval, self._beat, interval)
 
     def sendNow(self, message: dict[str, Any]) -> None:
@@ -254,6 +283,10 @@ class AgentService(Service):
         self.attempts = 0
         #: Connections replaced by another with this agent's id, in a row.
         self.replaced = 0
+        #: The secret this agent id was enrolled with, if it has been.
+        self.credential: str | None = None
+        if settings.state_dir is not None:
+            self.credential = readCredential(settings.state_dir)
         self.connection: _Talkback | None = None
         self._next = 0
         self._loop: Deferred[None] | None = None
@@ -268,6 +301,26 @@ class AgentService(Service):
             # Spread agents that lost the same master over half a step.
             jitter=lambda: random.uniform(0, settings.backoff_initial_s),
         )
+
+    def keepCredential(self, credential: str) -> None:
+        """
+        The master enrolled this agent id: keep its credential on disk.
+        """
+        self.credential = credential
+        if self.settings.state_dir is None:
+            return
+        try:
+            writeCredential(self.settings.state_dir, credential)
+        except OSError as e:
+            # Kept in memory: this run can reconnect, a restart cannot.
+            log.critical(
+                "cannot write the credential to {stateDir}: {why}; after a restart this agent"
+                " cannot connect until an admin resets its credential",
+                stateDir=str(self.settings.state_dir),
+                why=str(e),
+            )
+            return
+        log.info("enrolled: credential kept in {stateDir}", stateDir=str(self.settings.state_dir))
 
     def send(self, message: dict[str, Any]) -> None:
         """
@@ -370,6 +423,16 @@ class AgentService(Service):
                 log.warn("{url} closed the connection: replaced by a newer one with this"
                          " agent's id", url=url)  # fmt: skip
             return
+        if code == FORBIDDEN:
+            log.error(
+                "{url} refused this agent's credential ({why}): another agent may hold this id"
+                " ({agentId}), or its credential was reset and the agent has no valid token;"
+                " an admin can reset it (POST /api/v1/agents/{agentId}/credential/reset)",
+                url=url,
+                why=why,
+                agentId=self.settings.agent_id,
+            )
+            return
         if code is None:
             log.info("disconnected from {url}", url=url)
         else:
@@ -387,6 +450,9 @@ class AgentService(Service):
         if connection.closeCode != REPLACED:
             self.replaced = 0
         self.attempts += 1
+        if connection.closeCode == FORBIDDEN:
+            # Trying again changes nothing until someone acts: the longest wait.
+            return self._delay(100)
         if connection.welcomed and self.attempts == 1 and connection.closeCode in (
             None, GOING_AWAY,
         ):  # fmt: skip

@@ -1,7 +1,8 @@
 """
-The agent's state directory: its id, made once, and an exclusive lock held
-for as long as the agent runs, so that two agents never share one id and one
-set of task files.
+The agent's state directory: its id, made once, its credential (the secret
+the master gave it when it enrolled), and an exclusive lock held for as long
+as the agent runs, so that two agents never share one id and one set of task
+files.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 LOCK_NAME = "agent.lock"
+CREDENTIAL_NAME = "credential"
 
 
 class StateDirectoryBusy(Exception):
@@ -67,3 +69,43 @@ def agentID(stateDir: Path) -> str:
         ident = str(uuid.uuid4())
         path.write_text(json.dumps({"id": ident}))
         return ident
+
+
+def readCredential(stateDir: Path) -> str | None:
+    """
+    The credential the master gave this agent id when it enrolled it, if
+    it has one.
+    """
+    try:
+        text = (stateDir / CREDENTIAL_NAME).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def writeCredential(stateDir: Path, credential: str) -> None:
+    """
+    Keep the credential, readable by this user alone, so that a crash at
+    any moment leaves either the old file or the new one whole, on disk: a
+    temporary file made 0600 from the start (never readable by others, not
+    even for a moment), written and synced, then renamed over the old one,
+    and the directory synced so that the rename survives a power cut. The
+    master cannot say it again: losing it locks the agent's id out until an
+    admin resets it.
+    """
+    stateDir.mkdir(parents=True, exist_ok=True)
+    final = stateDir / CREDENTIAL_NAME
+    temporary = stateDir / f".{CREDENTIAL_NAME}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # An old temporary file keeps its mode: say it again.
+        os.fchmod(f.fileno(), 0o600)
+        f.write(f"{credential}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, final)
+    directory = os.open(stateDir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -23,7 +23,7 @@ from masterd._version import __version__
 
 from .connection import AgentService, AgentSettings
 from .runner import Runner
-from .statedir import StateDirectoryBusy, agentID, lockStateDir
+from .statedir import StateDirectoryBusy, agentID, lockStateDir, readCredential
 from .usage import countGPUs
 
 TOKEN_ENV = "MASTERD_AGENT_TOKEN"
@@ -42,7 +42,7 @@ class Options(usage.Options):
     longdesc = "Run a masterd render agent. See docs/agent.md."
     optParameters = [
         ["config", "c", None, "A YAML file with any of these options."],
-        ["token", "t", None, f"The agent token (default: ${TOKEN_ENV})."],
+        ["token", "t", None, f"The agent token, to enroll (default: ${TOKEN_ENV})."],
         ["state-dir", "s", None, "Where the agent keeps its id and its tasks' state."],
         ["max-tasks", "n", None, "How many tasks to run at once (default 1)."],
         ["hostname", None, None, "The name to report (default: the host name)."],
@@ -94,9 +94,15 @@ class Options(usage.Options):
             masters = [masters]
         if not masters:
             raise ValueError("--master: at least one master URL is needed")
+        stateDir = Path(merged.get("state-dir") or defaultStateDir())
         token = merged.get("token") or os.environ.get(TOKEN_ENV)
-        if not token:
-            raise ValueError(f"--token: needed (or ${TOKEN_ENV})")
+        try:
+            credential = readCredential(stateDir)
+        except OSError as e:
+            raise ValueError(f"--state-dir: cannot read its credential: {e}") from None
+        if not token and credential is None:
+            # Once enrolled, the credential in the state directory is enough.
+            raise ValueError(f"--token: needed to enroll (or ${TOKEN_ENV})")
         try:
             maxTasks = int(merged.get("max-tasks", 1))
         except (TypeError, ValueError):
@@ -116,8 +122,8 @@ class Options(usage.Options):
             tags = [tags]
         return {
             "masters": tuple(str(m) for m in masters),
-            "token": str(token),
-            "state_dir": Path(merged.get("state-dir") or defaultStateDir()),
+            "token": str(token) if token else None,
+            "state_dir": stateDir,
             "max_tasks": maxTasks,
             "tags": tuple(str(t) for t in tags),
             "hostname": str(merged.get("hostname") or socket.gethostname()),
@@ -144,6 +150,7 @@ def makeService(options: Options) -> IService:
         # Counted once: nvidia-smi is too slow to run at every hello.
         gpus=countGPUs() if s["gpus"] is None else s["gpus"],
         version=__version__,
+        state_dir=s["state_dir"],
     )
     holder: dict[str, AgentService] = {}
     runner = Runner(reactor, s["state_dir"], lambda message: holder["service"].send(message))

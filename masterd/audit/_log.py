@@ -4,8 +4,10 @@ Reading the audit trail, oldest first, a page at a time.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
 
 from masterd._time import isotime
 from masterd.db import Pool
@@ -16,19 +18,32 @@ from .models import AuditEntry, TokenRef
 _COLUMNS = "id, at, actor, role, token_id, action, resource, changes, address, master"
 
 
+_AWARE = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 def parseSince(text: str) -> datetime:
     """
-    An ISO 8601 time with its offset (C{Z} or C{+01:00}).
+    An RFC 3339 time with its zone, as the schema's date-time says (a query
+    parameter arrives as text: strictly a time, never a number).
 
     @raise InvalidField: naming C{since}.
     """
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidField("since", f"must be an ISO 8601 time, not {text[:64]!r}") from None
-    if when.tzinfo is None:
-        raise InvalidField("since", "must say its time zone (2026-12-01T00:00:00Z)")
-    return when
+        when: datetime = msgspec.convert(text, _AWARE)
+    except msgspec.ValidationError:
+        raise InvalidField(
+            "since", f"must be an ISO 8601 time with its zone, not {text[:64]!r}"
+        ) from None
+    # In UTC: PostgreSQL takes offsets up to 15:59 only, RFC 3339 any.
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        # Before the year 1 or after 9999 in UTC: as early or late as can be.
+        return (
+            datetime.min.replace(tzinfo=UTC)
+            if when.year < 5000
+            else datetime.max.replace(tzinfo=UTC)
+        )
 
 
 def _entry(row: tuple[Any, ...]) -> AuditEntry:

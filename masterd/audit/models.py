@@ -19,8 +19,9 @@ class AuditQuery(Model):
     actor: Annotated[str, Meta(max_length=255)] | Unset = UNSET
     resource: Annotated[str, Meta(max_length=1000)] | Unset = UNSET
     action: Annotated[str, Meta(max_length=255)] | Unset = UNSET
-    since: Annotated[str, Meta(max_length=64, description="ISO 8601, e.g. "
-                     "2026-12-01T00:00:00Z: rows at or after it")] | Unset = UNSET  # fmt: skip
+    since: Annotated[str, Meta(max_length=64, extra_json_schema={"format": "date-time"},
+                     description="ISO 8601 with its zone, e.g. 2026-12-01T00:00:00Z: rows "
+                     "at or after it")] | Unset = UNSET  # fmt: skip
     limit: Limit = 100
     after: Id | Unset = UNSET
 

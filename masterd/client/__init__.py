@@ -13,30 +13,40 @@ See docs/client.md. This package must import nothing outside the standard
 library (a test checks it): no Twisted, no database driver.
 """
 
+from ._accounts import ROLES
 from ._client import DEFAULT_URL, Client, submission
 from ._errors import MasterdError
 from ._follow import LogFollower
+from ._webhooks import EVENTS
 from .models import (
     Agent,
     AgentException,
     AgentJob,
     Attempt,
+    AuditEntry,
+    Delivery,
     Job,
     LogChunk,
     Master,
     Requirements,
     Task,
     TaskCounts,
+    Token,
+    Webhook,
     parse_time,
 )
 
 __all__ = [
     "DEFAULT_URL",
+    "EVENTS",
+    "ROLES",
     "Agent",
     "AgentException",
     "AgentJob",
     "Attempt",
+    "AuditEntry",
     "Client",
+    "Delivery",
     "Job",
     "LogChunk",
     "LogFollower",
@@ -45,6 +55,8 @@ __all__ = [
     "Requirements",
     "Task",
     "TaskCounts",
+    "Token",
+    "Webhook",
     "parse_time",
     "submission",
 ]

@@ -201,6 +201,14 @@ class Agent(Resource):
             body["enabled"] = enabled
         return self._update(self._transport.send_json("PATCH", self.href, body))
 
+    def reset_credential(self) -> Self:
+        """
+        Forget its per-agent secret (role admin), so that a reinstalled
+        host can enroll again under the same id with an enrollment token.
+        """
+        href = f"{self.href}/credential/reset"
+        return self._update(self._transport.send_json("POST", href))
+
     def delete(self) -> None:
         """
         Forget an offline agent (role admin; 409 while it is connected).

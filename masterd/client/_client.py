@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from ._accounts import AuditEntry, Token, api_time
 from ._base import Requirements, ids_of, iterate_pages, requirements_json
 from ._http import Opener, Transport
+from ._webhooks import Delivery, Webhook, webhook_changes
 from .models import Agent, Job, Master, Task
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -71,8 +74,10 @@ class Client:
     A client of one master.
 
     @param url: the master's base URL, C{http://master:8080}.
-    @param token: a bearer token from the master's C{auth.tokens}; role
-        viewer reads, operator changes.
+    @param token: a bearer token (of the master's C{auth.tokens}, or made
+        with L{create_token}); role viewer reads, user submits and steers
+        its own jobs, operator changes any, admin also manages tokens and
+        webhooks.
     @param timeout: seconds to wait for each answer.
     @param opener: what sends requests (C{urllib.request.build_opener()} by
         default); give your own for proxies, TLS settings or tests.
@@ -186,6 +191,163 @@ class Client:
         )
 
     def agent(self, agent_id: str) -> Agent:
-        # Quoted: an id typed by a person must not turn into another path.
-        href = f"/api/v1/agents/{quote(str(agent_id), safe='')}"
-        return Agent(self._transport, self._transport.get_json(href))
+        return Agent(self._transport, self._transport.get_json(_agent_href(agent_id)))
+
+    def reset_agent_credential(self, agent_id: str) -> Agent:
+        """
+        Forget an agent's per-agent secret (role admin), so that a
+        reinstalled host enrolls again under its id; returns the agent.
+        """
+        href = _agent_href(agent_id) + "/credential/reset"
+        return Agent(self._transport, self._transport.send_json("POST", href))
+
+    # -- accounts ---------------------------------------------------------
+
+    def create_token(
+        self,
+        user: str,
+        role: str,
+        description: str = "",
+        expires_at: datetime | str | None = None,
+    ) -> Token:
+        """
+        Create a token for C{user} with C{role} (viewer, user, operator,
+        admin, agent; role admin). Its C{secret} is in the returned L{Token}
+        and nowhere else, ever: hand it on now. C{expires_at} is an aware
+        datetime or an ISO 8601 string with its zone; C{None}: never.
+
+        @raise ValueError: for a naive C{expires_at}.
+        """
+        body = {
+            "user": user,
+            "role": role,
+            "description": description,
+            "expires_at": None if expires_at is None else api_time(expires_at, "expires_at"),
+        }
+        return Token(self._transport, self._transport.send_json("POST", "/api/v1/tokens", body))
+
+    def tokens(
+        self, user: str | None = None, revoked: bool = False, limit: int = 100
+    ) -> Iterator[Token]:
+        """
+        The database's tokens by id (never their secrets), of C{user} if
+        given; revoked ones too with C{revoked=True}. C{limit} is the page
+        size (1-500).
+        """
+        query = {"user": user, "revoked": True if revoked else None, "limit": limit}
+        return iterate_pages(
+            self._transport, "/api/v1/tokens", query, lambda raw: Token(self._transport, raw)
+        )
+
+    def token(self, token_id: int) -> Token:
+        return Token(self._transport, self._transport.get_json(f"/api/v1/tokens/{int(token_id)}"))
+
+    def revoke_token(self, token_id: int) -> None:
+        """
+        Revoke a token: every master refuses it within a couple of seconds.
+        It stays listed (with C{revoked=True}); revoking it again is a 409.
+        """
+        self._transport.request("DELETE", f"/api/v1/tokens/{int(token_id)}")
+
+    def audit(
+        self,
+        actor: str | None = None,
+        resource: str | None = None,
+        action: str | None = None,
+        since: datetime | str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> Iterator[AuditEntry]:
+        """
+        The audit trail, oldest first (role operator or admin): rows of
+        C{actor} (a user name), about C{resource} (an href, and what lies
+        under it), of C{action} (exact, C{job.cancel}, or a kind,
+        C{job.*}), at or after C{since} (an aware datetime or ISO 8601), with
+        an id above C{after} (to go on from the last row read). C{limit} is
+        the page size (1-500).
+
+        @raise ValueError: for a naive C{since}.
+        """
+        query = {
+            "actor": actor,
+            "resource": resource,
+            "action": action,
+            "since": None if since is None else api_time(since, "since"),
+            "after": after,
+            "limit": limit,
+        }
+        return iterate_pages(
+            self._transport, "/api/v1/audit", query, lambda raw: AuditEntry(self._transport, raw)
+        )
+
+    # -- webhooks ---------------------------------------------------------
+
+    def create_webhook(
+        self,
+        url: str,
+        events: Sequence[str],
+        secret: str,
+        description: str = "",
+        enabled: bool = True,
+    ) -> Webhook:
+        """
+        Have the master POST the C{events} named (C{job.done},
+        C{job.failed}, ...; see L{masterd.client.EVENTS}) to C{url}, signed
+        with C{secret} (role admin). The secret is never shown again.
+        """
+        body = {"url": url, "events": list(events), "secret": secret,
+                "description": description, "enabled": enabled}  # fmt: skip
+        document = self._transport.send_json("POST", "/api/v1/webhooks", body)
+        return Webhook(self._transport, document)
+
+    def webhooks(self, limit: int | None = None) -> Iterator[Webhook]:
+        """
+        Every webhook, over every page; C{limit} is the page size.
+        """
+        return iterate_pages(self._transport, "/api/v1/webhooks", {"limit": limit},
+                             lambda raw: Webhook(self._transport, raw))  # fmt: skip
+
+    def webhook(self, webhook_id: int) -> Webhook:
+        return Webhook(self._transport, self._transport.get_json(_webhook_href(webhook_id)))
+
+    def update_webhook(
+        self,
+        webhook_id: int,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        secret: str | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> Webhook:
+        """
+        Change the fields given of a webhook (C{events} replaces its list);
+        returns it as changed.
+        """
+        body = webhook_changes(url=url, events=events, secret=secret, description=description,
+                               enabled=enabled)  # fmt: skip
+        document = self._transport.send_json("PATCH", _webhook_href(webhook_id), body)
+        return Webhook(self._transport, document)
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        self._transport.request("DELETE", _webhook_href(webhook_id))
+
+    def webhook_deliveries(
+        self, webhook_id: int, state: str | None = None, limit: int | None = None
+    ) -> Iterator[Delivery]:
+        """
+        A webhook's deliveries (with their tries, statuses and errors),
+        over every page; C{limit} is the page size.
+        """
+        href = _webhook_href(webhook_id) + "/deliveries"
+        return iterate_pages(self._transport, href, {"state": state, "limit": limit},
+                             lambda raw: Delivery(self._transport, raw))  # fmt: skip
+
+
+def _agent_href(agent_id: str) -> str:
+    # Quoted: an id typed by a person must not turn into another path.
+    return f"/api/v1/agents/{quote(str(agent_id), safe='')}"
+
+
+def _webhook_href(webhook_id: int) -> str:
+    return f"/api/v1/webhooks/{int(webhook_id)}"

@@ -374,6 +374,12 @@ def agent(context: Context, args: argparse.Namespace) -> int:
         found.disable()
     elif args.enable:
         found.enable()
+    elif args.reset_credential:
+        found.reset_credential()
+        context.note(
+            f"agent {found.id}'s credential is reset: its next hello with an enrollment token"
+            " (role agent) enrolls it again"
+        )
     if context.json:
         context.write(dump_json(found.raw))
         return 0

@@ -17,7 +17,8 @@ from contextlib import redirect_stderr, redirect_stdout
 
 from masterd._version import __version__
 
-from . import _commands
+from . import _admin, _commands
+from ._accounts import ROLES
 from ._client import DEFAULT_URL, Client
 from ._context import Context, Runtime, UsageError
 
@@ -25,10 +26,12 @@ __all__ = ["Runtime", "build_parser", "main", "parse", "run"]
 from ._errors import MasterdError
 from ._http import check_url
 from ._output import command_text
+from ._webhooks import EVENTS
 
 JOB_STATES = ("waiting", "queued", "running", "paused", "done", "failed", "canceled")
 TASK_STATES = ("waiting", "queued", "assigned", "running", "done", "failed", "canceled")
 AGENT_STATES = ("idle", "busy", "offline", "disabled")
+DELIVERY_STATES = ("pending", "delivered", "failed")
 DEFAULT_INTERVAL_S = 2.0
 
 EPILOG = """\
@@ -113,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _global_options()
     parser = argparse.ArgumentParser(
         prog="masterctl",
-        description="Submit, watch and steer the render farm's jobs, tasks and agents.",
+        description="Submit, watch and steer the render farm's jobs, tasks and agents;"
+        " manage its tokens and webhooks, and read its audit trail.",
         epilog=EPILOG,
         parents=[common],
     )
@@ -192,9 +196,140 @@ def build_parser() -> argparse.ArgumentParser:
     switch = agent.add_mutually_exclusive_group()
     switch.add_argument("--disable", action="store_true", help="give it no new tasks")
     switch.add_argument("--enable", action="store_true", help="give it tasks again")
+    switch.add_argument(
+        "--reset-credential",
+        action="store_true",
+        help="forget its per-agent secret, so that a reinstalled host enrolls again (admin)",
+    )
 
     command("stats", "the master's counters: requests, exceptions, database", _commands.stats)
+
+    def group(name: str, summary: str) -> Callable[..., argparse.ArgumentParser]:
+        parent = commands.add_parser(name, parents=[common], help=summary, description=summary)
+        members = parent.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+
+        def member(
+            sub: str, what: str, run: Callable[[Context, argparse.Namespace], int]
+        ) -> argparse.ArgumentParser:
+            made = members.add_parser(sub, parents=[common], help=what, description=what)
+            made.set_defaults(run=run)
+            return made
+
+        return member
+
+    _token_commands(group("token", "create, list and revoke tokens (role admin)"))
+    audit = command("audit", "the audit trail, oldest first (operator, admin)", _admin.audit)
+    _audit_options(audit)
+    _webhook_commands(group("webhook", "the URLs told of the farm's events (role admin)"))
     return parser
+
+
+def _token_commands(member: Callable[..., argparse.ArgumentParser]) -> None:
+    create = member("create", "create a token and print its secret, once", _admin.token_create)
+    create.add_argument("user", metavar="USER", help="the user name: the owner of its jobs")
+    create.add_argument("--role", required=True, metavar="ROLE", help="one of " + ", ".join(ROLES))
+    create.add_argument("--description", default="", metavar="TEXT")
+    create.add_argument(
+        "--expires",
+        metavar="WHEN",
+        help="a duration from now (30d, 12h, 1h30m) or an ISO 8601 time with its zone"
+        " (2027-01-01T00:00:00Z); default: never",
+    )
+    create.add_argument("-q", "--quiet", action="store_true", help="print only the secret")
+
+    listing = member("list", "list tokens (never their secrets)", _admin.token_list)
+    listing.add_argument("--user", help="this user's only")
+    listing.add_argument("--revoked", action="store_true", help="revoked ones too")
+    listing.add_argument(
+        "--limit", type=non_negative_int, default=0, help="at most this many (default 0: all)"
+    )
+
+    show = member("show", "show a token (never its secret)", _admin.token_show)
+    show.add_argument("token_id", type=positive_int, metavar="ID")
+
+    revoke = member("revoke", "revoke a token: every master refuses it", _admin.token_revoke)
+    revoke.add_argument("token_id", type=positive_int, metavar="ID")
+
+
+def _audit_options(audit: argparse.ArgumentParser) -> None:
+    audit.add_argument("--actor", metavar="USER", help="changes made by this user")
+    audit.add_argument(
+        "--resource", metavar="HREF", help="changes to this (/api/v1/jobs/12) and what is under it"
+    )
+    audit.add_argument("--action", help="exact (job.cancel) or a kind (job.*)")
+    audit.add_argument(
+        "--since", metavar="WHEN", help="a duration back from now (1h, 30m, 2d) or an ISO 8601 time"
+    )
+    audit.add_argument("--after", type=positive_int, metavar="ID", help="rows after this one")
+    audit.add_argument(
+        "--limit",
+        type=non_negative_int,
+        metavar="N",
+        default=100,
+        help="at most this many (0: all; default 100); not with --follow",
+    )
+    audit.add_argument(
+        "-f", "--follow", action="store_true", help="then print new rows as they come (Ctrl-C ends)"
+    )
+    audit.add_argument(
+        "--interval",
+        type=positive_float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"with --follow, seconds between looks for new rows (default {DEFAULT_INTERVAL_S:g})",
+    )
+
+
+def _webhook_commands(member: Callable[..., argparse.ArgumentParser]) -> None:
+    create = member("create", "have the master POST events to a URL", _admin.webhook_create)
+    # Not "url": that is the master's (--url).
+    create.add_argument("webhook_url", metavar="URL", help="http:// or https://")
+    _webhook_fields(create)
+    create.add_argument("--description", default="", metavar="TEXT")
+    create.add_argument("--disabled", action="store_true", help="create it disabled")
+
+    member("list", "list webhooks", _admin.webhook_list)
+
+    show = member("show", "show a webhook", _admin.webhook_show)
+    show.add_argument("webhook_id", type=positive_int, metavar="ID")
+
+    update = member("update", "change a webhook", _admin.webhook_update)
+    update.add_argument("webhook_id", type=positive_int, metavar="ID")
+    update.add_argument("--new-url", metavar="URL", help="deliver to this URL from now on")
+    _webhook_fields(update, "(replaces its list)")
+    update.add_argument("--description", metavar="TEXT")
+    switch = update.add_mutually_exclusive_group()
+    switch.add_argument("--enable", action="store_true")
+    switch.add_argument("--disable", action="store_true", help="deliver it nothing for now")
+
+    delete = member("delete", "delete a webhook", _admin.webhook_delete)
+    delete.add_argument("webhook_id", type=positive_int, metavar="ID")
+
+    deliveries = member(
+        "deliveries", "a webhook's deliveries: tries, statuses, errors", _admin.webhook_deliveries
+    )
+    deliveries.add_argument("webhook_id", type=positive_int, metavar="ID")
+    deliveries.add_argument("--state", choices=DELIVERY_STATES)
+    deliveries.add_argument(
+        "--limit", type=non_negative_int, default=50, help="at most this many (0: all; default 50)"
+    )
+
+
+def _webhook_fields(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        metavar="EVENT",
+        help=f"an event it hears of (repeatable, or comma-separated) {more}: " + ", ".join(EVENTS),
+    )
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--secret", help="what signs its deliveries (default: one made up and printed once)"
+    )
+    secret.add_argument(
+        "--secret-env", metavar="VAR", help="the secret is this environment variable's value"
+    )
 
 
 def _submit_options(submit: argparse.ArgumentParser) -> None:

@@ -9,20 +9,26 @@ Methods that change something return the model, updated from the master's
 answer.
 """
 
+from ._accounts import AuditEntry, Token
 from ._agents import Agent, AgentException, AgentJob, Master
 from ._base import LogChunk, Requirements, TaskCounts, parse_time
 from ._jobs import Attempt, Job, Task
+from ._webhooks import Delivery, Webhook
 
 __all__ = [
     "Agent",
     "AgentException",
     "AgentJob",
     "Attempt",
+    "AuditEntry",
+    "Delivery",
     "Job",
     "LogChunk",
     "Master",
     "Requirements",
     "Task",
     "TaskCounts",
+    "Token",
+    "Webhook",
     "parse_time",
 ]

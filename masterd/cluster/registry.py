@@ -25,6 +25,7 @@ from masterd._time import isotime
 from masterd._version import __version__
 from masterd.db import DatabaseUnavailable, Pool, Transaction
 from masterd.service import LoopWatcher, Periodic, StagedService
+from masterd.webhooks import mastersDown
 
 from .models import MasterInfo
 
@@ -159,6 +160,10 @@ class MasterRegistry(StagedService):
                 " AND m.last_seen < %s AND m.name <> %s RETURNING a.id, m.name",
                 (cutoff, self.master),
             )
+            # Under the same lock, so that one master says each death once.
+            for name, lastSeen, _ in await mastersDown(txn, cutoff, self.master):
+                log.warn("master {master} is down (last heartbeat {at})", master=name,
+                         at=isotime(lastSeen))  # fmt: skip
             return [(str(r[0]), r[1]) for r in rows]
 
         async def mine(txn: Transaction) -> list[tuple[str, str]]:

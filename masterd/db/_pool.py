@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg2
@@ -153,6 +153,7 @@ class Pool:
         statementTimeout: float = 30.0,
         onQuery: Callable[[float], None] = lambda seconds: None,
         onDead: Callable[[], None] = lambda: None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self._reactor = reactor
         self._dsn = dsn
@@ -163,6 +164,9 @@ class Pool:
         self._statementTimeout = statementTimeout
         self._onQuery = onQuery
         self._onDead = onDead
+        #: Session settings of every connection (masterd.master: the name
+        #: the webhook triggers record as the master of an event).
+        self._settings = dict(settings or {})
         self._idle: list[txpostgres.Connection] = []
         self._size = 0
         self._waiters: deque[Deferred[txpostgres.Connection]] = deque()
@@ -185,6 +189,10 @@ class Pool:
             return conn
 
         options = f"-c statement_timeout={int(self._statementTimeout * 1000)}"
+        for name, value in self._settings.items():
+            # libpq splits options at spaces; a backslash escapes one.
+            escaped = value.replace("\\", "\\\\").replace(" ", "\\ ")
+            options += f" -c {name}={escaped}"
         started = time.perf_counter()
         dsn = self._dsn if isinstance(self._dsn, str) else self._dsn()
         # libpq's connect_timeout does not cover every stage of an

@@ -44,6 +44,7 @@ class DatabaseService(StagedService):
         onQuery: Callable[[float], None] = lambda seconds: None,
         migrations: list[Migration] | None = None,
         initialDelay: float = 0.5,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self._reactor = reactor
         self._config = config
@@ -64,6 +65,7 @@ class DatabaseService(StagedService):
             statementTimeout=c.statement_timeout_s,
             onQuery=onQuery,
             onDead=self._reconnect,
+            settings=settings,
         )
         self._migrated = False
         self._migrating = False

@@ -6,19 +6,29 @@ admins).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from twisted.web.iweb import IRequest
 
-from masterd.accounts import TokenStore, parseExpiry
+from masterd.accounts import TokenStore
 from masterd.accounts.models import CreatedToken, TokenCreate, TokenDocument, TokenPage, TokenQuery
 from masterd.audit import Actor, AuditLog, AuditPage, AuditQuery, record
 from masterd.audit._log import parseSince
 from masterd.config import Role
 from masterd.db import Pool, Transaction
+from masterd.errors import Unprocessable
 from masterd.jobs.models import given
 
 from ._operations import PathParam, operation
 from ._query import nextHref
+
+
+def _utc(when: datetime) -> datetime:
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise Unprocessable("expires_at", "is outside the years 1 to 9999 in UTC") from None
+
 
 TOKEN = (PathParam("tokenID", "id", "token", "A token id"),)
 
@@ -38,13 +48,14 @@ class AccountRoutes:
         return self.pool, self.tokens
 
     @operation("POST", "/api/v1/tokens", summary="Create a token", role=Role.admin,
-               body=TokenCreate, status=201, response=CreatedToken, tag="accounts",
+               body=TokenCreate, status=201, response=CreatedToken, errors=(422,),
+               tag="accounts",
                description="The answer holds the token's secret, shown this once; only its "
                "SHA-256 is kept. The user name is what the jobs submitted with it record as "
                "their owner.")  # fmt: skip
     async def createToken(self, request: IRequest, body: TokenCreate) -> CreatedToken:
         pool, tokens = self._tokens()
-        expires = parseExpiry(body.expires_at) if body.expires_at is not None else None
+        expires = _utc(body.expires_at) if body.expires_at is not None else None
         actor = self.actor(request)
 
         async def work(txn: Transaction) -> CreatedToken:

@@ -113,6 +113,17 @@ class AgentRoutes:
     async def deleteAgent(self, request: IRequest, agentID: str) -> None:
         await self.agents.delete(agentID, self.actor(request))
 
+    @operation("POST", "/api/v1/agents/{agentID}/credential/reset", summary="Forget an "
+               "agent's credential, so that its id may enroll again", role=Role.admin,
+               params=AGENT, response=AgentDocument, tag="agents",
+               description="The next hello for this agent id with a token of role agent "
+               "enrolls it anew and gets a new credential (a reinstalled host that lost its "
+               "state directory). Until then, no hello without such a token is accepted for "
+               "the id. A connection open now is not closed. Audited as "
+               "agent.credential_reset.")  # fmt: skip
+    async def resetAgentCredential(self, request: IRequest, agentID: str) -> AgentDocument:
+        return await self.agents.resetCredential(agentID, self.actor(request))
+
     @operation("GET", "/api/v1/agents/{agentID}/tasks", summary="An agent's current tasks "
                "(one page)", role=Role.viewer, params=AGENT, response=TaskPage,
                tag="agents")  # fmt: skip

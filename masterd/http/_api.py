@@ -35,12 +35,13 @@ from ._json import APIError, errorResponse
 from ._openapi import asyncAPIDocument, openAPIDocument
 from ._operations import PathParam, operation
 from ._readiness import Readiness
+from ._webhooks import WebhookRoutes
 
 MASTER = (PathParam("name", "name", "master", "A master's name"),)
 
 
 @define(slots=False)
-class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes):
+class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes, WebhookRoutes):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
     routes the mixins (L{JobRoutes}, ...) define.
@@ -60,6 +61,8 @@ class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes):
     pool: Pool | None = None
     tokens: TokenStore | None = None
     auditLog: AuditLog | None = None
+    #: The webhook service's counters (masterd.webhooks.WebhookStats).
+    webhookStats: Any = None
     #: ip_network values: the proxies whose X-Forwarded-For is believed.
     trustedProxies: tuple[Any, ...] = ()
     version: str = __version__
@@ -159,6 +162,8 @@ class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes):
         snapshot["database"]["ready"] = self.database.ready  # type: ignore[index]
         if self.talkback is not None:
             snapshot["talkback"] = self.talkback.registry.stats.snapshot()
+        if self.webhookStats is not None:
+            snapshot["webhooks"] = self.webhookStats.snapshot()
         return msgspec.convert(
             {"name": self.name, "href": "/api/v1/master", "version": self.version, **snapshot},
             MasterDocument,

@@ -72,6 +72,9 @@ class MasterDocument(Document):
     scheduling: dict[str, Any]
     loops: list[LoopDocument]
     talkback: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    #: This master's webhook deliveries: claims, delivered, failed_tries,
+    #: given_up, exceptions, in_flight.
+    webhooks: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
 
 
 class Health(Document):

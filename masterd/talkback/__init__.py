@@ -3,6 +3,7 @@ Talkback: agents on a persistent WebSocket channel (docs/talkback.md).
 """
 
 from ._connection import (
+    FORBIDDEN,
     GOING_AWAY,
     POLICY,
     REPLACED,
@@ -16,9 +17,10 @@ from .directory import AgentDirectory
 from .factory import TalkbackFactory
 from .registry import AgentRegistry, TalkbackStats
 from .service import TalkbackService
-from .store import HELLO_BATCH, AgentStore
+from .store import HELLO_BATCH, AgentStore, Refused
 
 __all__ = [
+    "FORBIDDEN",
     "GOING_AWAY",
     "HELLO_BATCH",
     "POLICY",
@@ -29,6 +31,7 @@ __all__ = [
     "AgentDirectory",
     "AgentRegistry",
     "AgentStore",
+    "Refused",
     "TalkbackConnection",
     "TalkbackFactory",
     "TalkbackService",

@@ -1,7 +1,9 @@
 """
 One agent's talkback connection: a WebSocket protocol (twisted.web.websocket)
-that authenticates the agent's hello, is pinged by the registry's timing
-wheel, and turns each message into a database change in the order they came:
+that authenticates the agent's hello (a token to enroll an agent id, the
+id's own credential once enrolled) within a deadline, is pinged by the
+registry's timing wheel, and turns each message into a database change in
+the order they came:
 task reports and log lines through the group-commit batcher (which keeps
 their order) without holding up the connection, other messages one at a
 time.
@@ -31,7 +33,7 @@ from masterd.schema import DEFAULT_LIMITS, InputLimits, printable
 
 from . import messages as m
 from .registry import AgentRegistry
-from .store import UpdateResult
+from .store import Refused, UpdateResult
 
 log = Logger()
 
@@ -47,6 +49,7 @@ POLICY = 1008
 TOO_BIG = 1009
 TRY_AGAIN = 1013
 UNAUTHORIZED = 4401
+FORBIDDEN = 4403
 TIMED_OUT = 4408
 REPLACED = 4409
 
@@ -64,6 +67,9 @@ class TalkbackSettings:
     max_message_bytes: int = 1024 * 1024
     max_errors: int = 20
     inputLimits: InputLimits = DEFAULT_LIMITS
+    #: A connection without a valid hello this long after its upgrade is
+    #: closed (4408): nobody holds a connection open without saying who.
+    hello_timeout_s: float = 10.0
 
 
 class _CappedBuffer:
@@ -119,6 +125,10 @@ class TalkbackConnection:
         self.errors = 0
         self.closing = False
         self._lastHeard = 0.0
+        #: When a valid hello must have come by, and whether one is being
+        #: checked now (its answer decides, whenever the deadline passes).
+        self._helloBy = 0.0
+        self._helloing = False
         #: When the registry's timer next pings this connection, and the
         #: slot of its timing wheel that holds it.
         self.nextPing = 0.0
@@ -151,7 +161,10 @@ class TalkbackConnection:
 
     def negotiationFinished(self) -> None:
         self._lastHeard = self.clock.seconds()
-        self.nextPing = self._lastHeard + self.settings.heartbeat_s
+        self._helloBy = self._lastHeard + self.settings.hello_timeout_s
+        # The timer's first visit: the first ping, or the hello's deadline
+        # if that comes first.
+        self.nextPing = min(self._lastHeard + self.settings.heartbeat_s, self._helloBy)
         self.registry.track(self)
 
     def pongReceived(self, payload: bytes) -> None:
@@ -260,11 +273,17 @@ class TalkbackConnection:
         connection would make a thousand short-lived objects a second at
         10,000 agents, and full garbage collections with them): ping once
         C{heartbeat_s} has passed since the last ping, close a connection
-        silent for C{agent_timeout_s}.
+        silent for C{agent_timeout_s}, or one without a valid hello past its
+        deadline.
         """
         if now < self.nextPing or self.closing or self.transport is None:
             return
+        if self.agentID is None and now >= self._helloBy and not self._helloing:
+            self._helloTimedOut()
+            return
         self.nextPing = now + self.settings.heartbeat_s
+        if self.agentID is None and self._helloBy > now:
+            self.nextPing = min(self.nextPing, self._helloBy)
         silent = now - self._lastHeard
         if silent >= self.settings.agent_timeout_s:
             log.warn(
@@ -275,6 +294,20 @@ class TalkbackConnection:
             self.close(TIMED_OUT, "timed out")
             return
         self.transport.ping()
+
+    def _helloTimedOut(self) -> None:
+        log.warn(
+            "no valid hello from {peer} within {timeout:g} s; closing",
+            peer=self._peer(),
+            timeout=self.settings.hello_timeout_s,
+        )
+        self.close(TIMED_OUT, "hello timed out")
+
+    def _peer(self) -> str:
+        tcp = getattr(self.transport, "transport", None)
+        peer = tcp.getPeer() if tcp is not None and hasattr(tcp, "getPeer") else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        return f"{host}:{port}" if host is not None else "(unknown peer)"
 
     def _tooBig(self) -> None:
         self.registry.stats.errors += 1
@@ -463,34 +496,71 @@ class TalkbackConnection:
         if self.agentID is not None:
             self._error("type", "hello was already received on this connection")
             return
+        self._helloing = True
+        try:
+            await self._checkHello(hello)
+        finally:
+            self._helloing = False
+            if self.agentID is None and not self.closing and self.clock.seconds() >= self._helloBy:
+                # The deadline passed while the database was checking it,
+                # and it did not make this connection an agent's.
+                self._helloTimedOut()
+
+    async def _checkHello(self, hello: m.Hello) -> None:
+        """
+        Accept a hello that may speak for its agent id: one with the id's
+        credential, or, for an id not enrolled yet, one with a valid agent
+        token (which enrolls it). Which it is, the database decides in the
+        hello's own statement (another master may hold the id now).
+        """
         principal = self.principal
         if hello.token is not None:
             principal = await self.auth.resolve(digestOf(hello.token))
-        if principal is None or not (principal.may(Role.agent)):
+        mayEnroll = principal is not None and principal.may(Role.agent)
+        if not mayEnroll and hello.credential is None:
             why = (
-                "a valid token of role agent is needed"
+                "a valid token of role agent is needed (or, once enrolled, the agent's credential)"
                 if principal is None
                 else f"role {principal.role.value} may not be an agent"
             )
             self._error("token", why)
             self.close(UNAUTHORIZED, "not authorized")
             return
-        session = str(uuid.uuid4())
-        welcome = await self.registry.store.connect(
-            hello, self.registry.master, session, self.clock.seconds()
-        )
         if self.closing:
-            # Gone while we were registering it: let the new session go too.
-            await self.registry.store.disconnect(hello.agent_id, session, self.clock.seconds())
+            return
+        session = str(uuid.uuid4())
+        outcome = await self.registry.store.connect(
+            hello, self.registry.master, session, self.clock.seconds(), mayEnroll
+        )
+        if isinstance(outcome, Refused):
+            # Nothing was written: whoever holds this id keeps it.
+            log.warn(
+                "hello for agent {agentId} from {peer} refused: {why}",
+                agentId=hello.agent_id,
+                peer=self._peer(),
+                why=outcome.reason,
+            )
+            self._error("credential", outcome.reason)
+            self.close(FORBIDDEN, "credential refused")
+            return
+        welcome = outcome
+        if self.closing:
+            # Gone while we were registering it: let the new session go too,
+            # and an enrollment whose secret no welcome carried.
+            await self.registry.store.disconnect(
+                hello.agent_id, session, self.clock.seconds(), welcome.credential is not None
+            )
             return
         self.agentID, self.session = hello.agent_id, session
         replaced = self.registry.add(self)
         if replaced is not None and replaced is not self:
             replaced.close(REPLACED, "replaced by a newer connection")
         log.info(
-            "agent {agentId} connected ({hostname}); requeued {requeued}, cancels {cancels}",
+            "agent {agentId} connected ({hostname}){enrolled}; requeued {requeued},"
+            " cancels {cancels}",
             agentId=hello.agent_id,
             hostname=hello.hostname,
+            enrolled=", enrolled" if welcome.credential is not None else "",
             requeued=len(welcome.requeued),
             cancels=len(welcome.cancel),
         )
@@ -500,6 +570,7 @@ class TalkbackConnection:
                 master=self.registry.master,
                 heartbeat_s=self.settings.heartbeat_s,
                 agent_timeout_s=self.settings.agent_timeout_s,
+                credential=welcome.credential,
             )
         )
         if welcome.operator_limits:

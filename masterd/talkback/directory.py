@@ -34,7 +34,8 @@ LIMIT_KEYS = ("max_tasks", "max_ram_mb", "max_cpus")
 _COLUMNS = (
     "a.id, a.hostname, a.os, a.version, a.cpus, a.ram_mb, a.gpus, a.tags, a.extra_tags,"
     " a.software, a.max_tasks, a.agent_limits, a.operator_limits, a.enabled, a.master,"
-    " a.connected_at, a.disconnected_at, a.last_seen, a.usage, a.created_at, s.state"
+    " a.connected_at, a.disconnected_at, a.last_seen, a.usage, a.created_at, a.enrolled_at,"
+    " s.state"
 )
 _STATE = (
     " CROSS JOIN LATERAL (SELECT CASE WHEN NOT a.enabled THEN 'disabled'"
@@ -70,7 +71,7 @@ def effectiveLimits(
 def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
     (agentID, hostname, os, version, cpus, ramMB, gpus, tags, extraTags, software, maxTasks,
      agentLimits, operatorLimits, enabled, master, connectedAt, disconnectedAt, lastSeen, usage,
-     createdAt, state) = row  # fmt: skip
+     createdAt, enrolledAt, state) = row  # fmt: skip
     href = agentHref(agentID)
     return AgentDocument(
         id=str(agentID),
@@ -83,6 +84,7 @@ def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
         disconnected_at=isoformat(disconnectedAt),
         last_seen=isoformat(lastSeen),
         created_at=isotime(createdAt),
+        enrolled_at=isoformat(enrolledAt),
         os=os,
         version=version,
         cpus=cpus,
@@ -226,6 +228,26 @@ class AgentDirectory:
             await record(txn, actor, "agent.delete", f"/api/v1/agents/{agentID}")
 
         await self._pool.transaction(work)
+
+    async def resetCredential(self, agentID: str, actor: Actor | None = None) -> AgentDocument:
+        """
+        Forget the agent's credential, so that the next hello for its id
+        with an agent token enrolls it again (a reinstalled host). A
+        connection open now is left alone: it has said hello already.
+        """
+
+        async def work(txn: Transaction) -> AgentDocument:
+            rows = await txn.query(
+                "UPDATE agents SET credential_sha256 = NULL, enrolled_at = NULL WHERE id = %s"
+                " RETURNING id",
+                (agentID,),
+            )
+            if not rows:
+                raise NoSuchResource("agent", agentID)
+            await record(txn, actor, "agent.credential_reset", agentHref(agentID))
+            return await self._get(txn, agentID)
+
+        return await self._pool.transaction(work)
 
     async def _exists(self, txn: Transaction, agentID: str) -> None:
         if not await txn.query("SELECT 1 FROM agents WHERE id = %s", (agentID,)):

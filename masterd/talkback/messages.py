@@ -88,6 +88,17 @@ class Hello(_In, tag="hello"):
 
     agent: AgentInfo
     token: Text1K | None = None
+    credential: (
+        Annotated[
+            Text1K,
+            Meta(
+                description="The secret the welcome that enrolled this agent id gave it;"
+                " once enrolled, a hello for the id must present it (no token needed), and"
+                " any other is refused with close code 4403"
+            ),
+        ]
+        | None
+    ) = None
     running: Annotated[list[RunningTask], Meta(max_length=10_000)] = []
 
     @property
@@ -246,6 +257,14 @@ class Welcome(_Out, tag="welcome"):
     master: str
     heartbeat_s: float
     agent_timeout_s: float
+    credential: Annotated[
+        str | None,
+        Meta(
+            description="Only in the welcome of the hello that enrolled this agent id (null"
+            " otherwise): its secret, which every later hello for the id must present as"
+            " credential. Keep it (the master stores only its digest and cannot say it again)."
+        ),
+    ] = None
 
 
 class Assign(_Out, tag="assign"):
@@ -297,6 +316,19 @@ class Error(_Out, tag="error"):
     retry: bool | msgspec.UnsetType = msgspec.UNSET
 
 
+#: The close codes the master uses (docs/talkback.md), for the AsyncAPI
+#: document.
+CLOSE_CODES = (
+    "1000 normal; 1001 going away (the master stops: reconnect at once); 1008 too many bad"
+    " messages; 1009 a message too large; 1013 try again later (the master is not ready);"
+    " 4401 hello refused: no valid token of role agent (or a message before hello); 4403"
+    " hello refused: the credential is not this agent id's (the connected agent with this id"
+    " keeps its connection); 4408 timed out: no valid hello within talkback.hello_timeout_s,"
+    " or nothing heard within agent_timeout_s; 4409 replaced by a newer connection with this"
+    " agent id"
+)
+
+
 class Closing(_Out, tag="closing"):
     """
     The master is about to close the connection, with this WebSocket close
@@ -304,7 +336,7 @@ class Closing(_Out, tag="closing"):
     always see the frame's code (Twisted's cannot).
     """
 
-    code: Annotated[int, Meta(ge=1000, le=4999)]
+    code: Annotated[int, Meta(ge=1000, le=4999, description=CLOSE_CODES)]
     reason: str = ""
 
 

@@ -64,6 +64,9 @@ class AgentDocument(Document):
     disconnected_at: Time | None
     last_seen: Time | None
     created_at: Time
+    #: When the agent id was enrolled (its first hello with an agent token
+    #: since its creation or its last credential reset); null: not enrolled.
+    enrolled_at: Time | None
     os: str | None
     version: str | None
     cpus: int

@@ -16,7 +16,8 @@ With C{--ports P1,P2,...} (instead of C{--port}) the agents connect to P1,
 and an agent whose welcomed connection is lost without a close code (the
 master died) or with 1001 (going away) reconnects at once to the next port
 of the list, round robin, as the reference agent does: a new WebSocket, a
-new hello with the same agent id and, in C{running}, the tasks it holds. A
+new hello with the same agent id, the credential its first welcome gave it
+and, in C{running}, the tasks it holds. A
 reconnection that fails (refused, or lost before its welcome) is counted
 and tried again on the next port 1 s later. The stats gain C{lost},
 C{reconnects} (started), C{rewelcomed}, C{reconnect_failed}, the time from
@@ -125,6 +126,7 @@ class Generator:
         agent.shaking = False  # not one of the ramp's handshakes
         agent.port = self.ports[(self.ports.index(old.port) + 1) % len(self.ports)]
         agent.lostAt, agent.held, agent.finals = lostAt, old.held, old.finals
+        agent.credential = old.credential
         self.counts["reconnects"] += 1
         if self.holding:
             self.current[old.index] = agent
@@ -176,8 +178,9 @@ class Generator:
 
 
 class Agent(asyncio.Protocol):
-    __slots__ = ("closeCode", "closed", "finals", "gen", "held", "index", "lostAt", "port",
-                 "shaking", "slot", "started", "text", "transport", "welcomed", "ws")  # fmt: skip
+    __slots__ = ("closeCode", "closed", "credential", "finals", "gen", "held", "index", "lostAt",
+                 "port", "shaking", "slot", "started", "text", "transport", "welcomed",
+                 "ws")  # fmt: skip
 
     def __init__(self, gen: Generator, index: int) -> None:
         self.gen, self.index = gen, index
@@ -197,6 +200,9 @@ class Agent(asyncio.Protocol):
         #: reports not acknowledged yet (task id: (attempt, message)).
         self.held: dict[int, int] = {}
         self.finals: dict[int, tuple[int, str]] = {}
+        #: What the welcome that enrolled this agent's id gave it: its later
+        #: hellos present it (the token alone no longer speaks for the id).
+        self.credential: str | None = None
 
     def handshakeOver(self) -> None:
         if self.shaking:
@@ -237,6 +243,7 @@ class Agent(asyncio.Protocol):
         gen, kind = self.gen, message.get("type")
         if kind == "welcome" and not self.welcomed:
             self.welcomed = True
+            self.credential = message.get("credential") or self.credential
             self.handshakeOver()
             now = gen.loop.time()
             if self.lostAt is None:
@@ -331,8 +338,9 @@ class Agent(asyncio.Protocol):
     def hello(self) -> dict[str, Any]:
         agentID = uuid.UUID(int=(self.gen.args.seed << 64) | self.index)
         running = [*self.held.items(), *((t, a) for t, (a, _) in self.finals.items())]
+        proof = {"credential": self.credential} if self.credential else {}
         return {
-            "type": "hello", "token": TOKEN,
+            "type": "hello", "token": TOKEN, **proof,
             "running": [{"task_id": t, "attempt": a} for t, a in running],
             "agent": {"id": str(agentID), "hostname": f"bench-{self.index:05d}", "cpus": 8,
                       "ram_mb": 16000, "gpus": 0, "tags": ["linux"], "software": {},
