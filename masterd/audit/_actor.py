@@ -51,7 +51,9 @@ async def record(
     if actor is None:
         return
     p = actor.principal
-    await txn.execute(
+    # With the COMMIT: one round trip less for every change, which is what
+    # keeps a submission as fast with its audit row as without.
+    txn.withCommit(
         "INSERT INTO audit (actor, role, token_id, action, resource, changes, address, master)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (p.name, p.role.value, p.tokenID, action, resource, Json(changes or {}), actor.address,

@@ -73,6 +73,7 @@ class Transaction:
         self._cursor = cursor
         self._onQuery = onQuery
         self._afterCommit: list[Callable[[], object]] = []
+        self._withCommit: list[str] = []
         #: BEGIN goes out with the first statement, in the same round trip:
         #: a transaction's latency is its round trips, and when the master
         #: is busiest (thousands of agents reconnecting) each costs most.
@@ -92,6 +93,26 @@ class Transaction:
                 callback()
             except Exception:
                 log.failure("an after-commit callback failed")
+
+    def withCommit(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
+        """
+        Send C{sql} with this transaction's COMMIT, in its round trip: for a
+        row that only records what the transaction did (the audit trail),
+        which nothing in the transaction reads. It commits with the rest or
+        not at all, and costs no round trip of its own.
+        """
+        self._withCommit.append(self._cursor.mogrify(sql, params).decode("utf-8"))
+
+    async def commit(self) -> None:
+        """
+        COMMIT, with the statements given to L{withCommit}; nothing when the
+        transaction sent nothing.
+        """
+        if not self.begun and not self._withCommit:
+            return
+        pending, self._withCommit = self._withCommit, []
+        # No parameters: psycopg2 leaves the mogrified text as it is.
+        await self.execute("; ".join([*pending, "COMMIT"]))
 
     async def begin(self) -> None:
         """
@@ -315,8 +336,7 @@ class Pool:
         txn = Transaction(cursor, self._onQuery)
         try:
             result = await work(txn)
-            if txn.begun:
-                await txn.execute("COMMIT")
+            await txn.commit()
         except BaseException as e:
             if _connectionIsDead(conn, e):
                 self._discard(conn)
