@@ -379,3 +379,19 @@ class CredentialTests(Case):
         with self.assertRaises(MasterdError):
             self.client.reset_agent_credential("../tokens")
         self.assertEqual(self.opener.sent[0].path, "/api/v1/agents/..%2Ftokens/credential/reset")
+
+
+class VocabularyTests(SynchronousTestCase):
+    """
+    The client keeps its own copies of the master's words (it imports
+    nothing of the server): they must stay the same.
+    """
+
+    def test_eventsAndRoles(self) -> None:
+        from masterd.client._accounts import ROLES
+        from masterd.client._webhooks import EVENTS
+        from masterd.config import Role
+        from masterd.webhooks.models import EVENT_TYPES
+
+        self.assertEqual(tuple(EVENTS), tuple(EVENT_TYPES))
+        self.assertEqual(set(ROLES), {r.value for r in Role})

@@ -5,15 +5,11 @@ Tokens as the API takes and shows them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import msgspec
+from masterd.schema import UNSET, Document, Id, Meta, Model, PageLimit, Time, Unset
 
-from masterd.schema import Document, Id, Meta, Model, Time
-
-Limit = Annotated[int, Meta(ge=1, le=500)]
-Unset = msgspec.UnsetType
-UNSET: Any = msgspec.UNSET
+Limit = PageLimit
 
 #: A user name: what jobs record as their owner.
 UserName = Annotated[

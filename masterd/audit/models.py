@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
+from masterd.schema import UNSET, Document, Id, Meta, Model, PageLimit, Time, Unset
 
-from masterd.schema import Document, Id, Meta, Model, Time
-
-Limit = Annotated[int, Meta(ge=1, le=500)]
-Unset = msgspec.UnsetType
-UNSET: Any = msgspec.UNSET
+Limit = PageLimit
 
 
 class AuditQuery(Model):

@@ -12,16 +12,19 @@ import msgspec
 
 from masterd.schema import (
     MAX_INT,
+    UNSET,
     Document,
     FreeObject,
     Id,
     Meta,
     Model,
+    PageLimit,
     Tag,
     Text1K,
     Text10K,
     Time,
     Title,
+    Unset,
 )
 
 from .command import ARGUMENT_PATTERN
@@ -309,13 +312,8 @@ class AssignedTask(Document):
 
 # -- queries ------------------------------------------------------------------------
 
-Limit = Annotated[int, Meta(ge=1, le=500)]
+Limit = PageLimit
 
-
-# A query parameter is given or not: never null (msgspec would read the
-# text "null" as None for an optional field).
-Unset = msgspec.UnsetType
-UNSET: Any = msgspec.UNSET
 #: An agent id as a query or path parameter: a UUID, written in ASCII.
 AgentIdText = Annotated[
     str,

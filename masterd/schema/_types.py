@@ -73,6 +73,13 @@ FreeObject = Annotated[
     ),
 ]
 
+#: How many items a page holds, in a query (C{?limit=}).
+PageLimit = Annotated[int, Meta(ge=1, le=500)]
+#: A query parameter is given or not: never null (msgspec would read the
+#: text "null" as one).
+Unset = msgspec.UnsetType
+UNSET: Any = msgspec.UNSET
+
 #: A time, ISO 8601 in UTC with a Z.
 Time = Annotated[str, Meta(description="ISO 8601 UTC, e.g. 2026-11-28T22:50:18.123Z")]
 
@@ -81,6 +88,7 @@ __all__ = [
     "MAX_BIGINT",
     "MAX_INT",
     "MAX_SAFE_INTEGER",
+    "UNSET",
     "AgentId",
     "Attempt",
     "Document",
@@ -89,10 +97,12 @@ __all__ = [
     "Meta",
     "Model",
     "Name",
+    "PageLimit",
     "Tag",
     "Text1K",
     "Text10K",
     "Text100K",
     "Time",
     "Title",
+    "Unset",
 ]

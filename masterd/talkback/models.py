@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from masterd.jobs.models import UNSET, AgentIdText, Ref, Unset
-from masterd.schema import MAX_INT, Document, Meta, Model, Tag, Time
+from masterd.jobs.models import AgentIdText, Ref
+from masterd.schema import MAX_INT, UNSET, Document, Meta, Model, PageLimit, Tag, Time, Unset
 
 AgentStateName = Literal["idle", "busy", "offline", "disabled"]
 
@@ -115,7 +115,7 @@ class AgentExceptionPage(Document):
     next: None
 
 
-Limit = Annotated[int, Meta(ge=1, le=500)]
+Limit = PageLimit
 
 
 class AgentQuery(Model):

@@ -8,14 +8,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import msgspec
-
 from masterd.errors import InvalidField
-from masterd.schema import Document, Id, Meta, Model, Time
+from masterd.schema import UNSET, Document, Id, Meta, Model, PageLimit, Time, Unset
 
-Limit = Annotated[int, Meta(ge=1, le=500)]
-Unset = msgspec.UnsetType
-UNSET: Any = msgspec.UNSET
+Limit = PageLimit
 
 #: Every kind of event, in the order the documentation lists them.
 EVENT_TYPES = (
