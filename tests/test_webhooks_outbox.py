@@ -181,6 +181,30 @@ class OutboxTests(TestCase):
         self.assertEqual(await self.api.registry.store.reap(time.time()), [])
         self.assertEqual(len(await events(self.pool)), 2)
 
+        # An idle agent gone past the grace is lost too: said once for this
+        # disconnection, again for a later one.
+        idle = await self.agent("render-08")
+        await self.pool.query(
+            "UPDATE agents SET session = NULL, disconnected_at = now() - interval '1 hour'"
+            " WHERE id = %s RETURNING id",
+            (idle,),
+        )
+        self.assertEqual(await self.api.registry.store.reap(time.time() - 60), [])
+        kind, body, _ = (await events(self.pool))[-1]
+        self.assertEqual((kind, body), ("agent.lost", {
+            "agent": {"id": idle, "href": f"/api/v1/agents/{idle}", "hostname": "render-08"},
+            "requeued": [],
+        }))  # fmt: skip
+        await self.api.registry.store.reap(time.time())
+        self.assertEqual(len(await events(self.pool)), 3)
+        await self.pool.query(
+            "UPDATE agents SET disconnected_at = now() - interval '30 minutes'"
+            " WHERE id = %s RETURNING id",
+            (idle,),
+        )
+        await self.api.registry.store.reap(time.time() - 60)
+        self.assertEqual([k for k, _, _ in await events(self.pool)].count("agent.lost"), 3)
+
     async def test_masterDown(self) -> None:
         await self.hook(["master.down"])
         await self.pool.query(

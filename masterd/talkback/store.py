@@ -569,7 +569,16 @@ class AgentStore:
                 )  # fmt: skip
                 if outcome is lifecycle.Outcome.applied:
                     lost.append((str(agentID), taskID, attempt))
-            await webhooks.agentsLost(txn, lost)
+            # Every agent past the grace is said lost once for each of its
+            # disconnections, idle or not (the row lock orders two masters'
+            # sweeps; the second finds lost_at already set).
+            gone = await txn.query(
+                "UPDATE agents SET lost_at = disconnected_at WHERE session IS NULL"
+                " AND disconnected_at < %s AND lost_at IS DISTINCT FROM disconnected_at"
+                " RETURNING id",
+                (_ts(cutoff),),
+            )
+            await webhooks.agentsLost(txn, [str(r[0]) for r in gone], lost)
             return lost
 
         return await self._pool.transaction(work)

@@ -13,26 +13,30 @@ from typing import Any
 from masterd.db import Transaction
 
 
-async def agentsLost(txn: Transaction, lost: list[tuple[str, int, int]]) -> None:
+async def agentsLost(
+    txn: Transaction, agents: list[str], requeued: list[tuple[str, int, int]]
+) -> None:
     """
-    C{agent.lost}: agents offline longer than the lost grace, whose tasks
-    (agent id, task id, attempt) were just requeued as lost: one event per
-    agent, listing its tasks.
+    C{agent.lost}: C{agents} stayed offline longer than the lost grace (each
+    said once a disconnection); C{requeued} are the tasks (agent id, task
+    id, attempt) just taken back from them: one event per agent, listing
+    its tasks (none for an idle one).
     """
-    if not lost:
+    if not agents:
         return
     await txn.execute(
         "SELECT masterd_webhook_event('agent.lost', jsonb_build_object('agent',"
         " jsonb_build_object('id', a.id, 'href', '/api/v1/agents/' || a.id,"
-        " 'hostname', a.hostname), 'requeued', x.tasks))"
-        " FROM (SELECT u.agent_id, jsonb_agg(jsonb_build_object('id', u.task_id,"
-        " 'href', '/api/v1/tasks/' || u.task_id, 'attempt', u.attempt) ORDER BY u.task_id)"
-        " AS tasks FROM unnest(%s::uuid[], %s::bigint[], %s::int[])"
-        " AS u (agent_id, task_id, attempt) GROUP BY u.agent_id) x"
-        " JOIN agents a ON a.id = x.agent_id"
-        " WHERE masterd_webhook_wanted('agent.lost') ORDER BY a.id",
-        ([a for a, _, _ in lost], [t for _, t, _ in lost], [n for _, _, n in lost]),
-    )
+        " 'hostname', a.hostname), 'requeued', coalesce(x.tasks, '[]'::jsonb)))"
+        " FROM agents a LEFT JOIN (SELECT u.agent_id, jsonb_agg(jsonb_build_object("
+        " 'id', u.task_id, 'href', '/api/v1/tasks/' || u.task_id, 'attempt', u.attempt)"
+        " ORDER BY u.task_id) AS tasks FROM unnest(%s::uuid[], %s::bigint[], %s::int[])"
+        " AS u (agent_id, task_id, attempt) GROUP BY u.agent_id) x ON x.agent_id = a.id"
+        " WHERE a.id = ANY (%s::uuid[]) AND masterd_webhook_wanted('agent.lost')"
+        " ORDER BY a.id",
+        ([a for a, _, _ in requeued], [t for _, t, _ in requeued],
+         [n for _, _, n in requeued], agents),
+    )  # fmt: skip
 
 
 async def agentException(
