@@ -221,12 +221,6 @@ class Authenticator:
     async def require(self, request: IRequest, role: Role) -> Principal:
         return _checked(await self.resolve(self.presented(request)), role)
 
-    async def authenticate(self, request: IRequest) -> Principal:
-        principal = await self.resolve(self.presented(request))
-        if principal is None:
-            raise Unauthorized("the token is not valid")
-        return principal
-
 
 def _checked(principal: Principal | None, role: Role) -> Principal:
     if principal is None:

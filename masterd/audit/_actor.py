@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 from attrs import frozen
 from psycopg2.extras import Json
 
-from masterd.config import Role
-
 if TYPE_CHECKING:
     # Only for its type: masterd.accounts writes audit rows itself.
     from masterd.accounts import Principal
@@ -31,14 +29,11 @@ class Actor:
     def name(self) -> str:
         return self.principal.name
 
-    def may(self, role: Role) -> bool:
-        return self.principal.may(role)
-
     def checkOwner(self, kind: str, ident: object, owner: str) -> None:
         self.principal.checkOwner(kind, ident, owner)
 
 
-async def record(
+def record(
     txn: Any, actor: Actor | None, action: str, resource: str, changes: dict[str, Any] | None = None
 ) -> None:
     """

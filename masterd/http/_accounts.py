@@ -63,7 +63,7 @@ class AccountRoutes:
                 txn, user=body.user, role=body.role, description=body.description,
                 expires=expires, createdBy=actor.name,
             )  # fmt: skip
-            await record(txn, actor, "token.create", created.href, {
+            record(txn, actor, "token.create", created.href, {
                 "user": body.user, "role": body.role, "description": body.description,
                 "expires_at": created.expires_at,
             })  # fmt: skip
@@ -109,7 +109,7 @@ class AccountRoutes:
 
         async def work(txn: Transaction) -> None:
             revoked = await tokens.revoke(txn, tokenID, actor.name)
-            await record(txn, actor, "token.revoke", revoked.href)
+            record(txn, actor, "token.revoke", revoked.href)
 
         await pool.transaction(work)
 

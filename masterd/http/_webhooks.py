@@ -67,7 +67,7 @@ class WebhookRoutes:
                 txn, url=url, events=events, secret=body.secret,
                 description=body.description, enabled=body.enabled, createdBy=actor.name,
             )  # fmt: skip
-            await record(txn, actor, "webhook.create", created.href, {
+            record(txn, actor, "webhook.create", created.href, {
                 "url": url, "events": events, "description": body.description,
                 "enabled": body.enabled,
             })  # fmt: skip
@@ -119,7 +119,7 @@ class WebhookRoutes:
             patched = await store.patch(txn, webhookID, changes)
             # What changed, but never the secret itself.
             shown = {k: ("(changed)" if k == "secret" else v) for k, v in changes.items()}
-            await record(txn, actor, "webhook.patch", patched.href, shown)
+            record(txn, actor, "webhook.patch", patched.href, shown)
             return patched
 
         return await pool.transaction(work)
@@ -133,7 +133,7 @@ class WebhookRoutes:
 
         async def work(txn: Transaction) -> None:
             await store.delete(txn, webhookID)
-            await record(txn, actor, "webhook.delete", f"/api/v1/webhooks/{webhookID}")
+            record(txn, actor, "webhook.delete", f"/api/v1/webhooks/{webhookID}")
 
         await pool.transaction(work)
 

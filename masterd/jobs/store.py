@@ -286,7 +286,7 @@ class JobStore:
             await self._insertTasks(txn, jobID, spec, "queued" if parentsDone else "waiting")
             if parentsDone and not spec.paused:
                 await self._events.announce(txn, WorkAvailable((jobID,)))
-            await record(txn, actor, "job.submit", f"/api/v1/jobs/{jobID}", {
+            record(txn, actor, "job.submit", f"/api/v1/jobs/{jobID}", {
                 "title": spec.title, "priority": spec.priority, "weight": spec.weight,
                 "paused": spec.paused, "tasks": len(spec.tasks),
                 "depends_on": list(spec.depends_on),
@@ -382,7 +382,7 @@ class JobStore:
             await txn.execute(
                 "UPDATE jobs SET canceled = true, updated_at = now() WHERE id = %s", (jobID,)
             )
-            await record(txn, actor, "job.cancel", f"/api/v1/jobs/{jobID}")
+            record(txn, actor, "job.cancel", f"/api/v1/jobs/{jobID}")
             return await self._getJob(txn, jobID), events
 
         document, _ = await self._pool.transaction(work)
@@ -430,7 +430,7 @@ class JobStore:
                 await self._events.announce(txn, WorkAvailable((jobID,)))
             paused = changes.get("paused")
             action = "job.patch" if paused is None else ("job.pause" if paused else "job.resume")
-            await record(txn, actor, action, f"/api/v1/jobs/{jobID}", _auditable(changes))
+            record(txn, actor, action, f"/api/v1/jobs/{jobID}", _auditable(changes))
             return document, events, wake
 
         document, _, _ = await self._pool.transaction(work)
@@ -459,7 +459,7 @@ class JobStore:
             if not retried:
                 raise Conflict(f"job {jobID} has no failed or canceled tasks to retry", state=state)
             await self._events.announce(txn, WorkAvailable((jobID,)))
-            await record(txn, actor, "job.retry", f"/api/v1/jobs/{jobID}", {"tasks": retried})
+            record(txn, actor, "job.retry", f"/api/v1/jobs/{jobID}", {"tasks": retried})
             return await self._getJob(txn, jobID)
 
         return await self._pool.transaction(work)
@@ -469,7 +469,7 @@ class JobStore:
             await self._jobState(txn, jobID, actor)
             await txn.execute("DELETE FROM job_blocklist WHERE job_id = %s", (jobID,))
             await self._events.announce(txn, WorkAvailable((jobID,)))
-            await record(txn, actor, "job.blocklist_clear", f"/api/v1/jobs/{jobID}")
+            record(txn, actor, "job.blocklist_clear", f"/api/v1/jobs/{jobID}")
             return await self._getJob(txn, jobID)
 
         return await self._pool.transaction(work)
@@ -495,7 +495,7 @@ class JobStore:
                     f"job {jobID} is {state}; cancel it first, only finished jobs can be deleted",
                     state=state,
                 )
-            await record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
+            record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
             if children:
                 # A child waiting only on this job may go now.
                 released = await txn.query(
@@ -537,7 +537,7 @@ class JobStore:
                     f"task {taskID} is {state}; only unfinished tasks can be canceled",
                     state=state,
                 )
-            await record(txn, actor, "task.cancel", f"/api/v1/tasks/{taskID}")
+            record(txn, actor, "task.cancel", f"/api/v1/tasks/{taskID}")
             return events
 
         await self._pool.transaction(work)
@@ -552,7 +552,7 @@ class JobStore:
                     state=state,
                 )
             await self._events.announce(txn, WorkAvailable((jobID,)))
-            await record(txn, actor, "task.retry", f"/api/v1/tasks/{taskID}")
+            record(txn, actor, "task.retry", f"/api/v1/tasks/{taskID}")
             return jobID
 
         await self._pool.transaction(work)

@@ -208,7 +208,7 @@ class AgentDirectory:
                 said["tags"] = list(changes["tags"])
                 actions.append("agent.tags")
             action = actions[0] if len(actions) == 1 else "agent.patch"
-            await record(txn, actor, action, f"/api/v1/agents/{agentID}", said)
+            record(txn, actor, action, f"/api/v1/agents/{agentID}", said)
             return document
 
         return await self._pool.transaction(work)
@@ -225,7 +225,7 @@ class AgentDirectory:
                     " agents can be deleted",
                     state=current.state,
                 )
-            await record(txn, actor, "agent.delete", f"/api/v1/agents/{agentID}")
+            record(txn, actor, "agent.delete", f"/api/v1/agents/{agentID}")
 
         await self._pool.transaction(work)
 
@@ -244,7 +244,7 @@ class AgentDirectory:
             )
             if not rows:
                 raise NoSuchResource("agent", agentID)
-            await record(txn, actor, "agent.credential_reset", agentHref(agentID))
+            record(txn, actor, "agent.credential_reset", agentHref(agentID))
             return await self._get(txn, agentID)
 
         return await self._pool.transaction(work)
