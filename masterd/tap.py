@@ -25,6 +25,7 @@ from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.scheduler import Scheduler, SchedulerSettings
+from masterd.scheduler.resources import SchedulingStore
 from masterd.schema import InputLimits
 from masterd.service import MasterReadiness, MasterService
 from masterd.stats import MasterStats, StatsService
@@ -150,6 +151,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         pool=database.pool,
         tokens=tokens,
         auditLog=AuditLog(database.pool),
+        scheduling=SchedulingStore(database.pool, events),
         trustedProxies=tuple(ipaddress.ip_network(n) for n in config.http.trusted_proxies),
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)

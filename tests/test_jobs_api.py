@@ -73,7 +73,8 @@ class SubmitTests(Base):
         self.assertTrue(job["created_at"].endswith("Z"))
         self.assertIsNone(job["finished_at"])
         self.assertEqual(
-            job["requirements"], {"cpus": 4, "ram_mb": 8000, "gpus": 0, "tags": ["linux", "maya"]}
+            job["requirements"],
+            {"cpus": 4, "ram_mb": 8000, "gpus": 0, "gpu_memory_mb": 0, "tags": ["linux", "maya"]},
         )
         self.assertEqual(
             job["tasks"],

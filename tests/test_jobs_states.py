@@ -231,12 +231,18 @@ class ModifyTests(Base):
              "requirements": {"gpus": 1, "tags": ["gpu"]}},
         )  # fmt: skip
         self.assertEqual((doc["priority"], doc["title"], doc["max_retries"]), (90, "renamed", 5))
-        self.assertEqual(doc["requirements"], {"cpus": 0, "ram_mb": 0, "gpus": 1, "tags": ["gpu"]})
+        self.assertEqual(
+            doc["requirements"],
+            {"cpus": 0, "ram_mb": 0, "gpus": 1, "gpu_memory_mb": 0, "tags": ["gpu"]},
+        )
         # Requirements merge: the ones named change, the others stay.
         doc = await api.ok("PATCH", job["href"], {"requirements": {"cpus": 4}})
-        self.assertEqual(doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 1, "tags": ["gpu"]})
+        self.assertEqual(
+            doc["requirements"],
+            {"cpus": 4, "ram_mb": 0, "gpus": 1, "gpu_memory_mb": 0, "tags": ["gpu"]},
+        )
         doc = await api.ok("PATCH", job["href"], {"requirements": {"tags": [], "gpus": 0}})
-        self.assertEqual(doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 0, "tags": []})
+        self.assertEqual(doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": []})
         for body, field in [
             ({"requirements": None}, "requirements"),
             ({"requirements": {"ram_mb": "lots"}}, "requirements.ram_mb"),

@@ -182,7 +182,7 @@ def expectedDocument(body: dict[str, Any]) -> dict[str, Any]:
     """
     What the job's document must say of what was submitted.
     """
-    requirements = {"cpus": 0, "ram_mb": 0, "gpus": 0, "tags": []}
+    requirements = {"cpus": 0, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": []}
     requirements.update(body.get("requirements", {}))
     requirements["tags"] = sorted(set(requirements["tags"]))
     return {

@@ -35,13 +35,14 @@ from ._json import APIError, errorResponse
 from ._openapi import asyncAPIDocument, openAPIDocument
 from ._operations import PathParam, operation
 from ._readiness import Readiness
+from ._scheduling import SchedulingRoutes
 from ._webhooks import WebhookRoutes
 
 MASTER = (PathParam("name", "name", "master", "A master's name"),)
 
 
 @define(slots=False)
-class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes, WebhookRoutes):
+class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes, WebhookRoutes, SchedulingRoutes):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
     routes the mixins (L{JobRoutes}, ...) define.
@@ -61,6 +62,8 @@ class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes, WebhookRoutes):
     pool: Pool | None = None
     tokens: TokenStore | None = None
     auditLog: AuditLog | None = None
+    #: Limits and projects (masterd.scheduler.resources.SchedulingStore).
+    scheduling: Any = None
     #: The webhook service's counters (masterd.webhooks.WebhookStats).
     webhookStats: Any = None
     #: ip_network values: the proxies whose X-Forwarded-For is believed.

@@ -24,6 +24,7 @@ from masterd.jobs.models import (
     TaskDocument,
     TaskPage,
     TaskQuery,
+    TaskRetry,
     given,
 )
 
@@ -59,15 +60,15 @@ class JobRoutes:
     @operation("GET", "/api/v1/jobs", summary="List jobs, newest first", role=Role.viewer,
                query=JobQuery, response=JobPage, tag="jobs")  # fmt: skip
     async def listJobs(self, request: IRequest, query: JobQuery) -> JobPage:
-        state, owner = given(query.state), given(query.owner)
+        state, owner, project = given(query.state), given(query.owner), given(query.project)
         items, more = await self.jobs.listJobs(
-            state=state, owner=owner, limit=query.limit, after=given(query.after)
+            state=state, owner=owner, limit=query.limit, after=given(query.after), project=project
         )
         following = None
         if more:
             following = nextHref(
                 "/api/v1/jobs",
-                {"state": state, "owner": owner, "limit": query.limit},
+                {"state": state, "owner": owner, "project": project, "limit": query.limit},
                 items[-1].id,
             )
         return JobPage(items=items, next=following)
@@ -115,14 +116,15 @@ class JobRoutes:
                tag="jobs")  # fmt: skip
     async def listTasks(self, request: IRequest, jobID: int, query: TaskQuery) -> TaskPage:
         state = given(query.state)
+        layer = given(query.layer)
         items, more = await self.jobs.listTasks(
-            jobID, state=state, limit=query.limit, after=given(query.after)
+            jobID, state=state, limit=query.limit, after=given(query.after), layer=layer
         )
         following = None
         if more:
             following = nextHref(
                 f"/api/v1/jobs/{jobID}/tasks",
-                {"state": state, "limit": query.limit},
+                {"state": state, "layer": layer, "limit": query.limit},
                 items[-1].index,
             )
         return TaskPage(items=items, next=following)
@@ -145,11 +147,14 @@ class JobRoutes:
         return await self.jobs.cancelTask(taskID, self.actor(request))
 
     @operation("POST", "/api/v1/tasks/{taskID}/retry", summary="Retry a failed or canceled "
-               "task", role=Role.user, owned=True, params=TASK, response=TaskDocument,
-               errors=(409,),
-               tag="jobs")  # fmt: skip
-    async def retryTask(self, request: IRequest, taskID: int) -> TaskDocument:
-        return await self.jobs.retryTask(taskID, self.actor(request))
+               "task, or render a done one again", role=Role.user, owned=True, params=TASK,
+               body=TaskRetry, bodyOptional=True, response=TaskDocument, errors=(409,),
+               tag="jobs",
+               description='With {"done": true} a done task runs again too (a re-render); '
+               "what its first done released stays released. The body may be left out.",
+               )  # fmt: skip
+    async def retryTask(self, request: IRequest, taskID: int, body: TaskRetry) -> TaskDocument:
+        return await self.jobs.retryTask(taskID, self.actor(request), done=body.done)
 
     @operation("GET", "/api/v1/assignments", summary="The tasks assigned or running now",
                role=Role.viewer, query=AssignmentQuery, response=TaskPage,

@@ -152,7 +152,7 @@ def openAPIDocument(version: str) -> dict[str, Any]:
             entry["parameters"] = parameters
         if op.body is not None:
             entry["requestBody"] = {
-                "required": True,
+                "required": not op.bodyOptional,
                 "content": {"application/json": {"schema": schemaOf[id(op.body)]}},
             }
         paths.setdefault(op.path, {})[op.method.lower()] = entry

@@ -74,6 +74,8 @@ class Operation:
     contentType: str = "application/json"
     #: A user may do this only to what it owns (operators and admins to anything).
     owned: bool = False
+    #: The body may be left out (it is then C{{}}).
+    bodyOptional: bool = False
 
 
 #: Every declared operation, in declaration order: what the OpenAPI
@@ -115,10 +117,11 @@ def agentID(text: str, field: str) -> str:
         raise InvalidField(field, f"must be an agent id (a UUID), not {text!r}") from None
 
 
-def readBody(request: IRequest, kind: type, limits: InputLimits) -> Any:
+def readBody(request: IRequest, kind: type, limits: InputLimits, optional: bool = False) -> Any:
     """
     The request body decoded as C{kind}: 415 for another content type, 400
-    naming the field for anything else wrong.
+    naming the field for anything else wrong. An C{optional} body left out
+    is C{{}}.
     """
     contentType = request.getHeader(b"content-type")
     if contentType is not None and not contentType.split(b";")[0].strip().lower().endswith(b"json"):
@@ -133,6 +136,8 @@ def readBody(request: IRequest, kind: type, limits: InputLimits) -> Any:
         content.seek(0)
         raw = content.read()
     if not raw.strip():
+        if optional:
+            return decode(b"{}", kind, limits)
         raise APIError(400, "invalid_json", "the request body is empty; a JSON document is needed")
     try:
         return decode(raw, kind, limits)
@@ -158,6 +163,7 @@ def operation(
     contentType: str = "application/json",
     database: bool = True,
     owned: bool = False,
+    bodyOptional: bool = False,
 ) -> Callable[[F], F]:
     """
     Declare a route. C{path} is written as OpenAPI writes it
@@ -186,6 +192,7 @@ def operation(
             tag=tag,
             contentType=contentType,
             owned=owned,
+            bodyOptional=bodyOptional,
         )
         OPERATIONS.append(op)
 
@@ -197,7 +204,7 @@ def operation(
             if query is not None:
                 args["query"] = convert(queryValues(request), query, limits)
             if body is not None:
-                args["body"] = readBody(request, body, limits)
+                args["body"] = readBody(request, body, limits, bodyOptional)
             result = f(self, request, **args)
             if isinstance(result, Coroutine):
                 return Deferred.fromCoroutine(_answer(request, result, status))

@@ -50,6 +50,9 @@ class Assignment:
     requirements: tuple[int, int, int] = (0, 0, 0)
     #: The agent it was handed to.
     agent_id: str = ""
+    layer: str = "main"
+    #: The indexes of the agent's GPUs it is given.
+    gpu_devices: tuple[int, ...] = ()
 
     def message(self) -> AssignedTask:
         """
@@ -65,6 +68,8 @@ class Assignment:
             cwd=self.cwd,
             frames=self.frames,
             timeout_s=self.timeout_s,
+            layer=self.layer,
+            gpu_devices=list(self.gpu_devices),
         )
 
 
@@ -83,39 +88,53 @@ async def assign(
 
 
 async def assignMany(
-    txn: Transaction, pairs: Sequence[tuple[int, str]], at: float | None = None
+    txn: Transaction,
+    pairs: Sequence[tuple[int, str]],
+    at: float | None = None,
+    devices: dict[int, tuple[int, ...]] | None = None,
 ) -> list[Assignment]:
     """
     Hand queued tasks to agents, (task id, agent id) pairs, in one statement:
     the tasks become assigned with a new attempt each, the attempts are
-    recorded, and what the agents need to run them is returned.
+    recorded (with the GPU C{devices} given to each task, by task id), and
+    what the agents need to run them is returned.
     """
     if not pairs:
         return []
     ordered = sorted(pairs)
+    given = devices or {}
     rows = await txn.query(
-        "WITH pairs AS (SELECT * FROM unnest(%s::bigint[], %s::uuid[]) AS p (task_id, agent_id)),"
+        "WITH pairs AS (SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::text[])"
+        " AS p (task_id, agent_id, devices)),"
         # Each task by its primary key (a join lets the planner read every
         # queued task instead), locked in id order: the pairs come sorted.
-        " claimed AS (SELECT t.id, p.agent_id FROM pairs p CROSS JOIN LATERAL"
+        " claimed AS (SELECT t.id, p.agent_id, p.devices::int[] AS devices FROM pairs p"
+        " CROSS JOIN LATERAL"
         " (SELECT id FROM tasks WHERE id = p.task_id AND state = 'queued'"
         " FOR UPDATE SKIP LOCKED) t),"
         " updated AS (UPDATE tasks t SET state = 'assigned', attempt = t.attempt + 1,"
         " agent_id = claimed.agent_id, progress = 0, started_at = NULL, finished_at = NULL,"
         " exit_code = NULL, error = NULL FROM claimed WHERE t.id = claimed.id"
-        " RETURNING t.id, t.attempt, t.job_id, t.frames, t.command, t.agent_id),"
+        " RETURNING t.id, t.attempt, t.job_id, t.layer_id, t.frames, t.command, t.agent_id,"
+        " claimed.devices),"
         " attempts AS (INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state,"
-        " started_at) SELECT id, attempt, job_id, agent_id, 'assigned', coalesce(%s, now())"
-        " FROM updated)"
-        " SELECT u.id, u.attempt, u.job_id, u.frames, u.command, u.agent_id, j.title, j.command,"
-        " j.env, j.cwd, j.task_timeout_s, j.req_cpus, j.req_ram_mb, j.req_gpus"
-        " FROM updated u JOIN jobs j ON j.id = u.job_id ORDER BY u.id",
-        ([p[0] for p in ordered], [p[1] for p in ordered], _at(at)),
+        " started_at, gpu_devices) SELECT id, attempt, job_id, agent_id, 'assigned',"
+        " coalesce(%s, now()), devices FROM updated)"
+        " SELECT u.id, u.attempt, u.job_id, u.frames, u.command, u.agent_id, j.title, l.command,"
+        " l.env, l.cwd, l.timeout_s, l.req_cpus, l.req_ram_mb, l.req_gpus, l.name, u.devices"
+        " FROM updated u JOIN jobs j ON j.id = u.job_id JOIN layers l ON l.id = u.layer_id"
+        " ORDER BY u.id",
+        (
+            [p[0] for p in ordered],
+            [p[1] for p in ordered],
+            ["{" + ",".join(map(str, given.get(p[0], ()))) + "}" for p in ordered],
+            _at(at),
+        ),
     )
     assignments = []
-    for (taskID, attempt, jobID, frames, taskCommand, agentID, title, jobCommand, env, cwd,
-         timeout, cpus, ram, gpus) in rows:  # fmt: skip
-        command = taskCommand if taskCommand is not None else jobCommand
+    for (taskID, attempt, jobID, frames, taskCommand, agentID, title, layerCommand, env, cwd,
+         timeout, cpus, ram, gpus, layer, gpuDevices) in rows:  # fmt: skip
+        command = taskCommand if taskCommand is not None else layerCommand
         assignments.append(
             Assignment(
                 task_id=taskID,
@@ -129,6 +148,8 @@ async def assignMany(
                 timeout_s=timeout,
                 requirements=(cpus, ram, gpus),
                 agent_id=str(agentID),
+                layer=layer,
+                gpu_devices=tuple(gpuDevices),
             )
         )
     return assignments

@@ -80,10 +80,16 @@ TaskStateName = Literal["waiting", "queued", "assigned", "running", "done", "fai
 # -- what clients send -------------------------------------------------------------
 
 
+GpuMemory = Annotated[
+    int, Meta(ge=0, le=MAX_INT, description="The memory each of the task's GPUs must have, MB")
+]
+
+
 class RequirementsModel(Model):
     cpus: Annotated[int, Meta(ge=0, le=4096)] = 0
     ram_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] = 0
     gpus: Annotated[int, Meta(ge=0, le=256)] = 0
+    gpu_memory_mb: GpuMemory = 0
     tags: Tags = []
 
 
@@ -95,12 +101,84 @@ class RequirementsPatch(Model):
     cpus: Annotated[int, Meta(ge=0, le=4096)] | msgspec.UnsetType = msgspec.UNSET
     ram_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] | msgspec.UnsetType = msgspec.UNSET
     gpus: Annotated[int, Meta(ge=0, le=256)] | msgspec.UnsetType = msgspec.UNSET
+    gpu_memory_mb: GpuMemory | msgspec.UnsetType = msgspec.UNSET
     tags: Tags | msgspec.UnsetType = msgspec.UNSET
 
 
 class TaskSubmission(Model):
     frames: Frames
     command: Command | None = None
+
+
+LayerName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="A layer's name, unique in its job: letters, digits, _ . -",
+    ),
+]
+LimitName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="A limit's name: letters, digits, _ . -",
+    ),
+]
+ProjectName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\s/?#%][^/?#%]*$",
+        description="A project's name (no /, ?, # or %)",
+    ),
+]
+LimitNames = Annotated[list[LimitName], Meta(max_length=32)]
+MaxRunning = Annotated[int, Meta(ge=1, le=MAX_INT)]
+DependencyMode = Literal["layer", "job", "frame"]
+OnFailure = Literal["wait", "cancel"]
+
+
+class DependencyModel(Model):
+    """
+    One dependency: on a layer of the same job (by name) or on another job
+    (by id); as a whole ("layer" for a layer, "job" for a job: the default)
+    or frame by frame ("frame").
+    """
+
+    layer: LayerName | None = None
+    job: Id | None = None
+    mode: DependencyMode | None = None
+    on_failure: OnFailure = "wait"
+
+
+#: A layer name or a job id is short for a whole dependency on it.
+Dependency = LayerName | Id | DependencyModel
+JobDependency = Id | DependencyModel
+
+
+class LayerSubmission(Model):
+    """
+    One layer of a job: a command over frames, split into tasks of
+    C{chunk} frames. What it does not say, it takes from the job.
+    """
+
+    name: LayerName
+    command: Command | None = None
+    frames: Frames | None = None
+    chunk: Chunk | None = None
+    requirements: RequirementsModel | None = None
+    env: Env = {}
+    cwd: Path | None = None
+    limits: LimitNames = []
+    max_running: MaxRunning | None = None
+    timeout_s: Timeout | None = None
+    stall_timeout_s: Timeout | None = None
+    depends_on: Annotated[list[Dependency], Meta(max_length=100)] = []
 
 
 TaskList = Annotated[list[TaskSubmission], Meta(min_length=1, max_length=MAX_TASKS_PER_JOB)]
@@ -128,9 +206,15 @@ class JobSubmission(Model):
     requirements: RequirementsModel = msgspec.field(default_factory=RequirementsModel)
     max_retries: Retries = 3
     task_timeout_s: Timeout | None = None
-    depends_on: Annotated[list[Id], Meta(max_length=1000)] = []
+    stall_timeout_s: Timeout | None = None
+    depends_on: Annotated[list[JobDependency], Meta(max_length=1000)] = []
     paused: bool = False
     metadata: FreeObject = {}
+    layers: Annotated[list[LayerSubmission], Meta(min_length=1, max_length=100)] | None = None
+    project: ProjectName | None = None
+    limits: LimitNames = []
+    max_running: MaxRunning | None = None
+    preemptible: bool = False
 
 
 _ARRAY, _NULL = {"type": "array"}, {"type": "null"}
@@ -142,19 +226,24 @@ JOB_SHAPES = {
         {
             "required": ["command", "frames"],
             "properties": {"command": _ARRAY, "frames": {"type": ["string", "array"]},
-                           "tasks": _NULL},
+                           "tasks": _NULL, "layers": _NULL},
         },
         {
             "required": ["command", "tasks"],
-            "properties": {"command": _ARRAY, "tasks": _ARRAY, "frames": _NULL, "chunk": _NULL},
+            "properties": {"command": _ARRAY, "tasks": _ARRAY, "frames": _NULL, "chunk": _NULL,
+                           "layers": _NULL},
         },
         {
             "required": ["tasks"],
             "properties": {
-                "command": _NULL, "frames": _NULL, "chunk": _NULL,
+                "command": _NULL, "frames": _NULL, "chunk": _NULL, "layers": _NULL,
                 "tasks": {"type": "array",
                           "items": {"required": ["command"], "properties": {"command": _ARRAY}}},
             },
+        },
+        {
+            "required": ["layers"],
+            "properties": {"layers": _ARRAY, "tasks": _NULL},
         },
     ]
 }  # fmt: skip
@@ -176,6 +265,14 @@ class JobPatch(Model):
     stop_running: bool | msgspec.UnsetType = msgspec.UNSET
     max_retries: Retries | msgspec.UnsetType = msgspec.UNSET
     requirements: RequirementsPatch | msgspec.UnsetType = msgspec.UNSET
+    project: ProjectName | msgspec.UnsetType = msgspec.UNSET
+    max_running: MaxRunning | msgspec.UnsetType | None = msgspec.UNSET
+    preemptible: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class TaskRetry(Model):
+    #: Render a done task again too.
+    done: bool = False
 
 
 JobSubmissionBody = Annotated[JobSubmission, Meta(extra_json_schema=JOB_SHAPES)]
@@ -203,6 +300,7 @@ class Requirements(Document):
     ram_mb: int
     gpus: int
     tags: list[str]
+    gpu_memory_mb: int = 0
 
 
 class TaskCounts(Document):
@@ -215,6 +313,38 @@ class TaskCounts(Document):
     done: int
     failed: int
     canceled: int
+
+
+class DependencyDocument(Document):
+    """
+    A dependency as the job shows it: on a layer of the job (C{layer}, its
+    name) or on a job (C{job}); C{satisfied} once the parent was done as a
+    whole (frame dependencies are satisfied task by task).
+    """
+
+    mode: DependencyMode
+    on_failure: OnFailure
+    layer: str | None = None
+    job: Ref | None = None
+    satisfied: bool = False
+
+
+class LayerDocument(Document):
+    name: str
+    index: int
+    state: JobStateName
+    command: list[str] | None
+    frames: str
+    chunk: int
+    env: dict[str, str]
+    cwd: str | None
+    requirements: Requirements
+    limits: list[str]
+    max_running: int | None
+    timeout_s: int | None
+    stall_timeout_s: int | None
+    depends_on: list[DependencyDocument]
+    tasks: TaskCounts
 
 
 class BlocklistEntry(Document):
@@ -246,6 +376,12 @@ class JobDocument(Document):
     parents: list[Ref]
     children: list[Ref]
     blocklist: list[BlocklistEntry] = []
+    project: str = ""
+    max_running: int | None = None
+    preemptible: bool = False
+    limits: list[str] = []
+    stall_timeout_s: int | None = None
+    layers: list[LayerDocument] = []
 
 
 class TaskDocument(Document):
@@ -257,6 +393,7 @@ class TaskDocument(Document):
     command: list[str] | None
     state: TaskStateName
     attempt: int
+    layer: str
     agent: AgentRef | None
     progress: float
     started_at: Time | None
@@ -272,11 +409,14 @@ class AttemptDocument(Document):
     job: Ref
     attempt: int
     agent: AgentRef | None
-    state: Literal["assigned", "running", "done", "failed", "canceled", "lost", "rejected"]
+    state: Literal[
+        "assigned", "running", "done", "failed", "canceled", "lost", "rejected", "preempted"
+    ]
     started_at: Time | None
     finished_at: Time | None
     exit_code: int | None
     error: str | None
+    gpu_devices: list[int] = []
 
 
 class JobPage(Document):
@@ -308,6 +448,10 @@ class AssignedTask(Document):
     cwd: str | None
     frames: list[int]
     timeout_s: int | None
+    layer: str = "main"
+    #: The indexes of the agent's GPUs the task is given (set as
+    #: CUDA_VISIBLE_DEVICES and MASTERD_GPU_DEVICES by the reference agent).
+    gpu_devices: list[int] = []
 
 
 # -- queries ------------------------------------------------------------------------
@@ -335,12 +479,14 @@ def given(value: Any) -> Any:
 class JobQuery(Model):
     state: JobStateName | Unset = UNSET
     owner: Annotated[str, Meta(max_length=255)] | Unset = UNSET
+    project: Annotated[str, Meta(max_length=255)] | Unset = UNSET
     limit: Limit = 50
     after: Id | Unset = UNSET
 
 
 class TaskQuery(Model):
     state: TaskStateName | Unset = UNSET
+    layer: LayerName | Unset = UNSET
     limit: Limit = 50
     after: Annotated[int, Meta(ge=-1, le=MAX_INT)] | Unset = UNSET
 

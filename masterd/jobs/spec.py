@@ -17,8 +17,8 @@ from attrs import frozen
 from masterd.errors import InvalidField, Unprocessable
 
 from .command import CommandError, checkArgument
-from .frames import FrameSpecError, chunkFrames, parseFrames
-from .models import JobPatch, JobSubmission, RequirementsModel
+from .frames import FrameSpecError, chunkFrames, formatFrames, parseFrames
+from .models import DependencyModel, JobPatch, JobSubmission, RequirementsModel
 
 
 @frozen
@@ -27,12 +27,45 @@ class Requirements:
     ram_mb: int = 0
     gpus: int = 0
     tags: tuple[str, ...] = ()
+    gpu_memory_mb: int = 0
 
 
 @frozen
 class TaskSpec:
     frames: tuple[int, ...]
     command: tuple[str, ...] | None = None
+
+
+@frozen
+class DependencySpec:
+    """
+    A checked dependency: on a layer of the same job (C{layer}, its index)
+    or on a job (C{job}, its id); C{mode} is "layer", "job" or "frame";
+    C{field} names it in the submission, for errors found by the store.
+    """
+
+    mode: str
+    on_failure: str
+    field: str
+    layer: int | None = None
+    job: int | None = None
+
+
+@frozen
+class LayerSpec:
+    name: str
+    command: tuple[str, ...] | None
+    tasks: tuple[TaskSpec, ...]
+    frames: str
+    chunk: int
+    env: dict[str, str]
+    cwd: str | None
+    requirements: Requirements
+    limits: tuple[str, ...]
+    max_running: int | None
+    timeout_s: int | None
+    stall_timeout_s: int | None
+    depends_on: tuple[DependencySpec, ...] = ()
 
 
 @frozen
@@ -50,6 +83,17 @@ class JobSpec:
     depends_on: tuple[int, ...]
     paused: bool
     metadata: dict[str, Any]
+    layers: tuple[LayerSpec, ...] = ()
+    project: str | None = None
+    limits: tuple[str, ...] = ()
+    max_running: int | None = None
+    preemptible: bool = False
+    stall_timeout_s: int | None = None
+    #: Job dependencies given in full (frame by frame, or with on_failure).
+    job_dependencies: tuple[DependencySpec, ...] = ()
+
+    def allTasks(self) -> int:
+        return sum(len(layer.tasks) for layer in self.layers)
 
 
 def checkCommand(command: Sequence[str], field: str) -> tuple[str, ...]:
@@ -62,7 +106,9 @@ def checkCommand(command: Sequence[str], field: str) -> tuple[str, ...]:
 
 
 def requirements(model: RequirementsModel) -> Requirements:
-    return Requirements(model.cpus, model.ram_mb, model.gpus, tuple(sorted(set(model.tags))))
+    return Requirements(
+        model.cpus, model.ram_mb, model.gpus, tuple(sorted(set(model.tags))), model.gpu_memory_mb
+    )
 
 
 def _frames(value: str | list[int], field: str, maxFrames: int) -> list[int]:
@@ -106,12 +152,41 @@ def jobSpec(job: JobSubmission, maxFrames: int = 1_000_000) -> JobSpec:
 
     @raise InvalidField: naming the first field at fault.
     """
-    command = None
-    if job.command is not None:
-        command = checkCommand(job.command, "command")
-    elif job.tasks is None:
-        raise InvalidField("command", "is required unless tasks give their own")
-    tasks = _tasks(job, maxFrames)
+    wholeJobs, jobDependencies = _jobDependencies(job.depends_on, "depends_on")
+    limits = _limits(job.limits, "limits")
+    if job.layers is not None:
+        for key in ("command", "frames", "chunk", "tasks"):
+            if getattr(job, key) is not None:
+                raise InvalidField(key, "cannot be given together with layers (give it per layer)")
+        layers = _layers(job, limits, maxFrames)
+        command = None
+        tasks: list[TaskSpec] = []
+    else:
+        command = None
+        if job.command is not None:
+            command = checkCommand(job.command, "command")
+        elif job.tasks is None:
+            raise InvalidField("command", "is required unless tasks give their own")
+        tasks = _tasks(job, maxFrames)
+        frames = ""
+        if job.frames is not None:
+            frames = job.frames if isinstance(job.frames, str) else formatFrames(job.frames)
+        layers = (
+            LayerSpec(
+                name="main",
+                command=command,
+                tasks=tuple(tasks),
+                frames=frames,
+                chunk=job.chunk or 1,
+                env=dict(job.env),
+                cwd=job.cwd,
+                requirements=requirements(job.requirements),
+                limits=limits,
+                max_running=None,
+                timeout_s=job.task_timeout_s,
+                stall_timeout_s=job.stall_timeout_s,
+            ),
+        )
     return JobSpec(
         title=job.title,
         command=command,
@@ -123,10 +198,155 @@ def jobSpec(job: JobSubmission, maxFrames: int = 1_000_000) -> JobSpec:
         requirements=requirements(job.requirements),
         max_retries=job.max_retries,
         task_timeout_s=job.task_timeout_s,
-        depends_on=tuple(dict.fromkeys(job.depends_on)),
+        depends_on=wholeJobs,
         paused=job.paused,
         metadata=job.metadata,
+        layers=layers,
+        project=job.project,
+        limits=limits,
+        max_running=job.max_running,
+        preemptible=job.preemptible,
+        stall_timeout_s=job.stall_timeout_s,
+        job_dependencies=jobDependencies,
     )
+
+
+def _limits(names: Sequence[str], field: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+def _jobDependencies(
+    given: Sequence[int | DependencyModel], field: str
+) -> tuple[tuple[int, ...], tuple[DependencySpec, ...]]:
+    """
+    A job's own dependencies: on other jobs only. Plain ids (and whole
+    dependencies that wait on failure) are also kept as the job's parents.
+    """
+    whole: list[int] = []
+    full: list[DependencySpec] = []
+    for i, item in enumerate(given):
+        spec = _dependency(item, f"{field}[{i}]", layers=None)
+        assert spec.job is not None
+        if spec.mode == "job":
+            whole.append(spec.job)
+        full.append(spec)
+    return tuple(dict.fromkeys(whole)), tuple(full)
+
+
+def _dependency(
+    item: str | int | DependencyModel, field: str, layers: dict[str, int] | None
+) -> DependencySpec:
+    if isinstance(item, str):
+        item = DependencyModel(layer=item)
+    elif isinstance(item, int):
+        item = DependencyModel(job=item)
+    if (item.layer is None) == (item.job is None):
+        raise InvalidField(field, 'names either a "layer" or a "job"')
+    if item.layer is not None:
+        if layers is None:
+            raise InvalidField(f"{field}.layer", "a job depends on jobs; layers depend on layers")
+        if item.layer not in layers:
+            raise InvalidField(f"{field}.layer", f"no layer named {item.layer!r} in this job")
+        mode = item.mode or "layer"
+        if mode not in ("layer", "frame"):
+            raise InvalidField(f"{field}.mode", 'is "layer" or "frame" for a layer')
+        return DependencySpec(mode, item.on_failure, field, layer=layers[item.layer])
+    mode = item.mode or "job"
+    if mode not in ("job", "frame"):
+        raise InvalidField(f"{field}.mode", 'is "job" or "frame" for a job')
+    return DependencySpec(mode, item.on_failure, field, job=item.job)
+
+
+def _layers(
+    job: JobSubmission, jobLimits: tuple[str, ...], maxFrames: int
+) -> tuple[LayerSpec, ...]:
+    assert job.layers is not None
+    indexes: dict[str, int] = {}
+    for i, layer in enumerate(job.layers):
+        if layer.name in indexes:
+            raise InvalidField(f"layers[{i}].name", f"{layer.name!r} is the name of another layer")
+        indexes[layer.name] = i
+    specs: list[LayerSpec] = []
+    total = 0
+    for i, layer in enumerate(job.layers):
+        where = f"layers[{i}]"
+        if layer.command is None:
+            raise InvalidField(f"{where}.command", "is required")
+        if layer.frames is None:
+            raise InvalidField(f"{where}.frames", "is required")
+        command = checkCommand(layer.command, f"{where}.command")
+        frames = _frames(layer.frames, f"{where}.frames", maxFrames)
+        total += len(frames)
+        if total > maxFrames:
+            raise Unprocessable("layers", f"name more than {maxFrames} frames in all")
+        chunk = layer.chunk or 1
+        dependencies: list[DependencySpec] = []
+        for k, item in enumerate(layer.depends_on):
+            dependency = _dependency(item, f"{where}.depends_on[{k}]", indexes)
+            if dependency.layer == i:
+                raise InvalidField(dependency.field + ".layer", "a layer cannot depend on itself")
+            dependencies.append(dependency)
+        specs.append(
+            LayerSpec(
+                name=layer.name,
+                command=command,
+                tasks=tuple(TaskSpec(tuple(group)) for group in chunkFrames(frames, chunk)),
+                frames=layer.frames if isinstance(layer.frames, str) else formatFrames(frames),
+                chunk=chunk,
+                env={**job.env, **layer.env},
+                cwd=layer.cwd if layer.cwd is not None else job.cwd,
+                requirements=requirements(
+                    layer.requirements if layer.requirements is not None else job.requirements
+                ),
+                limits=tuple(dict.fromkeys((*jobLimits, *layer.limits))),
+                max_running=layer.max_running,
+                timeout_s=layer.timeout_s if layer.timeout_s is not None else job.task_timeout_s,
+                stall_timeout_s=(
+                    layer.stall_timeout_s
+                    if layer.stall_timeout_s is not None
+                    else job.stall_timeout_s
+                ),
+                depends_on=tuple(dependencies),
+            )
+        )
+    _checkCycles(specs)
+    for layer in specs:
+        for dependency in layer.depends_on:
+            if dependency.mode == "frame" and dependency.layer is not None:
+                parent = specs[dependency.layer]
+                mine = {f for task in layer.tasks for f in task.frames}
+                if not any(f in mine for task in parent.tasks for f in task.frames):
+                    raise InvalidField(
+                        dependency.field + ".mode",
+                        f"layers {layer.name!r} and {parent.name!r} have no frame in common",
+                    )
+    return tuple(specs)
+
+
+def _checkCycles(layers: Sequence[LayerSpec]) -> None:
+    """
+    Refuse a cycle of layers, naming a dependency on it.
+    """
+    state = [0] * len(layers)  # 0: not seen, 1: on the path, 2: done
+
+    def visit(i: int) -> None:
+        state[i] = 1
+        for dependency in layers[i].depends_on:
+            j = dependency.layer
+            if j is None:
+                continue
+            if state[j] == 1:
+                raise InvalidField(
+                    dependency.field + ".layer",
+                    f"makes a cycle: {layers[j].name!r} already depends on {layers[i].name!r}",
+                )
+            if state[j] == 0:
+                visit(j)
+        state[i] = 2
+
+    for i in range(len(layers)):
+        if state[i] == 0:
+            visit(i)
 
 
 PATCH_FIELDS = tuple(JobPatch.__struct_fields__)

@@ -35,6 +35,8 @@ T = TaskState
 
 #: Where each task state may go.
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    # Released, or canceled (also when a dependency fails, with
+    # "on_failure": "cancel").
     T.waiting: frozenset({T.queued, T.canceled}),
     T.queued: frozenset({T.assigned, T.waiting, T.canceled}),
     # An agent may report done or failed without a running report first.
@@ -42,9 +44,11 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # Back to queued: a retry after a failed attempt, a lost agent, a
     # rejection, or a pause that stops running tasks.
     T.running: frozenset({T.done, T.failed, T.queued, T.canceled}),
-    T.done: frozenset(),
+    # A re-render (a retry with "done": true).
+    T.done: frozenset({T.queued, T.waiting}),
     # A manual retry.
     T.failed: frozenset({T.queued, T.waiting}),
+    # A manual retry, or the retry of the dependency that canceled it.
     T.canceled: frozenset({T.queued, T.waiting}),
 }
 

@@ -13,24 +13,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg2.extras import Json
-
 from masterd.audit import Actor, record
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, NoSuchResource
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
 
-from .models import AttemptDocument, BlocklistEntry, JobDocument, TaskDocument
+from .models import (
+    AttemptDocument,
+    BlocklistEntry,
+    DependencyDocument,
+    JobDocument,
+    LayerDocument,
+    TaskDocument,
+)
 from .spec import JobSpec
 from .states import ACTIVE, UNFINISHED, TaskState
+from .submit import insertJob
 from .views import (
     ATTEMPT_COLUMNS,
     BLOCKLIST_COLUMNS,
     JOB_COLUMNS,
+    LAYER_COLUMNS,
     TASK_COLUMNS,
     agentRef,
     attemptDocument,
     jobDocument,
+    jobRef,
+    layerDocument,
     taskDocument,
 )
 
@@ -52,15 +61,6 @@ def _auditable(changes: dict[str, Any]) -> dict[str, Any]:
 
 def _page(items: list[Any], limit: int) -> tuple[list[Any], bool]:
     return items[:limit], len(items) > limit
-
-
-async def _parentsDone(txn: Transaction, jobID: int) -> bool:
-    rows = await txn.query(
-        "SELECT count(*) FROM job_dependencies d JOIN jobs p ON p.id = d.parent"
-        " WHERE d.child = %s AND p.state <> 'done'",
-        (jobID,),
-    )
-    return bool(rows[0][0] == 0)
 
 
 async def _closeAttempts(
@@ -107,9 +107,49 @@ class JobStore:
                 agent = agentRef(agentID, hostname)
                 assert agent is not None
                 blocklists[jobID].append(BlocklistEntry(agent=agent, failures=failures))
+        layers = await self._layers(txn, rows)
         return [
-            jobDocument(row, parents[row[0]], children[row[0]], blocklists[row[0]]) for row in rows
+            jobDocument(row, parents[row[0]], children[row[0]], blocklists[row[0]], layers[row[0]])
+            for row in rows
         ]
+
+    async def _layers(
+        self, txn: Transaction, rows: list[tuple[Any, ...]]
+    ) -> dict[int, list[LayerDocument]]:
+        """
+        The layers of the jobs of C{rows} (job columns), with their
+        dependencies: two statements for any number of jobs.
+        """
+        # A layer's state is derived from its counts and its job's pause.
+        flags = {row[0]: (False, bool(row[6])) for row in rows}
+        found: dict[int, list[LayerDocument]] = {jobID: [] for jobID in flags}
+        if not flags:
+            return found
+        layerRows = await txn.query(
+            f"SELECT {LAYER_COLUMNS} FROM layers l WHERE l.job_id = ANY (%s)"
+            " ORDER BY l.job_id, l.index",
+            (list(flags),),
+        )
+        names = {r[1]: r[2] for r in layerRows}
+        dependencies: dict[int, list[DependencyDocument]] = {r[1]: [] for r in layerRows}
+        if layerRows:
+            for child, parentLayer, parentJob, mode, onFailure, satisfied in await txn.query(
+                "SELECT child, parent_layer, parent_job, mode, on_failure, satisfied"
+                " FROM layer_dependencies WHERE child = ANY (%s) ORDER BY child, parent_layer,"
+                " parent_job, mode",
+                (list(names),),
+            ):
+                kind = "layer" if parentLayer is not None else "job"
+                dependencies[child].append(DependencyDocument(
+                    mode="frame" if mode == "frame" else kind, on_failure=onFailure,
+                    layer=names.get(parentLayer) if parentLayer is not None else None,
+                    job=jobRef(parentJob) if parentJob is not None else None,
+                    satisfied=satisfied,
+                ))  # fmt: skip
+        for row in layerRows:
+            canceled, paused = flags[row[0]]
+            found[row[0]].append(layerDocument(row, canceled, paused, dependencies[row[1]]))
+        return found
 
     async def _getJob(self, txn: Transaction, jobID: int) -> JobDocument:
         rows = await txn.query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (jobID,))
@@ -121,7 +161,13 @@ class JobStore:
         return await self._pool.transaction(lambda txn: self._getJob(txn, jobID))
 
     async def listJobs(
-        self, *, state: str | None, owner: str | None, limit: int, after: int | None
+        self,
+        *,
+        state: str | None,
+        owner: str | None,
+        limit: int,
+        after: int | None,
+        project: str | None = None,
     ) -> tuple[list[JobDocument], bool]:
         """
         Newest first; keyset pagination on the id. Also says whether there
@@ -135,6 +181,9 @@ class JobStore:
         if owner is not None:
             where.append("owner = %s")
             params.append(owner)
+        if project is not None:
+            where.append("project = %s")
+            params.append(project)
         if after is not None:
             where.append("id < %s")
             params.append(after)
@@ -150,7 +199,13 @@ class JobStore:
         return await self._pool.transaction(work)
 
     async def listTasks(
-        self, jobID: int, *, state: str | None, limit: int, after: int | None
+        self,
+        jobID: int,
+        *,
+        state: str | None,
+        limit: int,
+        after: int | None,
+        layer: str | None = None,
     ) -> tuple[list[TaskDocument], bool]:
         """
         A job's tasks in index order; C{after} is an index.
@@ -164,6 +219,14 @@ class JobStore:
             if state is not None:
                 where.append("t.state = %s")
                 params.append(state)
+            if layer is not None:
+                found = await txn.query(
+                    "SELECT id FROM layers WHERE job_id = %s AND name = %s", (jobID, layer)
+                )
+                if not found:
+                    raise NoSuchResource("layer", layer, field="layer")
+                where.append("t.layer_id = %s")
+                params.append(found[0][0])
             if after is not None:
                 where.append("t.index > %s")
                 params.append(after)
@@ -240,94 +303,19 @@ class JobStore:
         ownerName = owner.name if isinstance(owner, Actor) else owner
 
         async def work(txn: Transaction) -> JobDocument:
-            parentsDone = True
-            if spec.depends_on:
-                # FOR SHARE: a parent cannot finish (and miss releasing this
-                # job) between this check and our commit.
-                rows = await txn.query(
-                    "SELECT id, state FROM jobs WHERE id = ANY (%s) ORDER BY id FOR SHARE",
-                    (list(spec.depends_on),),
-                )
-                found = dict(rows)
-                for i, parent in enumerate(spec.depends_on):
-                    if parent not in found:
-                        raise NoSuchResource("job", parent, field=f"depends_on[{i}]")
-                parentsDone = all(state == "done" for state in found.values())
-            r = spec.requirements
-            rows = await txn.query(
-                "INSERT INTO jobs (title, owner, priority, weight, paused, command, env, cwd,"
-                " req_cpus, req_ram_mb, req_gpus, req_tags, max_retries, task_timeout_s,"
-                " metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING id",
-                (
-                    spec.title,
-                    ownerName,
-                    spec.priority,
-                    spec.weight,
-                    spec.paused,
-                    list(spec.command) if spec.command is not None else None,
-                    Json(spec.env),
-                    spec.cwd,
-                    r.cpus,
-                    r.ram_mb,
-                    r.gpus,
-                    list(r.tags),
-                    spec.max_retries,
-                    spec.task_timeout_s,
-                    Json(spec.metadata),
-                ),
-            )
-            jobID: int = rows[0][0]
-            if spec.depends_on:
-                await txn.execute(
-                    "INSERT INTO job_dependencies (parent, child) SELECT unnest(%s::bigint[]), %s",
-                    (list(spec.depends_on), jobID),
-                )
-            await self._insertTasks(txn, jobID, spec, "queued" if parentsDone else "waiting")
-            if parentsDone and not spec.paused:
+            jobID, queued = await insertJob(txn, spec, ownerName)
+            if queued and not spec.paused:
                 await self._events.announce(txn, WorkAvailable((jobID,)))
             record(txn, actor, "job.submit", f"/api/v1/jobs/{jobID}", {
                 "title": spec.title, "priority": spec.priority, "weight": spec.weight,
-                "paused": spec.paused, "tasks": len(spec.tasks),
+                "paused": spec.paused, "tasks": spec.allTasks(),
+                "layers": [layer.name for layer in spec.layers],
+                "project": spec.project or ownerName,
                 "depends_on": list(spec.depends_on),
             })  # fmt: skip
             return await self._getJob(txn, jobID)
 
         return await self._pool.transaction(work)
-
-    async def _insertTasks(self, txn: Transaction, jobID: int, spec: JobSpec, state: str) -> None:
-        # All frames in one array and each task's end offset in another: two
-        # parameters, whatever the number of tasks, sliced apart in SQL.
-        frames: list[int] = []
-        ends: list[int] = []
-        for task in spec.tasks:
-            frames.extend(task.frames)
-            ends.append(len(frames))
-        commands = [t.command for t in spec.tasks]
-        if any(c is not None for c in commands):
-            await txn.execute(
-                "INSERT INTO tasks (job_id, index, frames, command, state)"
-                " SELECT %s, u.i - 1, (%s::int[])[u.e - u.n + 1 : u.e],"
-                " CASE WHEN jsonb_typeof(u.c) = 'array'"
-                " THEN ARRAY(SELECT jsonb_array_elements_text(u.c)) END, %s"
-                " FROM unnest(%s::int[], %s::int[], %s::jsonb[]) WITH ORDINALITY"
-                " AS u (e, n, c, i)",
-                (
-                    jobID,
-                    frames,
-                    state,
-                    ends,
-                    [len(t.frames) for t in spec.tasks],
-                    [Json(list(c) if c is not None else None) for c in commands],
-                ),
-            )
-        else:
-            await txn.execute(
-                "INSERT INTO tasks (job_id, index, frames, state)"
-                " SELECT %s, u.i - 1, (%s::int[])[u.e - u.n + 1 : u.e], %s"
-                " FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS u (e, n, i)",
-                (jobID, frames, state, ends, [len(t.frames) for t in spec.tasks]),
-            )
 
     # -- changing ---------------------------------------------------------------
 
@@ -411,20 +399,34 @@ class JobStore:
                 )
             sets: list[str] = []
             params: list[Any] = []
-            for key in ("title", "priority", "weight", "paused", "max_retries"):
+            for key in ("title", "priority", "weight", "paused", "max_retries", "project",
+                        "max_running", "preemptible"):  # fmt: skip
                 if key in changes:
                     sets.append(f"{key} = %s")
                     params.append(changes[key])
             required: dict[str, Any] = changes.get("requirements", {})
+            layerSets: list[str] = []
             for key, value in required.items():
                 sets.append(f"req_{key} = %s")
+                layerSets.append(f"req_{key} = %s")
                 params.append(list(value) if key == "tags" else value)
             sets.append("updated_at = now()")
             await txn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", (*params, jobID))
+            if layerSets:
+                # Requirements given for the job apply to each of its layers.
+                await txn.execute(
+                    f"UPDATE layers SET {', '.join(layerSets)} WHERE job_id = %s",
+                    (*[list(v) if k == "tags" else v for k, v in required.items()], jobID),
+                )
             document = await self._getJob(txn, jobID)
             resumed = before == "paused" and document.state == "queued"
             # New requirements may fit agents that sat idle.
-            widened = bool(required) or changes.get("stop_running")
+            widened = (
+                bool(required)
+                or changes.get("stop_running")
+                or "max_running" in changes
+                or "project" in changes
+            )
             wake = resumed or bool(widened and document.tasks.queued)
             if wake:
                 await self._events.announce(txn, WorkAvailable((jobID,)))
@@ -436,15 +438,30 @@ class JobStore:
         document, _, _ = await self._pool.transaction(work)
         return document
 
-    async def _retry(self, txn: Transaction, where: str, params: Sequence[Any], jobID: int) -> int:
-        target = "queued" if await _parentsDone(txn, jobID) else "waiting"
+    async def _retry(
+        self,
+        txn: Transaction,
+        where: str,
+        params: Sequence[Any],
+        jobID: int,
+        states: Sequence[str] = ("failed", "canceled"),
+    ) -> int:
+        """
+        Bring tasks back: queued, or waiting while a dependency holds them
+        back. The job's row is locked first, as every release of its tasks
+        is made under it (migration 0012): a dependency satisfied meanwhile
+        is seen.
+        """
+        await txn.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (jobID,))
         rows = await txn.query(
             "WITH old AS (SELECT id FROM tasks"
-            f" WHERE {where} AND state IN ('failed', 'canceled') ORDER BY id FOR UPDATE)"
-            " UPDATE tasks t SET state = %s, failures = 0, agent_id = NULL,"
+            f" WHERE {where} AND state = ANY (%s) ORDER BY id FOR UPDATE)"
+            " UPDATE tasks t SET state = CASE WHEN t.wait_count > 0 OR l.blockers > 0"
+            " THEN 'waiting' ELSE 'queued' END, failures = 0, agent_id = NULL,"
             " progress = 0, started_at = NULL, finished_at = NULL, exit_code = NULL,"
-            " error = NULL FROM old WHERE t.id = old.id RETURNING t.id",
-            (*params, target),
+            " error = NULL, dep_canceled = false, preempted_at = NULL"
+            " FROM old, layers l WHERE t.id = old.id AND l.id = t.layer_id RETURNING t.id",
+            (*params, list(states)),
         )
         if rows:
             await txn.execute(
@@ -478,37 +495,25 @@ class JobStore:
         async def work(txn: Transaction) -> None:
             if actor is not None:
                 await self._jobState(txn, jobID, actor)
-            children = [
-                r[0]
-                for r in await txn.query(
-                    "SELECT child FROM job_dependencies WHERE parent = %s", (jobID,)
+            rows = await txn.query("SELECT state FROM jobs WHERE id = %s FOR UPDATE", (jobID,))
+            if not rows:
+                raise NoSuchResource("job", jobID)
+            if rows[0][0] not in _FINISHED_JOB:
+                raise Conflict(
+                    f"job {jobID} is {rows[0][0]}; cancel it first, only finished jobs can be"
+                    " deleted",
+                    state=rows[0][0],
                 )
-            ]
-            rows = await txn.query(
-                "DELETE FROM jobs WHERE id = %s AND state IN ('done', 'failed', 'canceled')"
-                " RETURNING id",
+            # What waits on this job (as a whole, or frame by frame) waits
+            # no more: it is as if done (the release announces the work).
+            await txn.execute("SELECT masterd_satisfy_whole(NULL, ARRAY[%s]::bigint[])", (jobID,))
+            await txn.execute(
+                "SELECT masterd_frame_dependencies(ARRAY(SELECT id FROM tasks WHERE job_id = %s"
+                " AND has_children), NULL, NULL)",
                 (jobID,),
             )
-            if not rows:
-                state = await self._jobState(txn, jobID)
-                raise Conflict(
-                    f"job {jobID} is {state}; cancel it first, only finished jobs can be deleted",
-                    state=state,
-                )
+            await txn.execute("DELETE FROM jobs WHERE id = %s", (jobID,))
             record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
-            if children:
-                # A child waiting only on this job may go now.
-                released = await txn.query(
-                    "UPDATE tasks SET state = 'queued' WHERE state = 'waiting'"
-                    " AND job_id = ANY (%s) AND NOT EXISTS ("
-                    " SELECT 1 FROM job_dependencies d JOIN jobs p ON p.id = d.parent"
-                    " WHERE d.child = tasks.job_id AND p.state <> 'done')"
-                    " RETURNING job_id",
-                    (children,),
-                )
-                if released:
-                    jobs = tuple(sorted({row[0] for row in released}))
-                    await self._events.announce(txn, WorkAvailable(jobs))
 
         await self._pool.transaction(work)
 
@@ -543,16 +548,28 @@ class JobStore:
         await self._pool.transaction(work)
         return await self.getTask(taskID)
 
-    async def retryTask(self, taskID: int, actor: Actor | None = None) -> TaskDocument:
+    async def retryTask(
+        self, taskID: int, actor: Actor | None = None, done: bool = False
+    ) -> TaskDocument:
+        """
+        Run a failed or canceled task again; with C{done}, a done one too
+        (a re-render: what it released stays released).
+        """
+        states = ("failed", "canceled", "done") if done else ("failed", "canceled")
+
         async def work(txn: Transaction) -> int:
             jobID, state = await self._taskJob(txn, taskID, actor)
-            if not await self._retry(txn, "id = %s", (taskID,), jobID):
+            if not await self._retry(txn, "id = %s", (taskID,), jobID, states):
+                which = "failed, canceled or done" if done else "failed or canceled"
+                hint = (
+                    "" if done or state != "done" else ' (give {"done": true} to render it again)'
+                )
                 raise Conflict(
-                    f"task {taskID} is {state}; only failed or canceled tasks can be retried",
+                    f"task {taskID} is {state}; only {which} tasks can be retried{hint}",
                     state=state,
                 )
             await self._events.announce(txn, WorkAvailable((jobID,)))
-            record(txn, actor, "task.retry", f"/api/v1/tasks/{taskID}")
+            record(txn, actor, "task.retry", f"/api/v1/tasks/{taskID}", {"done": done})
             return jobID
 
         await self._pool.transaction(work)

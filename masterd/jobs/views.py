@@ -5,6 +5,7 @@ Jobs, tasks and attempts as the API shows them: rows in, typed documents
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from masterd._time import isoformat, isotime
@@ -13,7 +14,9 @@ from .models import (
     AgentRef,
     AttemptDocument,
     BlocklistEntry,
+    DependencyDocument,
     JobDocument,
+    LayerDocument,
     Ref,
     Requirements,
     TaskCounts,
@@ -24,7 +27,15 @@ JOB_COLUMNS = (
     "id, title, owner, state, priority, weight, paused, command, env, cwd,"
     " req_cpus, req_ram_mb, req_gpus, req_tags, max_retries, task_timeout_s, metadata,"
     " created_at, updated_at, finished_at, n_total, n_waiting, n_queued, n_assigned,"
-    " n_running, n_done, n_failed, n_canceled"
+    " n_running, n_done, n_failed, n_canceled, project, max_running, preemptible, limits,"
+    " stall_timeout_s, req_gpu_memory_mb"
+)
+
+LAYER_COLUMNS = (
+    "l.job_id, l.id, l.name, l.index, l.command, l.frames, l.chunk, l.env, l.cwd, l.req_cpus,"
+    " l.req_ram_mb, l.req_gpus, l.req_gpu_memory_mb, l.req_tags, l.limits, l.max_running,"
+    " l.timeout_s, l.stall_timeout_s, l.n_total, l.n_waiting, l.n_queued, l.n_assigned,"
+    " l.n_running, l.n_done, l.n_failed, l.n_canceled"
 )
 
 #: The hostname of the agent a row names (no foreign key: a deleted agent's
@@ -33,13 +44,16 @@ _HOSTNAME = "(SELECT h.hostname FROM agents h WHERE h.id = {}.agent_id)"
 
 TASK_COLUMNS = (
     "t.id, t.job_id, t.index, t.frames, t.command, t.state, t.attempt, t.agent_id,"
-    " t.progress, t.started_at, t.finished_at, t.exit_code, t.error, " + _HOSTNAME.format("t")
+    " t.progress, t.started_at, t.finished_at, t.exit_code, t.error, "
+    + _HOSTNAME.format("t")
+    + ", (SELECT l.name FROM layers l WHERE l.id = t.layer_id)"
 )
 
 #: For C{FROM task_attempts} (not aliased).
 ATTEMPT_COLUMNS = (
     "task_id, attempt, job_id, agent_id, state, started_at, finished_at, exit_code, error, "
     + _HOSTNAME.format("task_attempts")
+    + ", gpu_devices"
 )
 
 #: For C{FROM job_blocklist} (not aliased).
@@ -64,11 +78,71 @@ def jobRef(jobID: int) -> Ref:
     return Ref(id=jobID, href=jobHref(jobID))
 
 
+def counts(href: str, row: Sequence[int]) -> TaskCounts:
+    total, waiting, queued, assigned, running, done, failed, canceled = row
+    return TaskCounts(
+        href=href,
+        total=total,
+        waiting=waiting,
+        queued=queued,
+        assigned=assigned,
+        running=running,
+        done=done,
+        failed=failed,
+        canceled=canceled,
+    )
+
+
+def layerState(canceled: bool, paused: bool, n: Sequence[int]) -> str:
+    """
+    A layer's state, derived as the database derives a job's.
+    """
+    total, _, queued, assigned, running, done, failed, cancels = n
+    if done + failed + cancels == total:
+        if canceled:
+            return "canceled"
+        if failed:
+            return "failed"
+        return "canceled" if cancels else "done"
+    if paused:
+        return "paused"
+    if assigned + running:
+        return "running"
+    return "queued" if queued else "waiting"
+
+
+def layerDocument(
+    row: tuple[Any, ...], canceled: bool, paused: bool, dependencies: list[DependencyDocument]
+) -> LayerDocument:
+    (jobID, _, name, index, command, frames, chunk, env, cwd, cpus, ram, gpus, gpuMB, tags,
+     limits, maxRunning, timeout, stall, *n) = row  # fmt: skip
+    return LayerDocument(
+        name=name,
+        index=index,
+        state=layerState(canceled, paused, n),  # type: ignore[arg-type]
+        command=command,
+        frames=frames,
+        chunk=chunk,
+        env=env,
+        cwd=cwd,
+        requirements=Requirements(
+            cpus=cpus, ram_mb=ram, gpus=gpus, tags=list(tags), gpu_memory_mb=gpuMB
+        ),
+        limits=list(limits),
+        max_running=maxRunning,
+        timeout_s=timeout,
+        stall_timeout_s=stall,
+        depends_on=dependencies,
+        tasks=counts(f"{jobHref(jobID)}/tasks?layer={name}", n),
+    )
+
+
 def jobDocument(
     row: tuple[Any, ...],
     parents: list[int],
     children: list[int],
     blocklist: list[BlocklistEntry] | None = None,
+    layers: list[LayerDocument] | None = None,
 ) -> JobDocument:
     (
         jobID,
@@ -99,6 +173,12 @@ def jobDocument(
         done,
         failed,
         canceled,
+        project,
+        maxRunning,
+        preemptible,
+        limits,
+        stall,
+        gpuMB,
     ) = row
     href = jobHref(jobID)
     return JobDocument(
@@ -117,7 +197,9 @@ def jobDocument(
         command=command,
         env=env,
         cwd=cwd,
-        requirements=Requirements(cpus=cpus, ram_mb=ramMB, gpus=gpus, tags=list(tags)),
+        requirements=Requirements(
+            cpus=cpus, ram_mb=ramMB, gpus=gpus, tags=list(tags), gpu_memory_mb=gpuMB
+        ),
         max_retries=maxRetries,
         task_timeout_s=timeout,
         metadata=metadata,
@@ -135,6 +217,12 @@ def jobDocument(
         parents=[jobRef(p) for p in parents],
         children=[jobRef(c) for c in children],
         blocklist=blocklist or [],
+        project=project,
+        max_running=maxRunning,
+        preemptible=preemptible,
+        limits=list(limits),
+        stall_timeout_s=stall,
+        layers=layers or [],
     )
 
 
@@ -154,6 +242,7 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         exitCode,
         error,
         hostname,
+        layer,
     ) = row
     href = taskHref(taskID)
     return TaskDocument(
@@ -173,11 +262,13 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         error=error,
         attempts=f"{href}/attempts",
         log=f"{href}/log",
+        layer=layer,
     )
 
 
 def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:
-    taskID, attempt, jobID, agentID, state, startedAt, finishedAt, exitCode, error, hostname = row
+    (taskID, attempt, jobID, agentID, state, startedAt, finishedAt, exitCode, error, hostname,
+     devices) = row  # fmt: skip
     return AttemptDocument(
         task=Ref(id=taskID, href=taskHref(taskID)),
         job=jobRef(jobID),
@@ -188,4 +279,5 @@ def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:
         finished_at=isoformat(finishedAt),
         exit_code=exitCode,
         error=error,
+        gpu_devices=list(devices),
     )

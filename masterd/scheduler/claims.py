@@ -1,15 +1,28 @@
 """
 Claiming queued tasks for an agent's free slots, exactly once.
 
-Agents that may take the same jobs are claimed for together. For each such
-group one statement finds the candidate jobs in the scheduler's order
-(priority, highest first; then fair share: the fewest active tasks per unit
-of weight; then the older job). Each agent's slots are filled in that order,
-re-ranking after each pick so that slots spread across equal jobs. Then
-exactly the picked number of queued tasks of each job is locked with C{FOR
-UPDATE SKIP LOCKED}, so that concurrent claimers, on this master or another,
-never take the same task, and the locked tasks are assigned, all in the same
-transaction.
+Agents that may take the same work are claimed for together. For each such
+group one statement finds the candidate layers in the scheduler's order:
+priority, highest first; then fair share between projects (the fewest
+active tasks per unit of the project's weight); then between the jobs of
+a project (per unit of the job's weight); then the older job, and its
+layers in order. Each agent's slots are filled in that order, re-ranking
+after each pick so that slots spread across equal projects and jobs. Then
+exactly the picked number of queued tasks of each layer is locked with
+C{FOR UPDATE SKIP LOCKED}, so that concurrent claimers, on this master or
+another, never take the same task, and the locked tasks are assigned, all
+in the same transaction.
+
+Limits (licences) and the caps of jobs and layers (C{max_running}) are
+decided here too, exactly across masters: a claim that would take a task
+holding limit L first takes a transaction-scoped advisory lock for L, then
+reads L's use (the tasks assigned or running in layers that name it, as
+committed), and takes no more than the room left. Only claims take these
+locks, and they only try (C{pg_try_advisory_xact_lock}): a claim never
+waits for another, so none can deadlock with the task reports batched
+before it in the same transaction. A lock held by another claim leaves its
+work out of this claim; the agents concerned are offered work again at
+once (L{Claims.contended}).
 """
 
 from __future__ import annotations
@@ -18,10 +31,13 @@ import heapq
 from collections import Counter
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 
 from masterd.db import Transaction
 from masterd.jobs import lifecycle
+
+#: A GPU an agent has free: (index, memory in MB; 0 when not known).
+Device = tuple[int, int]
 
 
 @define
@@ -38,80 +54,143 @@ class Capacity:
     tags: tuple[str, ...] = ()
     #: The agent may be blocklisted for some job: it is claimed for alone.
     blocklisted: bool = False
+    #: Its free GPUs, when it reported them (else only their number counts).
+    devices: tuple[Device, ...] = ()
 
 
 @define
-class _Candidate:
-    job_id: int
-    priority: int
+class Claims:
+    """
+    What a claim assigned, per agent, and which agents may have missed work
+    because another claim held a limit or cap it needed.
+    """
+
+    assigned: dict[str, list[lifecycle.Assignment]] = field(factory=dict)
+    contended: set[str] = field(factory=set)
+
+
+@define(eq=False)
+class _Share:
+    """
+    Active tasks per unit of weight: of a project, or of a job.
+    """
+
     active: int
     weight: int
+
+    def share(self) -> float:
+        return self.active / self.weight
+
+
+@define(eq=False)
+class _Job:
+    job_id: int
+    priority: int
+    project: _Share
+    own: _Share
+    #: How many more tasks its max_running allows (None: no cap).
+    room: int | None
+
+
+@define(eq=False)
+class _Candidate:
+    layer_id: int
+    index: int
+    job: _Job
     cpus: int
     ram_mb: int
     gpus: int
+    gpu_memory_mb: int
     #: Queued tasks not yet picked in this claim.
     available: int
+    room: int | None
+    limits: tuple[str, ...]
 
-    def rank(self) -> tuple[int, float, int]:
-        return (-self.priority, self.active / self.weight, self.job_id)
+    def rank(self) -> tuple[int, float, float, int, int]:
+        job = self.job
+        return (-job.priority, job.project.share(), job.own.share(), job.job_id, self.index)
+
+    def usable(self, limits: dict[str, int]) -> bool:
+        return (
+            self.available > 0
+            and (self.room is None or self.room > 0)
+            and (self.job.room is None or self.job.room > 0)
+            and all(limits.get(name, 0) > 0 for name in self.limits)
+        )
+
+    def take(self, limits: dict[str, int]) -> None:
+        self.available -= 1
+        self.job.own.active += 1
+        self.job.project.active += 1
+        if self.room is not None:
+            self.room -= 1
+        if self.job.room is not None:
+            self.job.room -= 1
+        for name in self.limits:
+            limits[name] -= 1
 
 
-# The jobs an agent of this capacity may take from, in the scheduler's order.
-# No rows are locked here: the tasks are locked afterwards, exactly as many
-# as were picked (locking a few of every candidate job would make concurrent
-# claimers skip far more than they need to).
-_CANDIDATES = (
-    "SELECT id, priority, n_assigned + n_running, weight, req_cpus, req_ram_mb, req_gpus,"
-    " n_queued FROM jobs"
-    " WHERE state IN ('queued', 'running') AND n_queued > 0 AND NOT paused AND NOT canceled"
-    " AND req_cpus <= %(cpus)s AND req_ram_mb <= %(ram)s AND req_gpus <= %(gpus)s"
-    " AND req_tags <@ %(tags)s::text[]"
-    " AND NOT EXISTS (SELECT 1 FROM job_blocklist b WHERE b.job_id = jobs.id"
-    " AND b.agent_id = ANY (%(agents)s::uuid[]) AND b.blocked)"
-    " ORDER BY priority DESC, (n_assigned + n_running)::float8 / weight, id"
-    " LIMIT %(jobs)s"
-)
-
-_LOCK = (
-    "SELECT n.job_id, t.id FROM unnest(%s::bigint[], %s::int[]) AS n (job_id, k)"
-    " CROSS JOIN LATERAL (SELECT id, index FROM tasks WHERE job_id = n.job_id"
-    " AND state = 'queued' ORDER BY index LIMIT n.k FOR UPDATE SKIP LOCKED) t"
-    " ORDER BY n.job_id, t.index"
-)
+def _devices(free: tuple[Device, ...], count: int, memory: int) -> tuple[Device, ...] | None:
+    """
+    C{count} of the C{free} GPUs with at least C{memory} MB each, the
+    smallest that do (the largest stay for tasks that need them); None if
+    there are not enough.
+    """
+    fitting = sorted((d for d in free if d[1] >= memory), key=lambda d: (d[1], d[0]))
+    if len(fitting) < count:
+        return None
+    return tuple(sorted(fitting[:count]))
 
 
 class _Ranking:
     """
-    The candidate jobs of a group of alike agents, best first, kept in a
-    heap: each pick costs a logarithm, not a pass over every candidate (a
-    claim for 500 agents among 1,000 jobs would otherwise be quadratic).
+    The candidate layers of a group of alike agents, best first, kept in a
+    heap: each pick costs a logarithm, not a pass over every candidate.
+    A pick makes the ranks of other candidates of the same job and project
+    worse, never better: an entry whose rank went stale is put back with
+    its current rank when it comes up (so the top is always truly best).
     """
 
-    def __init__(self, candidates: list[_Candidate]) -> None:
-        self._heap = [(c.rank(), i, c) for i, c in enumerate(candidates) if c.available]
+    def __init__(self, candidates: list[_Candidate], limits: dict[str, int]) -> None:
+        self._limits = limits
+        self._heap = [(c.rank(), i, c) for i, c in enumerate(candidates) if c.usable(limits)]
         heapq.heapify(self._heap)
 
-    def pick(self, capacity: Capacity) -> list[int]:
+    def pick(self, capacity: Capacity) -> list[tuple[int, int, tuple[int, ...]]]:
         """
-        Fill an agent's free slots: the best-ranked job whose requirements
-        still fit the resources left, one task at a time; re-ranked after
-        each pick, so that slots spread across equal jobs. Returns job ids.
+        Fill an agent's free slots: the best-ranked layer whose requirements
+        still fit the resources left, one task at a time. Returns (layer id,
+        job id, GPU device indexes) for each pick.
         """
-        chosen: list[int] = []
+        chosen: list[tuple[int, int, tuple[int, ...]]] = []
         cpus, ram, gpus = capacity.cpus, capacity.ram_mb, capacity.gpus
-        # Jobs too big for what this agent has left, set aside until it is
+        devices = capacity.devices
+        # Layers too big for what this agent has left, set aside until it is
         # served: they may fit the next agent.
-        tooBig: list[tuple[tuple[int, float, int], int, _Candidate]] = []
+        tooBig: list[tuple[tuple[int, float, float, int, int], int, _Candidate]] = []
         while len(chosen) < capacity.slots and self._heap:
             rank, i, best = heapq.heappop(self._heap)
+            if not best.usable(self._limits):
+                continue
+            current = best.rank()
+            if current != rank:
+                heapq.heappush(self._heap, (current, i, best))
+                continue
+            given: tuple[Device, ...] | None = ()
             if best.cpus > cpus or best.ram_mb > ram or best.gpus > gpus:
+                given = None
+            elif best.gpus and devices:
+                given = _devices(devices, best.gpus, best.gpu_memory_mb)
+            elif best.gpu_memory_mb:
+                given = None  # the agent did not say what memory its GPUs have
+            if given is None:
                 tooBig.append((rank, i, best))
                 continue
-            chosen.append(best.job_id)
-            best.available -= 1
-            best.active += 1
+            chosen.append((best.layer_id, best.job.job_id, tuple(d[0] for d in given)))
+            best.take(self._limits)
             cpus, ram, gpus = cpus - best.cpus, ram - best.ram_mb, gpus - best.gpus
-            if best.available:
+            devices = tuple(d for d in devices if d not in given)
+            if best.usable(self._limits):
                 heapq.heappush(self._heap, (best.rank(), i, best))
         for entry in tooBig:
             heapq.heappush(self._heap, entry)
@@ -120,27 +199,160 @@ class _Ranking:
 
 def _groups(capacities: list[Capacity]) -> dict[tuple[Any, ...], list[Capacity]]:
     """
-    Agents that may take exactly the same jobs are claimed for together.
+    Agents that may take exactly the same work are claimed for together.
     """
     groups: dict[tuple[Any, ...], list[Capacity]] = {}
     for c in capacities:
         if c.slots <= 0:
             continue
-        key = (c.cpus, c.ram_mb, c.gpus, c.tags, c.agent_id if c.blocklisted else None)
+        key = (c.cpus, c.ram_mb, c.gpus, c.tags, c.devices,
+               c.agent_id if c.blocklisted else None)  # fmt: skip
         groups.setdefault(key, []).append(c)
     return groups
 
 
-async def claimMany(
-    txn: Transaction, capacities: list[Capacity], at: float | None = None
-) -> dict[str, list[lifecycle.Assignment]]:
+# The layers an agent of this capacity may take from, in the scheduler's
+# order. No rows are locked here: the tasks are locked afterwards, exactly
+# as many as were picked (locking a few of every candidate would make
+# concurrent claimers skip far more than they need to). The projects'
+# shares are summed over their jobs that may have active tasks.
+_CANDIDATES = (
+    "WITH p AS (SELECT project, sum(n_assigned + n_running)::int AS active FROM jobs"
+    " WHERE state IN ('queued', 'running') GROUP BY project)"
+    " SELECT l.id, l.index, j.id, j.priority, j.project, coalesce(p.active, 0),"
+    " coalesce(w.weight, 1), j.n_assigned + j.n_running, j.weight, j.max_running,"
+    " l.req_cpus, l.req_ram_mb, l.req_gpus, l.req_gpu_memory_mb, l.n_queued, l.max_running,"
+    " l.n_assigned + l.n_running, l.limits"
+    " FROM jobs j JOIN layers l ON l.job_id = j.id"
+    " LEFT JOIN p ON p.project = j.project LEFT JOIN projects w ON w.name = j.project"
+    " WHERE j.state IN ('queued', 'running') AND j.n_queued > 0 AND NOT j.paused"
+    " AND NOT j.canceled AND l.n_queued > 0"
+    " AND l.req_cpus <= %(cpus)s AND l.req_ram_mb <= %(ram)s AND l.req_gpus <= %(gpus)s"
+    " AND l.req_gpu_memory_mb <= %(gpu_mb)s AND l.req_tags <@ %(tags)s::text[]"
+    " AND (j.max_running IS NULL OR j.n_assigned + j.n_running < j.max_running)"
+    " AND (l.max_running IS NULL OR l.n_assigned + l.n_running < l.max_running)"
+    " AND NOT EXISTS (SELECT 1 FROM job_blocklist b WHERE b.job_id = j.id"
+    " AND b.agent_id = ANY (%(agents)s::uuid[]) AND b.blocked)"
+    " ORDER BY j.priority DESC, coalesce(p.active, 0)::float8 / coalesce(w.weight, 1),"
+    " (j.n_assigned + j.n_running)::float8 / j.weight, j.id, l.index"
+    " LIMIT %(layers)s"
+)
+
+_LOCK = (
+    "SELECT n.layer_id, t.id FROM unnest(%s::bigint[], %s::int[]) AS n (layer_id, k)"
+    " CROSS JOIN LATERAL (SELECT id, index FROM tasks WHERE layer_id = n.layer_id"
+    " AND state = 'queued' ORDER BY index LIMIT n.k FOR UPDATE SKIP LOCKED) t"
+    " ORDER BY n.layer_id, t.index"
+)
+
+# The advisory locks a claim tries to take, by name; those it got.
+_TRY_LOCKS = (
+    "SELECT k FROM unnest(%s::text[]) AS k WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
+)
+
+# Once locked: the room each limit and capped job and layer has now, as
+# committed. A limit's use is counted over the layers of the jobs that may
+# have active tasks (running or paused): bounded by what runs, not by
+# history.
+_ROOM = (
+    "SELECT 'limit:' || lim.name, lim.max - coalesce((SELECT sum(l.n_assigned + l.n_running)"
+    " FROM jobs j JOIN layers l ON l.job_id = j.id WHERE j.state IN ('running', 'paused')"
+    " AND l.limits @> ARRAY[lim.name]), 0) FROM limits lim WHERE lim.name = ANY (%(limits)s)"
+    " UNION ALL SELECT 'job:' || id, max_running - n_assigned - n_running FROM jobs"
+    " WHERE id = ANY (%(jobs)s)"
+    " UNION ALL SELECT 'layer:' || id, max_running - n_assigned - n_running FROM layers"
+    " WHERE id = ANY (%(layers)s)"
+)
+
+
+def _candidates(rows: list[tuple[Any, ...]], known: dict[Any, Any]) -> list[_Candidate]:
+    """
+    Rows of _CANDIDATES as candidates; jobs and projects are shared between
+    the candidates (and groups) of one claim, so that a pick for one agent
+    counts for all.
+    """
+    found: list[_Candidate] = []
+    for (layerID, index, jobID, priority, project, projectActive, projectWeight, jobActive,
+         jobWeight, jobMax, cpus, ram, gpus, gpuMB, queued, layerMax, layerActive,
+         limits) in rows:  # fmt: skip
+        share = known.setdefault(("project", project), _Share(projectActive, projectWeight))
+        job = known.get(("job", jobID))
+        if job is None:
+            job = known[("job", jobID)] = _Job(
+                jobID, priority, share, _Share(jobActive, jobWeight),
+                None if jobMax is None else jobMax - jobActive,
+            )  # fmt: skip
+        candidate = known.get(("layer", layerID))
+        if candidate is None:
+            candidate = known[("layer", layerID)] = _Candidate(
+                layerID, index, job, cpus, ram, gpus, gpuMB, queued,
+                None if layerMax is None else layerMax - layerActive, tuple(limits),
+            )  # fmt: skip
+        found.append(candidate)
+    return found
+
+
+async def _rooms(
+    txn: Transaction, candidates: list[_Candidate], claims: Claims, group: dict[int, list[str]]
+) -> dict[str, int]:
+    """
+    Take the locks the candidates need and read their room; a candidate
+    whose lock another claim holds gets no room (and its agents are noted
+    as contended). Returns the room of every limit by name.
+    """
+    wanted: dict[str, list[_Candidate]] = {}
+    for c in candidates:
+        for name in c.limits:
+            wanted.setdefault(f"limit:{name}", []).append(c)
+        if c.job.room is not None:
+            wanted.setdefault(f"job:{c.job.job_id}", []).append(c)
+        if c.room is not None:
+            wanted.setdefault(f"layer:{c.layer_id}", []).append(c)
+    if not wanted:
+        return {}
+    keys = sorted(wanted)
+    got = {r[0] for r in await txn.query(_TRY_LOCKS, (keys,))}
+    limits: dict[str, int] = {}
+    for key in keys:
+        if key not in got:
+            for c in wanted[key]:
+                c.available = 0
+                claims.contended.update(group.get(id(c), ()))
+    rows = await txn.query(
+        _ROOM,
+        {
+            "limits": [k[6:] for k in got if k.startswith("limit:")],
+            "jobs": [int(k[4:]) for k in got if k.startswith("job:")],
+            "layers": [int(k[6:]) for k in got if k.startswith("layer:")],
+        },
+    )
+    rooms = dict(rows)
+    for key in got:
+        room = max(0, rooms.get(key, 0) or 0)
+        if key.startswith("limit:"):
+            limits[key[6:]] = room
+        for c in wanted[key]:
+            if key.startswith("job:"):
+                c.job.room = room
+            elif key.startswith("layer:"):
+                c.room = room
+    return limits
+
+
+async def claimAll(txn: Transaction, capacities: list[Capacity], at: float | None = None) -> Claims:
     """
     Assign queued tasks to the free slots of several agents, in a few
     statements whatever their number: one candidate query per group of alike
-    agents, one to lock the picked number of tasks of each job, one to assign
-    them.
+    agents, (only where limits or caps are involved) one to take their locks
+    and one to read their room, one to lock the picked number of tasks of
+    each layer, one to assign them.
     """
-    picks: list[tuple[str, int]] = []
+    claims = Claims()
+    known: dict[Any, Any] = {}
+    groups: list[tuple[list[Capacity], list[_Candidate]]] = []
+    #: The agents of the group(s) each candidate came from, by its id().
+    agentsOf: dict[int, list[str]] = {}
+    everyCandidate: dict[int, _Candidate] = {}
     for group in _groups(capacities).values():
         first = group[0]
         total = sum(c.slots for c in group)
@@ -150,35 +362,52 @@ async def claimMany(
                 "cpus": first.cpus,
                 "ram": first.ram_mb,
                 "gpus": first.gpus,
+                "gpu_mb": max((d[1] for d in first.devices), default=0),
                 "tags": list(first.tags),
                 "agents": [c.agent_id for c in group] if first.blocklisted else [],
-                "jobs": total,
+                "layers": total,
             },
         )
-        candidates = [
-            _Candidate(j, p, a, w, cpus, ram, gpus, min(queued, total))
-            for j, p, a, w, cpus, ram, gpus, queued in rows
-        ]
-        ranking = _Ranking(candidates)
+        candidates = _candidates(rows, known)
+        for c in candidates:
+            agentsOf.setdefault(id(c), []).extend(a.agent_id for a in group)
+            everyCandidate[id(c)] = c
+        groups.append((group, candidates))
+    limits = await _rooms(txn, list(everyCandidate.values()), claims, agentsOf)
+    picks: list[tuple[str, int, tuple[int, ...]]] = []
+    for group, candidates in groups:
+        ranking = _Ranking(candidates, limits)
         for c in group:
-            picks.extend((c.agent_id, jobID) for jobID in ranking.pick(c))
+            picks.extend((c.agent_id, layerID, devices) for layerID, _, devices in ranking.pick(c))
     if not picks:
-        return {}
-    need = Counter(jobID for _, jobID in picks)
-    jobIDs = sorted(need)
+        return claims
+    need = Counter(layerID for _, layerID, _ in picks)
+    layerIDs = sorted(need)
     locked: dict[int, list[int]] = {}
-    for jobID, taskID in await txn.query(_LOCK, (jobIDs, [need[j] for j in jobIDs])):
-        locked.setdefault(jobID, []).append(taskID)
-    pairs = []
-    for agentID, jobID in picks:
-        tasks = locked.get(jobID)
+    for layerID, taskID in await txn.query(_LOCK, (layerIDs, [need[k] for k in layerIDs])):
+        locked.setdefault(layerID, []).append(taskID)
+    pairs: list[tuple[int, str]] = []
+    devices: dict[int, tuple[int, ...]] = {}
+    for agentID, layerID, given in picks:
+        tasks = locked.get(layerID)
         if tasks:
             # Tasks another claimer holds were skipped: fewer to hand out.
-            pairs.append((tasks.pop(0), agentID))
-    result: dict[str, list[lifecycle.Assignment]] = {}
-    for a in await lifecycle.assignMany(txn, pairs, at):
-        result.setdefault(a.agent_id, []).append(a)
-    return result
+            taskID = tasks.pop(0)
+            pairs.append((taskID, agentID))
+            if given:
+                devices[taskID] = given
+    for a in await lifecycle.assignMany(txn, pairs, at, devices):
+        claims.assigned.setdefault(a.agent_id, []).append(a)
+    return claims
+
+
+async def claimMany(
+    txn: Transaction, capacities: list[Capacity], at: float | None = None
+) -> dict[str, list[lifecycle.Assignment]]:
+    """
+    L{claimAll}'s assignments only.
+    """
+    return (await claimAll(txn, capacities, at)).assigned
 
 
 async def claim(

@@ -17,9 +17,11 @@ is requeued.
 
 from __future__ import annotations
 
+from typing import Any
+
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from masterd.db import Batcher, DatabaseUnavailable, Transaction
@@ -37,10 +39,13 @@ from masterd.service import LoopWatcher, Periodic, StagedService
 from masterd.stats import SchedulingStats
 from masterd.talkback import AgentRegistry
 
-from .claims import Capacity, claimMany
+from .claims import Capacity, Claims, Device, claimAll
 from .timeouts import assignTimeouts, taskTimeouts
 
 log = Logger()
+
+#: How soon agents whose work another claim held locked are offered again.
+CONTENDED_RETRY_S = 0.02
 
 
 @frozen
@@ -63,12 +68,16 @@ class AgentSlots:
     ram_mb: int
     gpus: int
     tags: tuple[str, ...]
-    running: dict[int, tuple[int, int, int]] = field(factory=dict)
+    #: What each task it runs takes: (cpus, ram_mb, gpus, GPU indexes).
+    running: dict[int, Taken] = field(factory=dict)
     #: It has failed on some job: it may be blocklisted there.
     blocklisted: bool = False
+    #: Its GPUs: (index, memory in MB).
+    devices: tuple[Device, ...] = ()
 
     def capacity(self) -> Capacity:
         used = [sum(r[i] for r in self.running.values()) for i in range(3)]
+        busy = {index for r in self.running.values() for index in r[3]}
         return Capacity(
             agent_id=self.agent_id,
             slots=(self.max_tasks - len(self.running)) if self.enabled else 0,
@@ -77,26 +86,45 @@ class AgentSlots:
             gpus=self.gpus - used[2],
             tags=self.tags,
             blocklisted=self.blocklisted,
+            devices=tuple(d for d in self.devices if d[0] not in busy),
         )
 
 
-async def activeTasks(
-    txn: Transaction, agentIDs: list[str]
-) -> dict[str, dict[int, tuple[int, int, int]]]:
+#: What a task takes of its agent: (cpus, ram_mb, gpus, GPU indexes).
+Taken = tuple[int, int, int, tuple[int, ...]]
+
+
+def taken(assignment: lifecycle.Assignment) -> Taken:
+    return (*assignment.requirements, assignment.gpu_devices)
+
+
+async def activeTasks(txn: Transaction, agentIDs: list[str]) -> dict[str, dict[int, Taken]]:
     """
     What the database says each agent runs (assigned or running), with the
-    requirements of each task's job.
+    requirements of each task's layer and the GPUs its attempt was given.
     """
     rows = await txn.query(
-        "SELECT t.agent_id, t.id, j.req_cpus, j.req_ram_mb, j.req_gpus FROM tasks t"
-        " JOIN jobs j ON j.id = t.job_id"
+        "SELECT t.agent_id, t.id, l.req_cpus, l.req_ram_mb, l.req_gpus, a.gpu_devices"
+        " FROM tasks t JOIN layers l ON l.id = t.layer_id"
+        " LEFT JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt"
         " WHERE t.agent_id = ANY (%s::uuid[]) AND t.state IN ('assigned', 'running')",
         (agentIDs,),
     )
-    found: dict[str, dict[int, tuple[int, int, int]]] = {}
-    for agentID, taskID, cpus, ram, gpus in rows:
-        found.setdefault(str(agentID), {})[taskID] = (cpus, ram, gpus)
+    found: dict[str, dict[int, Taken]] = {}
+    for agentID, taskID, cpus, ram, gpus, devices in rows:
+        found.setdefault(str(agentID), {})[taskID] = (cpus, ram, gpus, tuple(devices or ()))
     return found
+
+
+def agentDevices(gpus: int, reported: list[dict[str, Any]] | None) -> tuple[Device, ...]:
+    """
+    An agent's GPUs as it reported them at hello; an agent that gave only
+    their number (C{--gpus}) has that many, numbered from 0, of unknown
+    memory.
+    """
+    if reported:
+        return tuple(sorted((int(d["index"]), int(d.get("memory_mb") or 0)) for d in reported))
+    return tuple((i, 0) for i in range(gpus))
 
 
 async def loadSlots(txn: Transaction, agentID: str) -> AgentSlots | None:
@@ -113,8 +141,9 @@ async def loadSlotsMany(txn: Transaction, agentIDs: list[str]) -> list[AgentSlot
 
     rows = await txn.query(
         "SELECT id, enabled, max_tasks, agent_limits, operator_limits, cpus, ram_mb, gpus,"
-        " tags || extra_tags, EXISTS (SELECT 1 FROM job_blocklist b WHERE b.agent_id = a.id"
-        " AND b.blocked) FROM agents a WHERE id = ANY (%s::uuid[]) AND session IS NOT NULL",
+        " gpu_devices, tags || extra_tags, EXISTS (SELECT 1 FROM job_blocklist b"
+        " WHERE b.agent_id = a.id AND b.blocked) FROM agents a"
+        " WHERE id = ANY (%s::uuid[]) AND session IS NOT NULL",
         (agentIDs,),
     )
     running = await activeTasks(txn, [str(r[0]) for r in rows])
@@ -128,6 +157,7 @@ async def loadSlotsMany(txn: Transaction, agentIDs: list[str]) -> list[AgentSlot
         cpus,
         ram,
         gpus,
+        gpuDevices,
         tags,
         blocked,
     ) in rows:
@@ -143,6 +173,7 @@ async def loadSlotsMany(txn: Transaction, agentIDs: list[str]) -> list[AgentSlot
             gpus=gpus,
             tags=tuple(sorted(set(tags))),
             running=running.get(str(agentID), {}),
+            devices=agentDevices(gpus, gpuDevices),
         )
     return [found.get(agentID) for agentID in agentIDs]
 
@@ -178,6 +209,8 @@ class Scheduler(StagedService):
         self._round: Deferred[None] | None = None
         self._sweep = Periodic("scheduler.sweep", self.sweep, settings.sweep_s, clock, watcher)
         self.rounds = 0
+        self._contended: set[str] = set()
+        self._retry: IDelayedCall | None = None
         events.subscribe(AgentReady, lambda event: self.agentJoined(event.agent_id))
         events.subscribe(AgentGone, lambda event: self.agentGone(event.agent_id))
         events.subscribe(
@@ -190,6 +223,8 @@ class Scheduler(StagedService):
         self._sweep.start()
 
     async def stop(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         await self._sweep.stop()
         if self._round is not None:
             await self._round
@@ -268,7 +303,7 @@ class Scheduler(StagedService):
         taken: list[Capacity] = []
         ran = False
 
-        async def claimNow(txn: Transaction) -> dict[str, list[lifecycle.Assignment]]:
+        async def claimNow(txn: Transaction) -> Claims:
             nonlocal ran
             ran = True
             # Offers from now on need another claim (in the next batch).
@@ -284,9 +319,9 @@ class Scheduler(StagedService):
                     if capacity.slots > 0:
                         taken.append(capacity)
             if not taken:
-                return {}
+                return Claims()
             self.rounds += 1
-            return await claimMany(txn, taken, self.clock.seconds())
+            return await claimAll(txn, taken, self.clock.seconds())
 
         self._inFlight += 1
         try:
@@ -303,9 +338,15 @@ class Scheduler(StagedService):
             self._inFlight -= 1
         if taken:
             self.stats.claims += 1
-        for agentID, assignments in results.items():
+        for agentID, assignments in results.assigned.items():
             self.stats.assigned += len(assignments)
             self._assigned(agentID, assignments)
+        if results.contended:
+            # Another claim held a limit or cap these agents' work needs: it
+            # commits within a batch, so try again very soon.
+            self._contended.update(results.contended)
+            if self._retry is None or not self._retry.active():
+                self._retry = self.clock.callLater(CONTENDED_RETRY_S, self._retryContended)
 
     def _assigned(self, agentID: str, assignments: list[lifecycle.Assignment]) -> None:
         slots = self.agents.get(agentID)
@@ -315,11 +356,18 @@ class Scheduler(StagedService):
             freed.difference_update(a.task_id for a in assignments)
         if slots is not None:
             for a in assignments:
-                slots.running[a.task_id] = a.requirements
+                slots.running[a.task_id] = taken(a)
         if connection is not None:
             connection.assign(assignments)
         # If the connection went meanwhile, the tasks are found again by the
         # assign timeout or the lost grace, whichever comes first.
+
+    def _retryContended(self) -> None:
+        self._retry = None
+        wanted, self._contended = self._contended, set()
+        for agentID in wanted:
+            if agentID in self.agents:
+                self.offer(agentID)
 
     def resync(self) -> None:
         """

@@ -19,13 +19,13 @@ async def taskTimeouts(
     txn: Transaction, now: float, blocklistAfter: int
 ) -> list[tuple[str, int, int]]:
     """
-    Running attempts older than their job's task_timeout_s fail with the
+    Running attempts older than their layer's timeout_s fail with the
     error "timeout" (a failed attempt: retries and the blocklist apply).
     """
     rows = await txn.query(
-        "SELECT t.agent_id, t.id, t.attempt FROM tasks t JOIN jobs j ON j.id = t.job_id"
-        " WHERE t.state = 'running' AND j.task_timeout_s IS NOT NULL"
-        " AND t.started_at < %s - j.task_timeout_s * interval '1 second'"
+        "SELECT t.agent_id, t.id, t.attempt FROM tasks t JOIN layers l ON l.id = t.layer_id"
+        " WHERE t.state = 'running' AND l.timeout_s IS NOT NULL"
+        " AND t.started_at < %s - l.timeout_s * interval '1 second'"
         " ORDER BY t.id FOR UPDATE OF t SKIP LOCKED",
         (_ts(now),),
     )

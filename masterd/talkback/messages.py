@@ -58,6 +58,17 @@ class RunningTask(Model):
     attempt: Attempt
 
 
+class GpuDevice(Model):
+    """
+    One of the agent's GPUs, as nvidia-smi numbers it (CUDA_VISIBLE_DEVICES
+    takes these indexes).
+    """
+
+    index: Annotated[int, Meta(ge=0, le=1023)]
+    name: Annotated[str, Meta(max_length=255)] = ""
+    memory_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] = 0
+
+
 class AgentInfo(Model):
     id: Annotated[str, Meta(min_length=1, max_length=45, description="A UUID, chosen once")]
     hostname: Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
@@ -70,6 +81,10 @@ class AgentInfo(Model):
     software: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=255)], Text1K],
                         Meta(max_length=1000)] = {}  # fmt: skip
     max_tasks: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    gpu_devices: Annotated[
+        list[GpuDevice],
+        Meta(max_length=1024, description="Its GPUs; gpus is then their number"),
+    ] = []
 
     def __post_init__(self) -> None:
         try:
@@ -78,6 +93,11 @@ class AgentInfo(Model):
             self.id = str(uuid.UUID(self.id))
         except ValueError:
             raise ValueError("id: must be a UUID") from None
+        if self.gpu_devices:
+            indexes = [d.index for d in self.gpu_devices]
+            if len(set(indexes)) != len(indexes):
+                raise ValueError("gpu_devices: each index once")
+            self.gpus = len(self.gpu_devices)
 
 
 class Hello(_In, tag="hello"):

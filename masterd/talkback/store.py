@@ -194,9 +194,9 @@ class AgentStore:
         rows = await txn.query(
             "WITH x AS (SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[],"
             " %s::int[], %s::int[], %s::int[], %s::jsonb[], %s::jsonb[], %s::int[], %s::text[],"
-            " %s::uuid[], %s::timestamptz[], %s::bytea[], %s::bytea[]) AS x (id, hostname, os,"
-            " version, cpus, ram_mb, gpus, tags, software, max_tasks, master, session, at,"
-            " presented, fresh)),"
+            " %s::uuid[], %s::timestamptz[], %s::bytea[], %s::bytea[], %s::jsonb[])"
+            " AS x (id, hostname, os, version, cpus, ram_mb, gpus, tags, software, max_tasks,"
+            " master, session, at, presented, fresh, gpu_devices)),"
             # The previous session and credential are read under the row's
             # lock, before the upsert replaces them: the upsert takes its
             # rows from this join.
@@ -213,10 +213,11 @@ class AgentStore:
             " prev.credential IS NOT NULL AS enrolled FROM x LEFT JOIN prev ON prev.id = x.id),"
             " up AS (INSERT INTO agents (id, hostname, os, version, cpus, ram_mb, gpus, tags,"
             " software, max_tasks, master, session, connected_at, disconnected_at, last_seen,"
-            " credential_sha256, enrolled_at)"
+            " credential_sha256, enrolled_at, gpu_devices)"
             " SELECT ok.id, ok.hostname, ok.os, ok.version, ok.cpus, ok.ram_mb, ok.gpus,"
             " ARRAY(SELECT jsonb_array_elements_text(ok.tags)), ok.software, ok.max_tasks,"
-            " ok.master, ok.session, ok.at, NULL, ok.at, ok.credential, ok.since"
+            " ok.master, ok.session, ok.at, NULL, ok.at, ok.credential, ok.since,"
+            " ok.gpu_devices"
             " FROM ok WHERE ok.credential IS NOT NULL ORDER BY ok.id"
             " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
             " os = EXCLUDED.os, version = EXCLUDED.version, cpus = EXCLUDED.cpus,"
@@ -225,7 +226,7 @@ class AgentStore:
             " master = EXCLUDED.master, session = EXCLUDED.session,"
             " connected_at = EXCLUDED.connected_at, disconnected_at = NULL,"
             " last_seen = EXCLUDED.last_seen, credential_sha256 = EXCLUDED.credential_sha256,"
-            " enrolled_at = EXCLUDED.enrolled_at"
+            " enrolled_at = EXCLUDED.enrolled_at, gpu_devices = EXCLUDED.gpu_devices"
             # A new id that another transaction enrolled after this one's
             # snapshot (two first hellos at once, on two masters) is not
             # taken over: only the first enrollment counts.
@@ -262,6 +263,15 @@ class AgentStore:
                     for hello, _, _, _, _ in items
                 ],
                 [digestOf(f) if f is not None else None for f in fresh],
+                [
+                    Json(
+                        [
+                            {"index": d.index, "name": d.name, "memory_mb": d.memory_mb}
+                            for d in hello.agent.gpu_devices
+                        ]
+                    )
+                    for hello, _, _, _, _ in items
+                ],
             ),
         )
         for kind, agent, enabled, limits, master, session, taskID, attempt, flag in rows:

@@ -1,0 +1,100 @@
+"""
+Limits and projects over HTTP: what the scheduler shares out
+(docs/scheduler.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.web.iweb import IRequest
+
+from masterd.audit import Actor
+from masterd.config import Role
+from masterd.scheduler.resources import (
+    LimitDocument,
+    LimitList,
+    LimitPut,
+    ProjectDocument,
+    ProjectList,
+    ProjectPut,
+    SchedulingStore,
+)
+
+from ._operations import PathParam, operation
+
+LIMIT = (PathParam("name", "name", "limit", "A limit's name"),)
+PROJECT = (PathParam("name", "name", "project", "A project's name"),)
+
+
+class SchedulingRoutes:
+    """
+    A mixin of L{MasterAPI}: C{/api/v1/limits} and C{/api/v1/projects}.
+    """
+
+    scheduling: SchedulingStore | None
+    actor: Callable[[IRequest], Actor]
+
+    def _scheduling(self) -> SchedulingStore:
+        assert self.scheduling is not None
+        return self.scheduling
+
+    @operation("GET", "/api/v1/limits", summary="Limits (licences), with their use",
+               role=Role.viewer, response=LimitList, tag="scheduling")  # fmt: skip
+    async def listLimits(self, request: IRequest) -> LimitList:
+        return LimitList(items=await self._scheduling().listLimits())
+
+    @operation("GET", "/api/v1/limits/{name}", summary="A limit", role=Role.viewer,
+               params=LIMIT, response=LimitDocument, tag="scheduling")  # fmt: skip
+    async def getLimit(self, request: IRequest, name: str) -> LimitDocument:
+        return await self._scheduling().getLimit(name)
+
+    @operation("PUT", "/api/v1/limits/{name}", summary="Create or change a limit",
+               role=Role.operator, params=LIMIT, body=LimitPut, response=LimitDocument,
+               tag="scheduling",
+               description="At most max tasks of the layers naming the limit are assigned or "
+               "running at once, over every master. A max lowered below the use lets the "
+               "running tasks finish and assigns none until the use is below it. 201 when "
+               "created, 200 when changed.")  # fmt: skip
+    async def putLimit(self, request: IRequest, name: str, body: LimitPut) -> LimitDocument:
+        document, created = await self._scheduling().putLimit(name, body, self.actor(request))
+        if created:
+            request.setResponseCode(201)
+            request.setHeader(b"location", document.href.encode("utf-8"))
+        return document
+
+    @operation("DELETE", "/api/v1/limits/{name}", summary="Delete a limit no unfinished job "
+               "names", role=Role.operator, params=LIMIT, status=204, errors=(409,),
+               tag="scheduling")  # fmt: skip
+    async def deleteLimit(self, request: IRequest, name: str) -> None:
+        await self._scheduling().deleteLimit(name, self.actor(request))
+
+    @operation("GET", "/api/v1/projects", summary="Projects: their weights and what they run",
+               role=Role.viewer, response=ProjectList, tag="scheduling",
+               description="Every project with a weight, and every project of an unfinished "
+               "job (weight 1 unless set).")  # fmt: skip
+    async def listProjects(self, request: IRequest) -> ProjectList:
+        return ProjectList(items=await self._scheduling().listProjects())
+
+    @operation("GET", "/api/v1/projects/{name}", summary="A project", role=Role.viewer,
+               params=PROJECT, response=ProjectDocument, tag="scheduling")  # fmt: skip
+    async def getProject(self, request: IRequest, name: str) -> ProjectDocument:
+        return await self._scheduling().getProject(name)
+
+    @operation("PUT", "/api/v1/projects/{name}", summary="Set a project's weight",
+               role=Role.operator, params=PROJECT, body=ProjectPut, response=ProjectDocument,
+               tag="scheduling",
+               description="Within a priority, projects share the farm in proportion to their "
+               "weights (default 1). 201 when created, 200 when changed.")  # fmt: skip
+    async def putProject(self, request: IRequest, name: str, body: ProjectPut) -> ProjectDocument:
+        document, created = await self._scheduling().putProject(name, body, self.actor(request))
+        if created:
+            request.setResponseCode(201)
+            request.setHeader(b"location", document.href.encode("utf-8"))
+        return document
+
+    @operation("DELETE", "/api/v1/projects/{name}", summary="Forget a project's weight (back "
+               "to 1)", role=Role.operator, params=PROJECT, status=204,
+               tag="scheduling")  # fmt: skip
+    async def deleteProject(self, request: IRequest, name: str) -> None:
+        await self._scheduling().deleteProject(name, self.actor(request))
