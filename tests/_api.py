@@ -20,6 +20,7 @@ from masterd.db import Batcher, Pool
 from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, MasterAPI, MasterSite
 from masterd.jobs import JobStore
+from masterd.scheduler.resources import SchedulingStore
 from masterd.stats import MasterStats
 from masterd.talkback import (
     AgentDirectory,
@@ -148,6 +149,7 @@ async def startAPI(
         pool=pool,
         tokens=tokens,
         auditLog=AuditLog(pool),
+        scheduling=SchedulingStore(pool, events),
     )
     site = MasterSite(api.app.resource(), stats, 1 << 20)
     site.accessLog.enabled = False

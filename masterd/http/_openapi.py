@@ -131,6 +131,8 @@ def openAPIDocument(version: str) -> dict[str, Any]:
         elif op.response is not None:
             success["content"] = {op.contentType: {"schema": schemaOf[id(op.response)]}}
         responses[str(op.status)] = success
+        if op.createdToo:
+            responses["201"] = {**success, "description": f"{op.summary}: created"}
         for code in _errors(op):
             responses[str(code)] = {
                 "description": _ERRORS.get(code, "An error"),

@@ -76,6 +76,9 @@ class Operation:
     owned: bool = False
     #: The body may be left out (it is then C{{}}).
     bodyOptional: bool = False
+    #: A PUT that answers 201 (with the same document) when it created the
+    #: resource, the declared status otherwise.
+    createdToo: bool = False
 
 
 #: Every declared operation, in declaration order: what the OpenAPI
@@ -164,6 +167,7 @@ def operation(
     database: bool = True,
     owned: bool = False,
     bodyOptional: bool = False,
+    createdToo: bool = False,
 ) -> Callable[[F], F]:
     """
     Declare a route. C{path} is written as OpenAPI writes it
@@ -193,6 +197,7 @@ def operation(
             contentType=contentType,
             owned=owned,
             bodyOptional=bodyOptional,
+            createdToo=createdToo,
         )
         OPERATIONS.append(op)
 

@@ -6,6 +6,7 @@ Limits and projects over HTTP: what the scheduler shares out
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.web.iweb import IRequest
 
@@ -21,7 +22,18 @@ from masterd.scheduler.resources import (
     SchedulingStore,
 )
 
-from ._operations import PathParam, operation
+from ._operations import PathParam, operation, respond
+
+
+def _createdOr(request: IRequest, document: LimitDocument | ProjectDocument, created: bool) -> Any:
+    """
+    A PUT's answer: 201 with a Location when it created the resource.
+    """
+    if not created:
+        return document
+    request.setHeader(b"location", document.href.encode("utf-8"))
+    return respond(request, document, 201)
+
 
 LIMIT = (PathParam("name", "name", "limit", "A limit's name"),)
 PROJECT = (PathParam("name", "name", "project", "A project's name"),)
@@ -51,17 +63,14 @@ class SchedulingRoutes:
 
     @operation("PUT", "/api/v1/limits/{name}", summary="Create or change a limit",
                role=Role.operator, params=LIMIT, body=LimitPut, response=LimitDocument,
-               tag="scheduling",
+               tag="scheduling", createdToo=True,
                description="At most max tasks of the layers naming the limit are assigned or "
                "running at once, over every master. A max lowered below the use lets the "
                "running tasks finish and assigns none until the use is below it. 201 when "
                "created, 200 when changed.")  # fmt: skip
-    async def putLimit(self, request: IRequest, name: str, body: LimitPut) -> LimitDocument:
+    async def putLimit(self, request: IRequest, name: str, body: LimitPut) -> Any:
         document, created = await self._scheduling().putLimit(name, body, self.actor(request))
-        if created:
-            request.setResponseCode(201)
-            request.setHeader(b"location", document.href.encode("utf-8"))
-        return document
+        return _createdOr(request, document, created)
 
     @operation("DELETE", "/api/v1/limits/{name}", summary="Delete a limit no unfinished job "
                "names", role=Role.operator, params=LIMIT, status=204, errors=(409,),
@@ -83,15 +92,12 @@ class SchedulingRoutes:
 
     @operation("PUT", "/api/v1/projects/{name}", summary="Set a project's weight",
                role=Role.operator, params=PROJECT, body=ProjectPut, response=ProjectDocument,
-               tag="scheduling",
+               tag="scheduling", createdToo=True,
                description="Within a priority, projects share the farm in proportion to their "
                "weights (default 1). 201 when created, 200 when changed.")  # fmt: skip
-    async def putProject(self, request: IRequest, name: str, body: ProjectPut) -> ProjectDocument:
+    async def putProject(self, request: IRequest, name: str, body: ProjectPut) -> Any:
         document, created = await self._scheduling().putProject(name, body, self.actor(request))
-        if created:
-            request.setResponseCode(201)
-            request.setHeader(b"location", document.href.encode("utf-8"))
-        return document
+        return _createdOr(request, document, created)
 
     @operation("DELETE", "/api/v1/projects/{name}", summary="Forget a project's weight (back "
                "to 1)", role=Role.operator, params=PROJECT, status=204,

@@ -310,15 +310,15 @@ def _layers(
             )
         )
     _checkCycles(specs)
-    for layer in specs:
-        for dependency in layer.depends_on:
+    for checked in specs:
+        for dependency in checked.depends_on:
             if dependency.mode == "frame" and dependency.layer is not None:
                 parent = specs[dependency.layer]
-                mine = {f for task in layer.tasks for f in task.frames}
+                mine = {f for task in checked.tasks for f in task.frames}
                 if not any(f in mine for task in parent.tasks for f in task.frames):
                     raise InvalidField(
                         dependency.field + ".mode",
-                        f"layers {layer.name!r} and {parent.name!r} have no frame in common",
+                        f"layers {checked.name!r} and {parent.name!r} have no frame in common",
                     )
     return tuple(specs)
 

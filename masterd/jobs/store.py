@@ -22,6 +22,7 @@ from .models import (
     AttemptDocument,
     BlocklistEntry,
     DependencyDocument,
+    DependencyMode,
     JobDocument,
     LayerDocument,
     TaskDocument,
@@ -139,7 +140,7 @@ class JobStore:
                 " parent_job, mode",
                 (list(names),),
             ):
-                kind = "layer" if parentLayer is not None else "job"
+                kind: DependencyMode = "layer" if parentLayer is not None else "job"
                 dependencies[child].append(DependencyDocument(
                     mode="frame" if mode == "frame" else kind, on_failure=onFailure,
                     layer=names.get(parentLayer) if parentLayer is not None else None,

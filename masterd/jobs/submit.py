@@ -111,12 +111,12 @@ async def insertJob(txn: Transaction, spec: JobSpec, owner: str) -> tuple[int, b
          if d.mode == "frame" and d.job is not None}
     )  # fmt: skip
     if frameJobs:
-        for jobID, taskID, frames, state in await txn.query(
+        for parentJob, taskID, frames, state in await txn.query(
             "SELECT job_id, id, frames, state FROM tasks WHERE job_id = ANY (%s)"
             " ORDER BY id FOR SHARE",
             (frameJobs,),
         ):
-            parentTasks.setdefault(jobID, []).append((taskID, tuple(frames), state == "done"))
+            parentTasks.setdefault(parentJob, []).append((taskID, tuple(frames), state == "done"))
     r = spec.requirements
     rows = await txn.query(
         "INSERT INTO jobs (title, owner, project, priority, weight, paused, command, env, cwd,"

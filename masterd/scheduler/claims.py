@@ -377,8 +377,10 @@ async def claimAll(txn: Transaction, capacities: list[Capacity], at: float | Non
     picks: list[tuple[str, int, tuple[int, ...]]] = []
     for group, candidates in groups:
         ranking = _Ranking(candidates, limits)
-        for c in group:
-            picks.extend((c.agent_id, layerID, devices) for layerID, _, devices in ranking.pick(c))
+        for agent in group:
+            picks.extend(
+                (agent.agent_id, layerID, devices) for layerID, _, devices in ranking.pick(agent)
+            )
     if not picks:
         return claims
     need = Counter(layerID for _, layerID, _ in picks)

@@ -5,8 +5,10 @@ database, and the bare SQL of a lifecycle under pgbench as the ceiling.
 
 Run it from the repository root::
 
-    python tests/bench/scheduler_bench.py [--case {throughput,contention,latency,all}]
+    python tests/bench/scheduler_bench.py
+        [--case {throughput,production,contention,latency,all}]
         [--agents 200] [--tasks 50000] [--jobs 1000] [--job-tasks 100]
+        [--production-jobs 20] [--production-frames 800]
         [--contention-agents 500] [--hold 1] [--latency-tasks 8000] [--duration 30]
         [--pgbench-clients 4,16] [--pgbench-batch 50] [--pgbench-seconds 20]
 
@@ -17,6 +19,11 @@ contention case with 4 threads), then starts a load generator
 with running and done. Cases:
 
  - C{throughput}: C{--agents} agents on one job of C{--tasks} tasks;
+ - C{production}: C{--agents} agents on C{--production-jobs} jobs of three
+   layers of C{--production-frames} frames (sim; render frame by frame on
+   sim; comp frame by frame on render), render and comp holding one limit
+   each, the jobs shared by two projects of weights 1 and 2 (target: at
+   least 0.8 times the throughput case of the same run);
  - C{contention}: C{--contention-agents} agents on C{--jobs} jobs of
    C{--job-tasks} tasks each;
  - C{latency}: C{--agents} agents on one job of C{--latency-tasks} tasks that
@@ -93,9 +100,12 @@ from tests.bench.talkback_bench import (
 )
 
 LOAD = Path(__file__).with_name("scheduler_load.py")
+#: The steady lifecycles/s of each case run, for the ratios between cases.
+RATES: dict[str, float] = {}
+PRODUCTION_TARGET = 0.8
 RATE_TARGET, AIM, P99_TARGET = 2000, 3000, 50.0
 # Sentinels for capturing masterd's SQL, replaced by pgbench variables.
-TASK, JOB = 987654321012, 987654321034
+TASK, JOB, LAYER = 987654321012, 987654321034, 987654321056
 
 
 class AgentLoads(Loads):
@@ -139,6 +149,50 @@ def submit(port: int, count: int, frames: str, threads: int = 4) -> list[int]:
     with ThreadPoolExecutor(threads) as pool:
         shares = [range(i, count, threads) for i in range(threads)]
         return [i for part in pool.map(worker, shares) for i in part]
+
+
+#: The production case: jobs of three layers (sim, render frame by frame on
+#: sim, comp frame by frame on render), render and comp each holding a limit,
+#: the jobs shared between two projects of weights 1 and 2. The limits' max
+#: is above the agents' number: the case measures what limits, frame
+#: dependencies and project shares cost, not a farm held back by licences.
+PRODUCTION_SETUP = [
+    ("PUT", "/api/v1/limits/bench-render", {"max": 100_000}),
+    ("PUT", "/api/v1/limits/bench-comp", {"max": 100_000}),
+    ("PUT", "/api/v1/projects/bench-a", {"weight": 1}),
+    ("PUT", "/api/v1/projects/bench-b", {"weight": 2}),
+]
+
+
+def productionJob(i: int, frames: int) -> dict[str, Any]:
+    spec = f"1-{frames}"
+    return {
+        "title": f"bench shot {i}", "project": "bench-a" if i % 2 else "bench-b",
+        "layers": [
+            {"name": "sim", "command": ["true"], "frames": spec},
+            {"name": "render", "command": ["true"], "frames": spec, "limits": ["bench-render"],
+             "depends_on": [{"layer": "sim", "mode": "frame"}]},
+            {"name": "comp", "command": ["true"], "frames": spec, "limits": ["bench-comp"],
+             "depends_on": [{"layer": "render", "mode": "frame"}]},
+        ],
+    }  # fmt: skip
+
+
+def submitProduction(port: int, count: int, frames: int) -> list[int]:
+    client = Client(port)
+    try:
+        for method, path, body in PRODUCTION_SETUP:
+            client.request(method, path, body, 201)
+        return [client.request("POST", "/api/v1/jobs", productionJob(i, frames), 201)["id"]
+                for i in range(count)]  # fmt: skip
+    finally:
+        client.close()
+
+
+def layerID(pg: Postgres, job: int) -> int:
+    with closing(psycopg2.connect(pg.dsn)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT id FROM layers WHERE job_id = %s ORDER BY index LIMIT 1", (job,))
+        return int(cursor.fetchone()[0])
 
 
 def committed(db: Any, ids: list[int]) -> int:
@@ -226,7 +280,8 @@ def pgbenchScript(db: Any, path: Path, size: int, steps: bool) -> Path:
 
     store = AgentStore(None)  # type: ignore[arg-type]
     captured = [
-        capture([[(JOB, 50, 0, 1, 0, 0, 0, size)], [(JOB, t) for t in tasks]], lambda t: claimMany(
+        capture([[(LAYER, 0, JOB, 50, "bench", 0, 1, 0, 1, None, 0, 0, 0, 0, size, None, 0, [])],
+                 [(LAYER, t) for t in tasks]], lambda t: claimMany(
             t, [Capacity(a, 1, 8, 16000, 0, ("linux",)) for a in agents], None)),
         capture([[(t,) for t in tasks]], lambda t: store._applyReports(t, reports("running"))),
         capture([[(t, JOB) for t in tasks]], lambda t: store._applyReports(t, reports("done"))),
@@ -237,7 +292,7 @@ def pgbenchScript(db: Any, path: Path, size: int, steps: bool) -> Path:
              (f"ARRAY[{','.join(repr(a) for a in agents)}]",
               "(SELECT array_agg(('00000000-0000-4000-8000-' || lpad((:client_id * 100000 + g)"
               f"::text, 12, '0'))::uuid ORDER BY g) FROM generate_series(1, {size}) g)"),
-             (str(JOB), ":job")]  # fmt: skip
+             (str(JOB), ":job"), (str(LAYER), ":layer")]  # fmt: skip
     texts = []
     with db.cursor() as cursor:
         for calls in captured:
@@ -246,7 +301,7 @@ def pgbenchScript(db: Any, path: Path, size: int, steps: bool) -> Path:
                 text = cursor.mogrify(sql, params).decode()
                 for old, new in swaps:
                     text = text.replace(old, new)
-                if answer and answer[0] == (JOB, TASK):  # the statement that picks the tasks
+                if answer and answer[0] == (LAYER, TASK):  # the statement that picks the tasks
                     text = f"SELECT array_agg(id)::text AS ids FROM ({text}) l \\gset"
                 lines.append(text if text.endswith("gset") else text + ";")
             texts.append("\n".join(lines))
@@ -264,14 +319,15 @@ def pgbench(pg: Postgres, port: int, script: Path, clients: int, tasks: int, siz
     (batched, 0) until the job is done.
     """
     job = submit(port, 1, f"1-{tasks}", 1)[0]
+    layer = layerID(pg, job)
     length = ["-T", str(seconds)] if seconds else ["-t", str(tasks // size // clients)]
     spec = importlib.util.find_spec("pgserver")
     assert spec is not None and spec.origin is not None
     exe = Path(spec.origin).parent / "pginstall" / "bin" / "pgbench"
     host, pgPort = re.search(r"host=(\S+) port=(\d+)", pg.dsn).groups()  # type: ignore[union-attr]
     command = [str(exe), "-n", "-f", str(script), "-c", str(clients), "-j", str(min(2, clients)),
-               *length, "-D", f"job={job}", "-h", host, "-p", pgPort, "-U", "postgres",
-               "masterd"]  # fmt: skip
+               *length, "-D", f"job={job}", "-D", f"layer={layer}", "-h", host, "-p", pgPort,
+               "-U", "postgres", "masterd"]  # fmt: skip
     pg0, us0, t0 = pg.cpu(), resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     with tempfile.TemporaryFile("w+") as out:
         bench = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -351,6 +407,7 @@ def report(case: str, args: argparse.Namespace, m: dict[str, Any], ceiling: dict
     bests = [(f"{n} lc (best)", max((r["rate"] for k, r in ceiling.items()
                                      if k.startswith(f"{n} ")), default=0.0))
              for n in (1, args.pgbench_batch)]  # fmt: skip
+    RATES[case] = rate
     print(f"\n== {case}: {agents} agents, {len(m['ids'])} job(s), {total} tasks ==")
     for label, value in [
         ("lifecycles/s (steady window)", f"{rate:.0f} from done messages, {dbRate:.0f} committed,"
@@ -407,11 +464,17 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
             count, frames, agents = 1, f"1-{args.tasks}", args.agents
         elif case == "latency":
             count, frames, agents = 1, f"1-{args.latency_tasks}", args.agents
+        elif case == "production":
+            count, frames, agents = args.production_jobs, "", args.agents
         else:
             count, frames, agents = args.jobs, f"1-{args.job_tasks}", args.contention_agents
         t0 = time.monotonic()
-        ids = submit(port, count, frames)
-        total = count * int(frames[2:])
+        if case == "production":
+            ids = submitProduction(port, count, args.production_frames)
+            total = count * 3 * args.production_frames
+        else:
+            ids = submit(port, count, frames)
+            total = count * int(frames[2:])
         took = time.monotonic() - t0
         print(f"\n### case {case}: master ready after {startup:.1f} s (log {masterLog});"
               f" {count} job(s), {total} tasks, submitted in {took:.1f} s")  # fmt: skip
@@ -475,7 +538,15 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     add = parser.add_argument
-    add("--case", choices=["throughput", "contention", "latency", "all"], default="all")
+    add(
+        "--case",
+        choices=["throughput", "contention", "latency", "production", "all"],
+        default="all",
+    )
+    add("--production-jobs", type=int, default=20, help="jobs of three layers, production"
+        " case (20)")  # fmt: skip
+    add("--production-frames", type=int, default=800, help="frames of each layer, production"
+        " case (800: 20 jobs make 48,000 tasks)")  # fmt: skip
     add("--agents", type=int, default=200, help="agents, throughput case (200)")
     add("--tasks", type=int, default=50_000, help="tasks of the one job (50000)")
     add("--hold", type=float, default=1.0, help="mean task time, latency case, s (1)")
@@ -503,8 +574,14 @@ def main(argv: list[str]) -> int:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     began = time.monotonic()
-    cases = ["throughput", "contention", "latency"] if args.case == "all" else [args.case]
+    cases = (["throughput", "production", "contention", "latency"] if args.case == "all"
+             else [args.case])  # fmt: skip
     good = all([runCase(args, case) for case in cases])
+    if "production" in RATES and "throughput" in RATES:
+        ratio = RATES["production"] / max(RATES["throughput"], 1.0)
+        print(f"production / throughput (same run): {RATES['production']:.0f} /"
+              f" {RATES['throughput']:.0f} = {ratio:.2f}   >= {PRODUCTION_TARGET}"
+              f"  {verdict(ratio >= PRODUCTION_TARGET)}")  # fmt: skip
     print(f"whole benchmark: {time.monotonic() - began:.0f} s")
     return 0 if good else 1
 
