@@ -25,6 +25,7 @@ from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.jobs import JobStore
 from masterd.scheduler import Scheduler, SchedulerSettings
+from masterd.scheduler.preemption import PreemptionSettings
 from masterd.scheduler.resources import SchedulingStore
 from masterd.schema import InputLimits
 from masterd.service import MasterReadiness, MasterService
@@ -171,6 +172,11 @@ def buildMaster(config: Config, reactor: Any) -> Master:
             sweep_s=s.sweep_s,
             assign_timeout_s=s.assign_timeout_s,
             blocklist_after=s.blocklist_after,
+            preemption=PreemptionSettings(
+                enabled=s.preemption.enabled,
+                priority_gap=s.preemption.priority_gap,
+                min_runtime_s=s.preemption.min_runtime_s,
+            ),
         ),
         stats.scheduling,
         stats,

@@ -242,7 +242,9 @@ class ModifyTests(Base):
             {"cpus": 4, "ram_mb": 0, "gpus": 1, "gpu_memory_mb": 0, "tags": ["gpu"]},
         )
         doc = await api.ok("PATCH", job["href"], {"requirements": {"tags": [], "gpus": 0}})
-        self.assertEqual(doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": []})
+        self.assertEqual(
+            doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": []}
+        )
         for body, field in [
             ({"requirements": None}, "requirements"),
             ({"requirements": {"ram_mb": "lots"}}, "requirements.ram_mb"),

@@ -228,6 +228,7 @@ class RefusalTests(Base):
             self.layers({"name": "a", "depends_on": ["c"]}, {"name": "b", "depends_on": ["a"]},
                         {"name": "c", "depends_on": ["b"]}),
             "layers[1].depends_on[0].layer",
+            422,
         )  # fmt: skip
         self.assertIn("cycle", message)
 
@@ -235,6 +236,7 @@ class RefusalTests(Base):
         await self.refused(
             self.layers({"name": "a", "depends_on": [{"layer": "nope"}]}),
             "layers[0].depends_on[0].layer",
+            422,
         )
 
     async def test_unknownJob(self) -> None:
@@ -250,10 +252,11 @@ class RefusalTests(Base):
                         {"name": "b", "frames": "5-8", "depends_on": [
                             {"layer": "a", "mode": "frame"}]}),
             "layers[1].depends_on[0].mode",
+            422,
         )  # fmt: skip
 
     async def test_duplicateName(self) -> None:
-        await self.refused(self.layers({"name": "a"}, {"name": "a"}), "layers[1].name")
+        await self.refused(self.layers({"name": "a"}, {"name": "a"}), "layers[1].name", 422)
 
     async def test_layersWithCommand(self) -> None:
         body = self.layers({"name": "a"})
@@ -270,3 +273,16 @@ class RefusalTests(Base):
                                                                      "mode": "job"}]}),
             "layers[1].depends_on[0].mode",
         )  # fmt: skip
+
+    async def test_gpuMemoryWithoutGpus(self) -> None:
+        await self.refused(
+            {"title": "t", "command": ["x"], "frames": "1",
+             "requirements": {"gpu_memory_mb": 8000}},
+            "requirements.gpu_memory_mb",
+            422,
+        )  # fmt: skip
+        await self.refused(
+            self.layers({"name": "a", "requirements": {"gpu_memory_mb": 1}}),
+            "layers[0].requirements.gpu_memory_mb",
+            422,
+        )

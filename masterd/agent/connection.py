@@ -35,6 +35,7 @@ from twisted.web.websocket import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from .gpus import Device, offeredDevices
 from .runner import Runner
 from .statedir import readCredential, writeCredential
 from .usage import hardware, usage
@@ -72,6 +73,9 @@ class AgentSettings:
     tags: tuple[str, ...] = ()
     #: GPUs to offer; None: as nvidia-smi counts them.
     gpus: int | None = None
+    #: The GPUs it offers, as the hello reports them (gpus.offeredDevices);
+    #: None: found from C{gpus} when the service is made.
+    gpu_devices: tuple[Device, ...] | None = None
     version: str = ""
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -138,7 +142,8 @@ class _Talkback:
                     "version": s.version,
                     "tags": list(s.tags),
                     "max_tasks": s.max_tasks,
-                    **hardware(s.gpus),
+                    **hardware(len(self.agent.devices)),
+                    "gpu_devices": self.agent.devices,
                 },
                 "running": self.agent.runner.listed(),
             }
@@ -279,6 +284,13 @@ class AgentService(Service):
         self.clock = reactor
         self.settings = settings
         self.runner = runner
+        #: The GPUs it offers: found once (nvidia-smi is too slow for every
+        #: hello).
+        self.devices: list[Device] = (
+            offeredDevices(settings.gpus)
+            if settings.gpu_devices is None
+            else [dict(d) for d in settings.gpu_devices]
+        )
         #: Failed tries since the last welcome.
         self.attempts = 0
         #: Connections replaced by another with this agent's id, in a row.

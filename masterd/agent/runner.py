@@ -22,6 +22,8 @@ from twisted.logger import Logger
 from masterd._process import processAlive
 from masterd.service import Periodic
 
+from .gpus import taskEnvironment
+
 log = Logger()
 
 #: Lines sent in one log message at the most.
@@ -67,8 +69,12 @@ class Runner:
         stateDir: Path,
         report: Callable[[dict[str, Any]], None],
         pollInterval: float = 0.5,
+        gpus: int = 0,
     ) -> None:
         self._reactor = reactor
+        #: How many GPUs the agent offers: on a GPU host a task sees only
+        #: the devices it was given (gpus.taskEnvironment).
+        self.gpus = gpus
         self._stateDir = stateDir
         self._tasksDir = stateDir / "tasks"
         self._tasksDir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +207,8 @@ class Runner:
         env.update(task.get("env") or {})
         env["MASTERD_TASK_ID"] = str(taskID)
         env["MASTERD_ATTEMPT"] = str(attempt)
+        # After the job's env: a job cannot reach a GPU another task holds.
+        env.update(taskEnvironment(task.get("gpu_devices") or (), self.gpus))
         argv = [sys.executable, "-m", "masterd.agent.shim", exitPath, logPath, "--",
                 *task["command"]]  # fmt: skip
         cwd = task.get("cwd") or None

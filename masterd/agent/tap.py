@@ -22,9 +22,9 @@ from twisted.python import usage
 from masterd._version import __version__
 
 from .connection import AgentService, AgentSettings
+from .gpus import offeredDevices
 from .runner import Runner
 from .statedir import StateDirectoryBusy, agentID, lockStateDir, readCredential
-from .usage import countGPUs
 
 TOKEN_ENV = "MASTERD_AGENT_TOKEN"
 _KEYS = {"master", "token", "state-dir", "max-tasks", "tag", "hostname", "gpus"}
@@ -46,7 +46,7 @@ class Options(usage.Options):
         ["state-dir", "s", None, "Where the agent keeps its id and its tasks' state."],
         ["max-tasks", "n", None, "How many tasks to run at once (default 1)."],
         ["hostname", None, None, "The name to report (default: the host name)."],
-        ["gpus", None, None, "How many GPUs to offer (default: as nvidia-smi counts them)."],
+        ["gpus", None, None, "How many GPUs to offer (default: those nvidia-smi lists)."],
     ]
 
     def __init__(self) -> None:
@@ -140,6 +140,8 @@ def makeService(options: Options) -> IService:
     except StateDirectoryBusy as e:
         sys.stderr.write(f"masterd-agent: {e}\n")
         raise SystemExit(1) from None
+    # Found once: nvidia-smi is too slow to run at every hello.
+    devices = offeredDevices(s["gpus"])
     settings = AgentSettings(
         agent_id=agentID(s["state_dir"]),
         token=s["token"],
@@ -147,13 +149,15 @@ def makeService(options: Options) -> IService:
         hostname=s["hostname"],
         max_tasks=s["max_tasks"],
         tags=s["tags"],
-        # Counted once: nvidia-smi is too slow to run at every hello.
-        gpus=countGPUs() if s["gpus"] is None else s["gpus"],
+        gpus=len(devices),
+        gpu_devices=tuple(devices),
         version=__version__,
         state_dir=s["state_dir"],
     )
     holder: dict[str, AgentService] = {}
-    runner = Runner(reactor, s["state_dir"], lambda message: holder["service"].send(message))
+    runner = Runner(
+        reactor, s["state_dir"], lambda message: holder["service"].send(message), gpus=len(devices)
+    )
     service = AgentService(reactor, settings, runner)
     holder["service"] = service
     # Held, and so locked, for as long as the process lives.

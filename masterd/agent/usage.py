@@ -8,40 +8,24 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
-from collections.abc import Callable
 from typing import Any
 
 import psutil
 
+from .gpus import discoverDevices
+
 
 def hardware(gpus: int | None = None) -> dict[str, Any]:
     """
-    What the machine has; C{gpus} as given, else as C{nvidia-smi} counts
-    them (0 without it).
+    What the machine has; C{gpus} as given, else as nvidia-smi lists them
+    (0 without it; L{masterd.agent.gpus}).
     """
     return {
         "os": f"{platform.system()} {platform.release()}".strip(),
         "cpus": os.cpu_count() or 0,
         "ram_mb": int(psutil.virtual_memory().total // (1024 * 1024)),
-        "gpus": countGPUs() if gpus is None else gpus,
+        "gpus": len(discoverDevices()) if gpus is None else gpus,
     }
-
-
-def countGPUs(run: Callable[..., Any] = subprocess.run) -> int:
-    """
-    NVIDIA GPUs, one line each in C{nvidia-smi -L}; 0 if there is no
-    nvidia-smi or it fails (a machine without a driver has none to offer).
-    """
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        done = run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    if done.returncode != 0:
-        return 0
-    return sum(1 for line in done.stdout.splitlines() if line.startswith("GPU "))
 
 
 def usage() -> dict[str, Any]:

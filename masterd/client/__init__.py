@@ -2,12 +2,20 @@
 A client of the master's HTTP API for pipeline tools and scripts, on the
 standard library alone: nothing to install beyond this package.
 
-    from masterd.client import Client, MasterdError
+    from masterd.client import Client, Dependency, LayerSpec, MasterdError
 
     client = Client.from_env()            # $MASTERD_URL, $MASTERD_TOKEN
     job = client.submit(title="shot 10", command=["render", "{frame}"], frames="1-100")
     for task in job.tasks(state="failed"):
         print(task.id, task.log())
+
+    # Layers: sim, then render, then comp frame by frame as renders finish.
+    client.submit(title="shot 10", layers=[
+        LayerSpec("sim", command=["sim", "{start}", "{end}"], frames="1-100", chunk=100),
+        LayerSpec("render", command=["render", "{frame}"], frames="1-100", depends_on=["sim"]),
+        LayerSpec("comp", command=["comp", "{frame}"], frames="1-100", limits=["nuke"],
+                  depends_on=[Dependency(layer="render", mode="frame")]),
+    ])
 
 See docs/client.md. This package must import nothing outside the standard
 library (a test checks it): no Twisted, no database driver.
@@ -25,9 +33,14 @@ from .models import (
     Attempt,
     AuditEntry,
     Delivery,
+    Dependency,
     Job,
+    Layer,
+    LayerSpec,
+    Limit,
     LogChunk,
     Master,
+    Project,
     Requirements,
     Task,
     TaskCounts,
@@ -47,11 +60,16 @@ __all__ = [
     "AuditEntry",
     "Client",
     "Delivery",
+    "Dependency",
     "Job",
+    "Layer",
+    "LayerSpec",
+    "Limit",
     "LogChunk",
     "LogFollower",
     "Master",
     "MasterdError",
+    "Project",
     "Requirements",
     "Task",
     "TaskCounts",

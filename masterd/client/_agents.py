@@ -80,6 +80,13 @@ class Agent(Resource):
         return int(self.raw.get("gpus") or 0)
 
     @property
+    def gpu_devices(self) -> list[dict[str, Any]]:
+        """
+        Its GPUs: C{{"index", "name", "memory_mb"}} each (memory 0: not known).
+        """
+        return [dict(d) for d in self.raw.get("gpu_devices") or []]
+
+    @property
     def tags(self) -> list[str]:
         """
         The agent's own tags and the operator's, together.

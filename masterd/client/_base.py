@@ -5,7 +5,7 @@ fields, and how it follows hrefs to other resources.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
@@ -151,6 +151,8 @@ class Requirements:
     ram_mb: int = 0
     gpus: int = 0
     tags: tuple[str, ...] = ()
+    #: The memory each of the task's GPUs must have, MB (0: any).
+    gpu_memory_mb: int = 0
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any] | None) -> Requirements:
@@ -160,15 +162,21 @@ class Requirements:
             ram_mb=int(raw.get("ram_mb") or 0),
             gpus=int(raw.get("gpus") or 0),
             tags=tuple(raw.get("tags") or ()),
+            gpu_memory_mb=int(raw.get("gpu_memory_mb") or 0),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "cpus": self.cpus,
             "ram_mb": self.ram_mb,
             "gpus": self.gpus,
             "tags": list(self.tags),
         }
+        # Only when asked for: a master from before GPU placement refuses
+        # a field it does not know.
+        if self.gpu_memory_mb:
+            document["gpu_memory_mb"] = self.gpu_memory_mb
+        return document
 
 
 @dataclass(frozen=True)
@@ -219,10 +227,3 @@ def requirements_json(value: Requirements | Mapping[str, Any]) -> dict[str, Any]
     if isinstance(value, Requirements):
         return value.to_json()
     return dict(value)
-
-
-def ids_of(items: Sequence[Any]) -> list[Any]:
-    """
-    Ids from ids or models: C{depends_on=[41, parent_job]}.
-    """
-    return [item.raw["id"] if isinstance(item, Record) else item for item in items]

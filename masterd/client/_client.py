@@ -11,10 +11,17 @@ from typing import Any
 from urllib.parse import quote
 
 from ._accounts import AuditEntry, Token, api_time
-from ._base import Requirements, ids_of, iterate_pages, requirements_json
+from ._base import Requirements, iterate_pages, list_items, requirements_json
+from ._errors import MasterdError
 from ._http import Opener, Transport
+from ._layers import Dependency, LayerSpec, dependencies_json, layer_json
+from ._scheduling import Limit, Project, limit_href, project_href
 from ._webhooks import Delivery, Webhook, webhook_changes
 from .models import Agent, Job, Master, Task
+
+#: A C{depends_on} entry: a job id, a L{Job}, a L{Dependency}, or its JSON
+#: (C{{"job": 12, "mode": "frame"}}); in a layer, also a layer's name.
+DependencyEntry = int | str | Job | Dependency | Mapping[str, Any]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -28,14 +35,20 @@ def submission(
     priority: int | None = None,
     weight: int | None = None,
     requirements: Requirements | Mapping[str, Any] | None = None,
-    depends_on: Sequence[int | Job] | None = None,
+    depends_on: Sequence[DependencyEntry] | None = None,
     paused: bool | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     max_retries: int | None = None,
     task_timeout_s: int | None = None,
+    stall_timeout_s: int | None = None,
     metadata: Mapping[str, Any] | None = None,
     tasks: Sequence[Mapping[str, Any]] | None = None,
+    layers: Sequence[LayerSpec | Mapping[str, Any]] | None = None,
+    project: str | None = None,
+    limits: Sequence[str] | None = None,
+    max_running: int | None = None,
+    preemptible: bool | None = None,
 ) -> dict[str, Any]:
     """
     The body of C{POST /api/v1/jobs}: only the fields given, so that the
@@ -48,14 +61,18 @@ def submission(
         body["frames"] = frames if isinstance(frames, str) else list(frames)
     if tasks is not None:
         body["tasks"] = [dict(task) for task in tasks]
+    if layers is not None:
+        body["layers"] = [layer_json(layer) for layer in layers]
     if requirements is not None:
         body["requirements"] = requirements_json(requirements)
     if depends_on:
-        body["depends_on"] = ids_of(depends_on)
+        body["depends_on"] = dependencies_json(depends_on)
     if env is not None:
         body["env"] = dict(env)
     if metadata is not None:
         body["metadata"] = dict(metadata)
+    if limits is not None:
+        body["limits"] = list(limits)
     plain = {
         "chunk": chunk,
         "priority": priority,
@@ -64,6 +81,10 @@ def submission(
         "cwd": cwd,
         "max_retries": max_retries,
         "task_timeout_s": task_timeout_s,
+        "stall_timeout_s": stall_timeout_s,
+        "project": project,
+        "max_running": max_running,
+        "preemptible": preemptible,
     }
     body.update({key: value for key, value in plain.items() if value is not None})
     return body
@@ -126,19 +147,26 @@ class Client:
         priority: int | None = None,
         weight: int | None = None,
         requirements: Requirements | Mapping[str, Any] | None = None,
-        depends_on: Sequence[int | Job] | None = None,
+        depends_on: Sequence[DependencyEntry] | None = None,
         paused: bool | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         max_retries: int | None = None,
         task_timeout_s: int | None = None,
+        stall_timeout_s: int | None = None,
         metadata: Mapping[str, Any] | None = None,
         tasks: Sequence[Mapping[str, Any]] | None = None,
+        layers: Sequence[LayerSpec | Mapping[str, Any]] | None = None,
+        project: str | None = None,
+        limits: Sequence[str] | None = None,
+        max_running: int | None = None,
+        preemptible: bool | None = None,
     ) -> Job:
         """
         Submit a job and return it as created. Fields left out get the
-        master's defaults (see docs/jobs.md); C{depends_on} takes job ids or
-        L{Job}s.
+        master's defaults (see docs/jobs.md); C{depends_on} takes job ids,
+        L{Job}s, L{Dependency}s or dicts (C{{"job": 12, "mode": "frame"}});
+        C{layers} takes L{LayerSpec}s or dicts, in place of one command.
         """
         body = submission(
             title=title,
@@ -154,20 +182,39 @@ class Client:
             cwd=cwd,
             max_retries=max_retries,
             task_timeout_s=task_timeout_s,
+            stall_timeout_s=stall_timeout_s,
             metadata=metadata,
             tasks=tasks,
+            layers=layers,
+            project=project,
+            limits=limits,
+            max_running=max_running,
+            preemptible=preemptible,
         )
-        return Job(self._transport, self._transport.send_json("POST", "/api/v1/jobs", body))
+        return self.submit_body(body)
+
+    def submit_body(self, body: Mapping[str, Any]) -> Job:
+        """
+        Submit a job from the JSON body of C{POST /api/v1/jobs} as it is (a
+        job file's content, or a L{submission}), fields this client does
+        not know included.
+        """
+        document = self._transport.send_json("POST", "/api/v1/jobs", dict(body))
+        return Job(self._transport, document)
 
     def jobs(
-        self, state: str | None = None, owner: str | None = None, limit: int = 50
+        self,
+        state: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        project: str | None = None,
     ) -> Iterator[Job]:
         """
-        Every job, newest first, or those in C{state} / of C{owner}. C{limit}
-        is the page size (1-500): the iteration goes on over every page,
-        fetching each when it is reached.
+        Every job, newest first, or those in C{state} / of C{owner} / of
+        C{project}. C{limit} is the page size (1-500): the iteration goes on
+        over every page, fetching each when it is reached.
         """
-        query = {"state": state, "owner": owner, "limit": limit}
+        query = {"state": state, "owner": owner, "project": project, "limit": limit}
         return iterate_pages(
             self._transport, "/api/v1/jobs", query, lambda raw: Job(self._transport, raw)
         )
@@ -200,6 +247,70 @@ class Client:
         """
         href = _agent_href(agent_id) + "/credential/reset"
         return Agent(self._transport, self._transport.send_json("POST", href))
+
+    # -- limits and projects ---------------------------------------------
+
+    def limits(self) -> list[Limit]:
+        """
+        Every limit by name, with its current use.
+        """
+        items = list_items(self._transport, "/api/v1/limits")
+        return [Limit(self._transport, raw) for raw in items]
+
+    def limit(self, name: str) -> Limit:
+        return Limit(self._transport, self._transport.get_json(limit_href(name)))
+
+    def set_limit(self, name: str, max: int, description: str | None = None) -> Limit:
+        """
+        Create a limit or change its max (role operator): at most C{max}
+        tasks naming it assigned or running at once, over every master. A
+        max below the use lets the running tasks finish and assigns none
+        until the use is below it. C{description} C{None} keeps the current
+        one (read first: one more request).
+        """
+        if description is None:
+            description = self._current_description(name)
+        body = {"max": max, "description": description}
+        return Limit(self._transport, self._transport.send_json("PUT", limit_href(name), body))
+
+    def delete_limit(self, name: str) -> None:
+        """
+        Delete a limit (role operator); 409 while an unfinished job names it.
+        """
+        self._transport.request("DELETE", limit_href(name))
+
+    def _current_description(self, name: str) -> str:
+        try:
+            return self.limit(name).description
+        except MasterdError as error:
+            if error.status == 404:
+                return ""
+            raise
+
+    def projects(self) -> list[Project]:
+        """
+        Every project with a weight, and every project of an unfinished job
+        (weight 1 unless set), by name.
+        """
+        items = list_items(self._transport, "/api/v1/projects")
+        return [Project(self._transport, raw) for raw in items]
+
+    def project(self, name: str) -> Project:
+        return Project(self._transport, self._transport.get_json(project_href(name)))
+
+    def set_project(self, name: str, weight: int) -> Project:
+        """
+        Set a project's weight (1-1000; role operator): within a priority,
+        projects share the farm in proportion to their weights.
+        """
+        document = self._transport.send_json("PUT", project_href(name), {"weight": weight})
+        return Project(self._transport, document)
+
+    def delete_project(self, name: str) -> None:
+        """
+        Forget a project's weight (back to 1; role operator); its jobs stay.
+        """
+        self._transport.request("DELETE", project_href(name))
 
     # -- accounts ---------------------------------------------------------
 

@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ._client import Client
 from ._context import Context, UsageError
+from ._farm import layers_table, shows_layers
+from ._jobfile import job_body
 from ._output import (
     ago_text,
     cell_text,
@@ -61,36 +63,8 @@ def _list_json(records: Iterable[Job | Task | Agent]) -> str:
 # -- jobs -------------------------------------------------------------------
 
 
-def default_title(command: list[str]) -> str:
-    """
-    A job's title when none is given: its command, as far as it fits.
-    """
-    text = " ".join(command).strip() or "job"
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
 def submit(context: Context, args: argparse.Namespace) -> int:
-    requirements: dict[str, Any] = {}
-    for key in ("cpus", "ram_mb", "gpus"):
-        if getattr(args, key) is not None:
-            requirements[key] = getattr(args, key)
-    if args.tag:
-        requirements["tags"] = args.tag
-    job = context.client.submit(
-        title=args.title or default_title(args.command),
-        command=args.command,
-        frames=args.frames,
-        chunk=args.chunk,
-        priority=args.priority,
-        weight=args.weight,
-        requirements=requirements or None,
-        depends_on=args.depends_on,
-        paused=True if args.paused else None,
-        env=dict(args.env) if args.env else None,
-        cwd=args.cwd,
-        max_retries=args.max_retries,
-        task_timeout_s=args.timeout,
-    )
+    job = context.client.submit_body(job_body(args, context.runtime.stdin))
     if args.watch:
         if not context.json:
             context.note(f"submitted job {job.id}")
@@ -98,11 +72,13 @@ def submit(context: Context, args: argparse.Namespace) -> int:
     if args.quiet:
         context.write(f"{job.id}\n")
         return 0
+    layers = job.layers
+    counted = f"{len(layers)} layers, " if shows_layers(layers) else ""
     context.emit(
         job.raw,
         lambda: (
-            f"submitted job {job.id}: {title_text(job.title)} ({job.task_counts.total} tasks,"
-            f" {job.state})\n"
+            f"submitted job {job.id}: {title_text(job.title)} ({counted}"
+            f"{job.task_counts.total} tasks, {job.state})\n"
         ),
     )
     return 0
@@ -110,7 +86,9 @@ def submit(context: Context, args: argparse.Namespace) -> int:
 
 def jobs(context: Context, args: argparse.Namespace) -> int:
     found = _first(
-        context.client.jobs(state=args.state, owner=args.owner, limit=_page_size(args.limit)),
+        context.client.jobs(
+            state=args.state, owner=args.owner, project=args.project, limit=_page_size(args.limit)
+        ),
         args.limit,
     )
     if context.json:
@@ -154,16 +132,27 @@ def job_details(found: Job) -> str:
     requirements = found.requirements
     needs = [f"{requirements.cpus} cpus", f"{requirements.ram_mb} MB ram",
              f"{requirements.gpus} gpus"]  # fmt: skip
+    if requirements.gpu_memory_mb:
+        needs.append(f"{requirements.gpu_memory_mb} MB per gpu")
     if requirements.tags:
         needs.append("tags " + ",".join(requirements.tags))
     blocked = [f"{agent_text(b['agent_id'], b['hostname'])}, {b['failures']} failures"
                for b in found.blocklist]  # fmt: skip
     metadata = json.dumps(found.metadata, ensure_ascii=False) if found.metadata else None
-    return f"job {found.id}: {title_text(found.title)}\n" + key_values(
+    timeout = duration_text(found.task_timeout_s)
+    if found.stall_timeout_s is not None:
+        timeout += f" (stalled: {duration_text(found.stall_timeout_s)} without a log line)"
+    layers = found.layers
+    text = f"job {found.id}: {title_text(found.title)}\n" + key_values(
         [
             ("state", found.state),
             ("owner", found.owner),
-            ("priority", f"{found.priority} (weight {found.weight})"),
+            ("project", found.project),
+            (
+                "priority",
+                f"{found.priority} (weight {found.weight})"
+                + (", preemptible" if found.preemptible else ""),
+            ),
             ("progress", f"{percent(found.progress)}, {counts.done}/{counts.total} tasks done"),
             ("tasks", ", ".join(f"{n} {getattr(counts, n)}" for n in TASK_COUNTS)),
             ("command", command_text(found.command or []) or None),
@@ -171,8 +160,10 @@ def job_details(found: Job) -> str:
             # As --env takes them: NAME=VALUE, quoted as one word if need be.
             ("env", " ".join(shell_word(f"{k}={v}") for k, v in sorted(found.env.items())) or None),
             ("requirements", ", ".join(needs)),
+            ("limits", ", ".join(found.limits) or None),
+            ("max running", found.max_running),
             ("max retries", found.max_retries),
-            ("task timeout", duration_text(found.task_timeout_s)),
+            ("task timeout", timeout),
             ("parents", ", ".join(map(str, found.parent_ids)) or None),
             ("children", ", ".join(map(str, found.child_ids)) or None),
             ("blocklist", "; ".join(blocked) or None),
@@ -182,6 +173,9 @@ def job_details(found: Job) -> str:
             ("metadata", metadata),
         ]
     )
+    if shows_layers(layers):
+        text += "\nlayers:\n" + layers_table(layers)
+    return text
 
 
 TASK_COUNTS = ("waiting", "queued", "assigned", "running", "done", "failed", "canceled")
@@ -222,34 +216,50 @@ def steer(context: Context, args: argparse.Namespace) -> int:
 
 def tasks(context: Context, args: argparse.Namespace) -> int:
     parent = context.client.job(args.job_id)
-    found = _first(parent.tasks(state=args.state, limit=_page_size(args.limit)), args.limit)
+    names = [layer.name for layer in parent.layers]
+    if args.layer is not None and names and args.layer not in names:
+        # Else the master answers an empty list, which reads as "no tasks".
+        raise UsageError(
+            f"--layer: job {parent.id} has no layer {args.layer!r}; it has {', '.join(names)}"
+        )
+    found = _first(
+        parent.tasks(state=args.state, layer=args.layer, limit=_page_size(args.limit)), args.limit
+    )
     if context.json:
         context.write(_list_json(found))
     elif not found:
-        context.note(f"job {parent.id} has no tasks" + (f" {args.state}" if args.state else ""))
+        context.note(f"job {parent.id} has no tasks" + (f" {args.state}" if args.state else "")
+                     + (f" in layer {args.layer}" if args.layer else ""))  # fmt: skip
     else:
         context.write(tasks_table(found))
     return 0
 
 
 def tasks_table(found: list[Task]) -> str:
-    return table(
-        ["ID>", "INDEX>", "STATE", "FRAMES", "ATTEMPT>", "PROGRESS>", "AGENT", "HOSTNAME",
-         "EXIT>", "ERROR"],
-        [
-            [t.id, t.index, t.state, frames_text(t.frames), t.attempt, percent(t.progress),
-             t.agent_id, t.agent_hostname, t.exit_code, shorten(t.error, ERROR_WIDTH)]
-            for t in found
-        ],
-    )  # fmt: skip
+    # The layer only where there is more than the one of a plain job.
+    layered = any(t.layer != "main" for t in found)
+    rows = [
+        [t.id, t.index, t.state, frames_text(t.frames), t.attempt, percent(t.progress),
+         t.agent_id, t.agent_hostname, t.exit_code, shorten(t.error, ERROR_WIDTH)]
+        for t in found
+    ]  # fmt: skip
+    headers = ["ID>", "INDEX>", "STATE", "FRAMES", "ATTEMPT>", "PROGRESS>", "AGENT", "HOSTNAME",
+               "EXIT>", "ERROR"]  # fmt: skip
+    if layered:
+        headers.insert(1, "LAYER")
+        for row, t in zip(rows, found, strict=True):
+            row.insert(1, t.layer)
+    return table(headers, rows)
 
 
 def task(context: Context, args: argparse.Namespace) -> int:
+    if args.done and not args.retry:
+        raise UsageError("--done goes with --retry: masterctl task ID --retry --done")
     found = context.client.task(args.task_id)
     if args.cancel:
         found.cancel()
     elif args.retry:
-        found.retry()
+        found.retry(done=args.done)
     if context.json:
         context.write(dump_json(found.raw))
         return 0
@@ -260,6 +270,7 @@ def task(context: Context, args: argparse.Namespace) -> int:
 def task_details(found: Task) -> str:
     return f"task {found.id}: job {found.job_id}, index {found.index}\n" + key_values(
         [
+            ("layer", found.layer),
             ("state", found.state),
             ("frames", frames_text(found.frames, 200)),
             ("command", command_text(found.command) if found.command else "(the job's)"),
@@ -277,14 +288,18 @@ def task_details(found: Task) -> str:
 def attempts_table(found: list[Attempt]) -> str:
     if not found:
         return "no attempts yet\n"
-    return table(
-        ["ATTEMPT>", "STATE", "AGENT", "HOSTNAME", "STARTED", "FINISHED", "EXIT>", "ERROR"],
-        [
-            [a.attempt, a.state, a.agent_id, a.agent_hostname, time_text(a.started_at),
-             time_text(a.finished_at), a.exit_code, shorten(a.error, ERROR_WIDTH)]
-            for a in found
-        ],
-    )  # fmt: skip
+    rows = [
+        [a.attempt, a.state, a.agent_id, a.agent_hostname, time_text(a.started_at),
+         time_text(a.finished_at), a.exit_code, shorten(a.error, ERROR_WIDTH)]
+        for a in found
+    ]  # fmt: skip
+    headers = ["ATTEMPT>", "STATE", "AGENT", "HOSTNAME", "STARTED", "FINISHED", "EXIT>", "ERROR"]
+    if any(a.gpu_devices for a in found):
+        # The devices it was given: CUDA_VISIBLE_DEVICES on the agent.
+        headers.insert(4, "GPUS")
+        for row, a in zip(rows, found, strict=True):
+            row.insert(4, ",".join(map(str, a.gpu_devices)))
+    return table(headers, rows)
 
 
 def log(context: Context, args: argparse.Namespace) -> int:

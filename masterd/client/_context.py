@@ -40,6 +40,8 @@ class Runtime:
 
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
+    #: What C{submit --file -} reads.
+    stdin: TextIO = field(default_factory=lambda: sys.stdin)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     opener: Opener | None = None
     sleep: Callable[[float], object] = time.sleep

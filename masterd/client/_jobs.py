@@ -24,6 +24,7 @@ from ._base import (
     requirements_json,
 )
 from ._follow import LogFollower
+from ._layers import Layer
 
 if TYPE_CHECKING:
     from ._agents import Agent
@@ -53,7 +54,8 @@ class _Ending(Record):
 
 class Job(Resource):
     """
-    A command over a set of frames, split into tasks.
+    A command over a set of frames, split into tasks; or several layers,
+    each a command over frames, that may wait for one another.
     """
 
     @property
@@ -140,8 +142,61 @@ class Job(Resource):
         return self.raw.get("task_timeout_s")
 
     @property
+    def stall_timeout_s(self) -> int | None:
+        """
+        An attempt that sends no log line for this long is canceled (as a
+        timeout); layers may set their own.
+        """
+        return self.raw.get("stall_timeout_s")
+
+    @property
     def metadata(self) -> dict[str, Any]:
         return dict(self.raw.get("metadata") or {})
+
+    @property
+    def project(self) -> str:
+        """
+        The project whose share of the farm it runs in (by default its
+        owner); C{""} from a master that has no projects.
+        """
+        return str(self.raw.get("project") or "")
+
+    @property
+    def max_running(self) -> int | None:
+        """
+        At most this many of its tasks assigned or running at once.
+        """
+        return self.raw.get("max_running")
+
+    @property
+    def preemptible(self) -> bool:
+        return bool(self.raw.get("preemptible"))
+
+    @property
+    def limits(self) -> list[str]:
+        """
+        The limits (licences) each of its tasks takes.
+        """
+        return list(self.raw.get("limits") or [])
+
+    @property
+    def layers(self) -> list[Layer]:
+        """
+        Its layers in order (a job submitted as one command has one, named
+        C{main}; a master from before layers sends none).
+        """
+        return [Layer(self._transport, raw) for raw in self.raw.get("layers") or []]
+
+    def layer(self, name: str) -> Layer:
+        """
+        The layer named C{name}.
+
+        @raise KeyError: if it has none of that name.
+        """
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"job {self.raw.get('id')} has no layer {name!r}")
 
     @property
     def task_counts(self) -> TaskCounts:
@@ -173,14 +228,16 @@ class Job(Resource):
 
     # -- following references --------------------------------------------
 
-    def tasks(self, state: str | None = None, limit: int | None = None) -> Iterator[Task]:
+    def tasks(
+        self, state: str | None = None, limit: int | None = None, layer: str | None = None
+    ) -> Iterator[Task]:
         """
-        Every task of the job in index order, or those in C{state}; pages of
-        C{limit} (1-500, the server's default 50) are fetched as the
-        iteration goes.
+        Every task of the job in index order, or those in C{state} / of the
+        layer named C{layer}; pages of C{limit} (1-500, the server's
+        default 50) are fetched as the iteration goes.
         """
         href = ref_href(self.raw.get("tasks"), "tasks")
-        query = {"state": state, "limit": limit}
+        query = {"state": state, "layer": layer, "limit": limit}
         return iterate_pages(self._transport, href, query, lambda raw: Task(self._transport, raw))
 
     def parents(self) -> list[Job]:
@@ -237,20 +294,28 @@ class Job(Resource):
         title: str | None = None,
         max_retries: int | None = None,
         requirements: Requirements | Mapping[str, Any] | None = None,
+        project: str | None = None,
+        max_running: int | None = None,
+        preemptible: bool | None = None,
     ) -> Self:
         """
         Change the fields given (C{PATCH}). C{requirements}: a
-        L{Requirements} sets all four; a mapping changes only the ones it
+        L{Requirements} sets all of them; a mapping changes only the ones it
         names (C{{"cpus": 8}}). Priority and requirements apply to tasks not
-        yet handed out.
+        yet handed out. C{max_running=0} takes the job's cap away.
         """
         body: dict[str, Any] = {
             "priority": priority,
             "weight": weight,
             "title": title,
             "max_retries": max_retries,
+            "project": project,
+            "max_running": max_running,
+            "preemptible": preemptible,
         }
         body = {key: value for key, value in body.items() if value is not None}
+        if max_running == 0:
+            body["max_running"] = None
         if requirements is not None:
             body["requirements"] = requirements_json(requirements)
         return self._update(self._transport.send_json("PATCH", self.href, body))
@@ -305,6 +370,14 @@ class Task(Resource, _Ending):
     @property
     def frames(self) -> list[int]:
         return list(self.raw.get("frames") or [])
+
+    @property
+    def layer(self) -> str:
+        """
+        The name of its layer (C{main} for a job of one command, and from a
+        master from before layers).
+        """
+        return str(self.raw.get("layer") or "main")
 
     @property
     def command(self) -> list[str] | None:
@@ -410,11 +483,14 @@ class Task(Resource, _Ending):
     def cancel(self) -> Self:
         return self._update(self._transport.send_json("POST", f"{self.href}/cancel"))
 
-    def retry(self) -> Self:
+    def retry(self, done: bool = False) -> Self:
         """
         A failed or canceled task back to queued; its failures count from 0.
+        With C{done}, a done task is rendered again too (a re-render: what
+        its first done released stays released).
         """
-        return self._update(self._transport.send_json("POST", f"{self.href}/retry"))
+        body = {"done": True} if done else None
+        return self._update(self._transport.send_json("POST", f"{self.href}/retry", body))
 
     def __repr__(self) -> str:
         return (
@@ -454,10 +530,19 @@ class Attempt(_Ending):
     @property
     def state(self) -> str:
         """
-        C{assigned}, C{running}, C{done}, C{failed}, C{canceled}, C{lost} or
-        C{rejected}.
+        C{assigned}, C{running}, C{done}, C{failed}, C{canceled}, C{lost},
+        C{rejected} or C{preempted} (stopped for a job of higher priority:
+        not counted as a failure, and its task queued again).
         """
         return str(self.raw["state"])
+
+    @property
+    def gpu_devices(self) -> list[int]:
+        """
+        The indexes of the agent's GPUs it was given (its
+        C{CUDA_VISIBLE_DEVICES}); empty for a task that needs none.
+        """
+        return [int(index) for index in self.raw.get("gpu_devices") or []]
 
     def task(self) -> Task:
         href = ref_href(self.raw.get("task"), "task")

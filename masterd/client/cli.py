@@ -17,7 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 from masterd._version import __version__
 
-from . import _admin, _commands
+from . import _admin, _commands, _farm
 from ._accounts import ROLES
 from ._client import DEFAULT_URL, Client
 from ._context import Context, Runtime, UsageError
@@ -25,6 +25,7 @@ from ._context import Context, Runtime, UsageError
 __all__ = ["Runtime", "build_parser", "main", "parse", "run"]
 from ._errors import MasterdError
 from ._http import check_url
+from ._jobfile import dependency_arg
 from ._output import command_text
 from ._webhooks import EVENTS
 
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="masterctl",
         description="Submit, watch and steer the render farm's jobs, tasks and agents;"
-        " manage its tokens and webhooks, and read its audit trail.",
+        " set its limits and project shares; manage its tokens and webhooks, and read its"
+        " audit trail.",
         epilog=EPILOG,
         parents=[common],
     )
@@ -131,11 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    _submit_options(command("submit", "submit a job: ... -- COMMAND ARGS...", _commands.submit))
+    _submit_options(
+        command(
+            "submit",
+            "submit a job: [--file JOB.yaml] ... [-- COMMAND ARGS...]",
+            _commands.submit,
+        )
+    )
 
     jobs = command("jobs", "list jobs, newest first", _commands.jobs)
     jobs.add_argument("--state", choices=JOB_STATES)
     jobs.add_argument("--owner", help="the submitting token's name")
+    jobs.add_argument("--project", help="this project's jobs")
     jobs.add_argument(
         "--limit", type=non_negative_int, default=50, help="at most this many (0: all; default 50)"
     )
@@ -147,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = command("tasks", "list a job's tasks in order", _commands.tasks)
     tasks.add_argument("job_id", type=positive_int, metavar="JOB_ID")
     tasks.add_argument("--state", choices=TASK_STATES)
+    tasks.add_argument("--layer", metavar="NAME", help="this layer's tasks only")
     tasks.add_argument(
         "--limit", type=non_negative_int, default=0, help="at most this many (default 0: all)"
     )
@@ -156,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     change = task.add_mutually_exclusive_group()
     change.add_argument("--cancel", action="store_true", help="cancel it first")
     change.add_argument("--retry", action="store_true", help="retry it first (failed/canceled)")
+    task.add_argument(
+        "--done", action="store_true", help="with --retry: a done task too (render it again)"
+    )
 
     log = command("log", "print a task's log, or follow it", _commands.log)
     log.add_argument("task_id", type=positive_int, metavar="TASK_ID")
@@ -221,7 +234,36 @@ def build_parser() -> argparse.ArgumentParser:
     audit = command("audit", "the audit trail, oldest first (operator, admin)", _admin.audit)
     _audit_options(audit)
     _webhook_commands(group("webhook", "the URLs told of the farm's events (role admin)"))
+    _limit_commands(group("limit", "limits (licences) counted over the whole farm"))
+    _project_commands(group("project", "projects' shares of the farm, by weight"))
     return parser
+
+
+def _limit_commands(member: Callable[..., argparse.ArgumentParser]) -> None:
+    member("list", "list limits, with their use", _farm.limit_list)
+    show = member("show", "show a limit", _farm.limit_show)
+    show.add_argument("name", metavar="NAME")
+    put = member("set", "create a limit or change its max (operator)", _farm.limit_set)
+    put.add_argument("name", metavar="NAME", help="letters, digits, _ . -")
+    put.add_argument(
+        "max", type=non_negative_int, metavar="MAX", help="at most this many tasks holding it"
+    )
+    put.add_argument("--description", metavar="TEXT", help="(default: keep the current one)")
+    delete = member("delete", "delete a limit no unfinished job names (operator)",
+                    _farm.limit_delete)  # fmt: skip
+    delete.add_argument("name", metavar="NAME")
+
+
+def _project_commands(member: Callable[..., argparse.ArgumentParser]) -> None:
+    member("list", "list projects: weights, running and queued tasks", _farm.project_list)
+    show = member("show", "show a project", _farm.project_show)
+    show.add_argument("name", metavar="NAME")
+    put = member("set", "set a project's weight (operator)", _farm.project_set)
+    put.add_argument("name", metavar="NAME")
+    put.add_argument("weight", type=positive_int, metavar="WEIGHT", help="1-1000 (default 1)")
+    delete = member("delete", "forget a project's weight: back to 1 (operator)",
+                    _farm.project_delete)  # fmt: skip
+    delete.add_argument("name", metavar="NAME")
 
 
 def _token_commands(member: Callable[..., argparse.ArgumentParser]) -> None:
@@ -333,9 +375,17 @@ def _webhook_fields(parser: argparse.ArgumentParser, more: str = "") -> None:
 
 
 def _submit_options(submit: argparse.ArgumentParser) -> None:
-    submit.add_argument("--title", help="the job's title (default: its command)")
     submit.add_argument(
-        "--frames", required=True, help='a frame spec: "1-100", "1-100x5,200,210-215"'
+        "--file",
+        metavar="FILE",
+        help="the job as a YAML or JSON file (the body of POST /api/v1/jobs, layers and all;"
+        " - for stdin); the flags given override or add to its fields",
+    )
+    submit.add_argument(
+        "--title", help="the job's title (default: its command, else the file's name)"
+    )
+    submit.add_argument(
+        "--frames", help='a frame spec: "1-100", "1-100x5,200,210-215" (required without --file)'
     )
     submit.add_argument("--chunk", type=positive_int, help="frames per task (default 1)")
     submit.add_argument("--priority", type=_int, help="0-100, higher first (default 50)")
@@ -344,17 +394,41 @@ def _submit_options(submit: argparse.ArgumentParser) -> None:
     needs.add_argument("--cpus", type=non_negative_int)
     needs.add_argument("--ram-mb", type=non_negative_int, dest="ram_mb", metavar="MB")
     needs.add_argument("--gpus", type=non_negative_int)
+    needs.add_argument(
+        "--gpu-memory-mb", type=non_negative_int, metavar="MB", help="on each of its gpus"
+    )
     needs.add_argument("--tag", action="append", help="a tag the agent must have (repeatable)")
     submit.add_argument(
         "--depends-on",
-        type=positive_int,
+        type=dependency_arg,
         action="append",
-        metavar="JOB_ID",
-        help="wait until this job is done (repeatable)",
+        metavar="JOB_ID[:frame]",
+        help="wait until this job is done, or with :frame frame by frame (repeatable)",
+    )
+    submit.add_argument("--project", help="whose share of the farm it runs in (default: the owner)")
+    submit.add_argument(
+        "--limits",
+        action="append",
+        metavar="NAME[,NAME]",
+        help="limits (licences) each of its tasks takes (repeatable)",
+    )
+    submit.add_argument(
+        "--max-running", type=positive_int, metavar="N", help="at most N of its tasks at once"
+    )
+    submit.add_argument(
+        "--preemptible",
+        action="store_true",
+        help="its running tasks may be stopped for a job of much higher priority",
     )
     submit.add_argument("--max-retries", type=non_negative_int)
     submit.add_argument(
         "--timeout", type=positive_int, metavar="SECONDS", help="a running task's time limit"
+    )
+    submit.add_argument(
+        "--stall-timeout",
+        type=positive_int,
+        metavar="SECONDS",
+        help="cancel an attempt that logs nothing for this long",
     )
     submit.add_argument("--paused", action="store_true", help="submit it paused")
     submit.add_argument(
@@ -421,8 +495,12 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> argp
             parser.exit(2, f"masterctl: put the command after --: {example}\n")
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.subcommand == "submit":
-        if not command:
+        # A job file may hold the command (or its layers' commands); "--"
+        # with nothing after it is a mistake either way.
+        if not command and (args.file is None or command is not None):
             parser.error("submit: give the command after --: ... -- render -f {frame} scene")
+        if args.file is None and args.frames is None:
+            parser.error("the following arguments are required: --frames (or give --file)")
         args.command = command
     elif command is not None:
         parser.error(f"{args.subcommand}: -- and a command go with submit only")

@@ -13,6 +13,8 @@ from ._accounts import AuditEntry, Token
 from ._agents import Agent, AgentException, AgentJob, Master
 from ._base import LogChunk, Requirements, TaskCounts, parse_time
 from ._jobs import Attempt, Job, Task
+from ._layers import Dependency, Layer, LayerSpec
+from ._scheduling import Limit, Project
 from ._webhooks import Delivery, Webhook
 
 __all__ = [
@@ -22,9 +24,14 @@ __all__ = [
     "Attempt",
     "AuditEntry",
     "Delivery",
+    "Dependency",
     "Job",
+    "Layer",
+    "LayerSpec",
+    "Limit",
     "LogChunk",
     "Master",
+    "Project",
     "Requirements",
     "Task",
     "TaskCounts",

@@ -22,6 +22,7 @@ from ._model import (
     LimitsConfig,
     MasterConfig,
     PoolConfig,
+    PreemptionConfig,
     Role,
     SchedulerConfig,
     TalkbackConfig,
@@ -140,10 +141,21 @@ def _scheduler(s: Section) -> SchedulerConfig:
     assign = s.number("assign_timeout_s", d.assign_timeout_s, positive=True)
     blocklist = s.integer("blocklist_after", d.blocklist_after, minimum=0)
     batch = s.integer("max_batch", d.max_batch, minimum=1, maximum=100_000)
+    preemption = _preemption(s.section("preemption"))
     s.finish()
     return SchedulerConfig(
-        sweep_s=sweep, assign_timeout_s=assign, blocklist_after=blocklist, max_batch=batch
-    )
+        sweep_s=sweep, assign_timeout_s=assign, blocklist_after=blocklist, max_batch=batch,
+        preemption=preemption,
+    )  # fmt: skip
+
+
+def _preemption(s: Section) -> PreemptionConfig:
+    d = PreemptionConfig()
+    enabled = s.boolean("enabled", d.enabled)
+    gap = s.integer("priority_gap", d.priority_gap, minimum=1, maximum=100)
+    runtime = s.number("min_runtime_s", d.min_runtime_s, minimum=0.0)
+    s.finish()
+    return PreemptionConfig(enabled=enabled, priority_gap=gap, min_runtime_s=runtime)
 
 
 def _talkback(s: Section) -> TalkbackConfig:

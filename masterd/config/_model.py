@@ -80,11 +80,19 @@ class TalkbackConfig:
 
 
 @frozen
+class PreemptionConfig:
+    enabled: bool = False
+    priority_gap: int = 20
+    min_runtime_s: float = 60.0
+
+
+@frozen
 class SchedulerConfig:
     sweep_s: float = 5.0
     assign_timeout_s: float = 60.0
     blocklist_after: int = 3
     max_batch: int = 500
+    preemption: PreemptionConfig = PreemptionConfig()
 
 
 @frozen

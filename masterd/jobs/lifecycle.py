@@ -337,6 +337,27 @@ async def requeue(
     return Outcome.applied
 
 
+async def preempt(
+    txn: Transaction, agentID: str, taskID: int, attempt: int, error: str, at: float
+) -> Outcome:
+    """
+    Take a running task from its agent for more urgent work: its attempt is
+    closed as C{preempted}, and the task goes back to queued without counting
+    a failure, remembering when (C{preempted_at}: it is not preempted again
+    soon after its restart).
+    """
+    when = _at(at)
+    rows = await txn.query(
+        "UPDATE tasks SET state = 'queued', agent_id = NULL, progress = 0, started_at = NULL,"
+        f" preempted_at = %s WHERE {_FENCE} RETURNING id",
+        (when, taskID, attempt, agentID),
+    )
+    if not rows:
+        return Outcome.stale
+    await _closeAttempt(txn, taskID, attempt, "preempted", None, error, when)
+    return Outcome.applied
+
+
 async def _closeAttempt(
     txn: Transaction,
     taskID: int,

@@ -145,10 +145,21 @@ OnFailure = Literal["wait", "cancel"]
 
 class DependencyModel(Model):
     """
-    One dependency: on a layer of the same job (by name) or on another job
-    (by id); as a whole ("layer" for a layer, "job" for a job: the default)
-    or frame by frame ("frame").
+    One dependency of a layer: on a layer of the same job (by name) or on
+    another job (by id); as a whole ("layer" for a layer, "job" for a job:
+    the default) or frame by frame ("frame").
     """
+
+    __schema_rules__ = {
+        "oneOf": [
+            {"required": ["layer"], "properties": {
+                "layer": {"type": "string"}, "job": {"type": "null"},
+                "mode": {"enum": ["layer", "frame", None]}}},
+            {"required": ["job"], "properties": {
+                "job": {"type": "integer"}, "layer": {"type": "null"},
+                "mode": {"enum": ["job", "frame", None]}}},
+        ]
+    }  # fmt: skip
 
     layer: LayerName | None = None
     job: Id | None = None
@@ -156,9 +167,20 @@ class DependencyModel(Model):
     on_failure: OnFailure = "wait"
 
 
+class JobDependencyModel(Model):
+    """
+    One dependency of a whole job, on another job: as a whole ("job", the
+    default) or frame by frame ("frame").
+    """
+
+    job: Id
+    mode: Literal["job", "frame"] | None = None
+    on_failure: OnFailure = "wait"
+
+
 #: A layer name or a job id is short for a whole dependency on it.
 Dependency = LayerName | Id | DependencyModel
-JobDependency = Id | DependencyModel
+JobDependency = Id | JobDependencyModel
 
 
 class LayerSubmission(Model):
@@ -168,8 +190,8 @@ class LayerSubmission(Model):
     """
 
     name: LayerName
-    command: Command | None = None
-    frames: Frames | None = None
+    command: Command
+    frames: Frames
     chunk: Chunk | None = None
     requirements: RequirementsModel | None = None
     env: Env = {}
@@ -243,7 +265,8 @@ JOB_SHAPES = {
         },
         {
             "required": ["layers"],
-            "properties": {"layers": _ARRAY, "tasks": _NULL},
+            "properties": {"layers": _ARRAY, "command": _NULL, "frames": _NULL, "chunk": _NULL,
+                           "tasks": _NULL},
         },
     ]
 }  # fmt: skip
@@ -402,6 +425,8 @@ class TaskDocument(Document):
     error: str | None
     attempts: str
     log: str
+    #: The GPUs of its agent its current (or last) attempt was given.
+    gpu_devices: list[int] = []
 
 
 class AttemptDocument(Document):

@@ -18,7 +18,13 @@ from masterd.errors import InvalidField, Unprocessable
 
 from .command import CommandError, checkArgument
 from .frames import FrameSpecError, chunkFrames, formatFrames, parseFrames
-from .models import DependencyModel, JobPatch, JobSubmission, RequirementsModel
+from .models import (
+    DependencyModel,
+    JobDependencyModel,
+    JobPatch,
+    JobSubmission,
+    RequirementsModel,
+)
 
 
 @frozen
@@ -105,7 +111,10 @@ def checkCommand(command: Sequence[str], field: str) -> tuple[str, ...]:
     return tuple(command)
 
 
-def requirements(model: RequirementsModel) -> Requirements:
+def requirements(model: RequirementsModel, field: str = "requirements") -> Requirements:
+    if model.gpu_memory_mb and not model.gpus:
+        # It would never be placed: memory is asked of the GPUs it is given.
+        raise Unprocessable(f"{field}.gpu_memory_mb", "needs gpus of at least 1")
     return Requirements(
         model.cpus, model.ram_mb, model.gpus, tuple(sorted(set(model.tags))), model.gpu_memory_mb
     )
@@ -216,7 +225,7 @@ def _limits(names: Sequence[str], field: str) -> tuple[str, ...]:
 
 
 def _jobDependencies(
-    given: Sequence[int | DependencyModel], field: str
+    given: Sequence[int | JobDependencyModel], field: str
 ) -> tuple[tuple[int, ...], tuple[DependencySpec, ...]]:
     """
     A job's own dependencies: on other jobs only. Plain ids (and whole
@@ -225,7 +234,12 @@ def _jobDependencies(
     whole: list[int] = []
     full: list[DependencySpec] = []
     for i, item in enumerate(given):
-        spec = _dependency(item, f"{field}[{i}]", layers=None)
+        model = (
+            DependencyModel(job=item.job, mode=item.mode, on_failure=item.on_failure)
+            if isinstance(item, JobDependencyModel)
+            else DependencyModel(job=item)
+        )
+        spec = _dependency(model, f"{field}[{i}]", layers=None)
         assert spec.job is not None
         if spec.mode == "job":
             whole.append(spec.job)
@@ -246,7 +260,7 @@ def _dependency(
         if layers is None:
             raise InvalidField(f"{field}.layer", "a job depends on jobs; layers depend on layers")
         if item.layer not in layers:
-            raise InvalidField(f"{field}.layer", f"no layer named {item.layer!r} in this job")
+            raise Unprocessable(f"{field}.layer", f"no layer named {item.layer!r} in this job")
         mode = item.mode or "layer"
         if mode not in ("layer", "frame"):
             raise InvalidField(f"{field}.mode", 'is "layer" or "frame" for a layer')
@@ -264,16 +278,12 @@ def _layers(
     indexes: dict[str, int] = {}
     for i, layer in enumerate(job.layers):
         if layer.name in indexes:
-            raise InvalidField(f"layers[{i}].name", f"{layer.name!r} is the name of another layer")
+            raise Unprocessable(f"layers[{i}].name", f"{layer.name!r} is the name of another layer")
         indexes[layer.name] = i
     specs: list[LayerSpec] = []
     total = 0
     for i, layer in enumerate(job.layers):
         where = f"layers[{i}]"
-        if layer.command is None:
-            raise InvalidField(f"{where}.command", "is required")
-        if layer.frames is None:
-            raise InvalidField(f"{where}.frames", "is required")
         command = checkCommand(layer.command, f"{where}.command")
         frames = _frames(layer.frames, f"{where}.frames", maxFrames)
         total += len(frames)
@@ -284,7 +294,7 @@ def _layers(
         for k, item in enumerate(layer.depends_on):
             dependency = _dependency(item, f"{where}.depends_on[{k}]", indexes)
             if dependency.layer == i:
-                raise InvalidField(dependency.field + ".layer", "a layer cannot depend on itself")
+                raise Unprocessable(dependency.field + ".layer", "a layer cannot depend on itself")
             dependencies.append(dependency)
         specs.append(
             LayerSpec(
@@ -295,8 +305,10 @@ def _layers(
                 chunk=chunk,
                 env={**job.env, **layer.env},
                 cwd=layer.cwd if layer.cwd is not None else job.cwd,
-                requirements=requirements(
-                    layer.requirements if layer.requirements is not None else job.requirements
+                requirements=(
+                    requirements(layer.requirements, f"{where}.requirements")
+                    if layer.requirements is not None
+                    else requirements(job.requirements)
                 ),
                 limits=tuple(dict.fromkeys((*jobLimits, *layer.limits))),
                 max_running=layer.max_running,
@@ -316,7 +328,7 @@ def _layers(
                 parent = specs[dependency.layer]
                 mine = {f for task in checked.tasks for f in task.frames}
                 if not any(f in mine for task in parent.tasks for f in task.frames):
-                    raise InvalidField(
+                    raise Unprocessable(
                         dependency.field + ".mode",
                         f"layers {checked.name!r} and {parent.name!r} have no frame in common",
                     )
@@ -336,7 +348,7 @@ def _checkCycles(layers: Sequence[LayerSpec]) -> None:
             if j is None:
                 continue
             if state[j] == 1:
-                raise InvalidField(
+                raise Unprocessable(
                     dependency.field + ".layer",
                     f"makes a cycle: {layers[j].name!r} already depends on {layers[i].name!r}",
                 )

@@ -506,7 +506,18 @@ class JobStore:
                     state=rows[0][0],
                 )
             # What waits on this job (as a whole, or frame by frame) waits
-            # no more: it is as if done (the release announces the work).
+            # no more: it is as if done (the release announces the work to
+            # every master; this one hears it at once too).
+            children = [
+                r[0]
+                for r in await txn.query(
+                    "SELECT l.job_id FROM layer_dependencies d JOIN layers l ON l.id = d.child"
+                    " WHERE d.parent_job = %s UNION SELECT c.job_id FROM tasks p"
+                    " JOIN task_dependencies d ON d.parent = p.id JOIN tasks c ON c.id = d.child"
+                    " WHERE p.job_id = %s AND p.has_children ORDER BY 1",
+                    (jobID, jobID),
+                )
+            ]
             await txn.execute("SELECT masterd_satisfy_whole(NULL, ARRAY[%s]::bigint[])", (jobID,))
             await txn.execute(
                 "SELECT masterd_frame_dependencies(ARRAY(SELECT id FROM tasks WHERE job_id = %s"
@@ -515,6 +526,8 @@ class JobStore:
             )
             await txn.execute("DELETE FROM jobs WHERE id = %s", (jobID,))
             record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
+            if children:
+                await self._events.announce(txn, WorkAvailable(tuple(children)))
 
         await self._pool.transaction(work)
 

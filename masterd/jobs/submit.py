@@ -18,7 +18,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from masterd.db import Transaction
-from masterd.errors import InvalidField, NoSuchResource, Unprocessable
+from masterd.errors import NoSuchResource, Unprocessable
 
 from .spec import DependencySpec, JobSpec, LayerSpec
 
@@ -257,7 +257,7 @@ def _frameEdges(
             tasks = parentTasks.get(dependency.job, [])
             overlap = _overlapping(mine, [frames for _, frames, _ in tasks])
             if not any(overlap):
-                raise InvalidField(
+                raise Unprocessable(
                     dependency.field + ".mode",
                     f"layer {layer.name!r} and job {dependency.job} have no frame in common",
                 )

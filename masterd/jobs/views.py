@@ -46,7 +46,9 @@ TASK_COLUMNS = (
     "t.id, t.job_id, t.index, t.frames, t.command, t.state, t.attempt, t.agent_id,"
     " t.progress, t.started_at, t.finished_at, t.exit_code, t.error, "
     + _HOSTNAME.format("t")
-    + ", (SELECT l.name FROM layers l WHERE l.id = t.layer_id)"
+    + ", (SELECT l.name FROM layers l WHERE l.id = t.layer_id),"
+    " (SELECT a.gpu_devices FROM task_attempts a WHERE a.task_id = t.id"
+    " AND a.attempt = t.attempt)"
 )
 
 #: For C{FROM task_attempts} (not aliased).
@@ -243,6 +245,7 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         error,
         hostname,
         layer,
+        devices,
     ) = row
     href = taskHref(taskID)
     return TaskDocument(
@@ -263,6 +266,7 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         attempts=f"{href}/attempts",
         log=f"{href}/log",
         layer=layer,
+        gpu_devices=list(devices or ()),
     )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
@@ -339,13 +340,18 @@ async def _rooms(
     return limits
 
 
-async def claimAll(txn: Transaction, capacities: list[Capacity], at: float | None = None) -> Claims:
+async def claimAll(
+    txn: Transaction, capacities: list[Capacity], at: float | Callable[[], float] | None = None
+) -> Claims:
     """
     Assign queued tasks to the free slots of several agents, in a few
     statements whatever their number: one candidate query per group of alike
     agents, (only where limits or caps are involved) one to take their locks
     and one to read their room, one to lock the picked number of tasks of
-    each layer, one to assign them.
+    each layer, one to assign them. C{at} (a clock, or a time) is the
+    attempts' start: a clock is read once the room is read, so that an
+    attempt never seems to start before the report or change that made its
+    room (committed by another master meanwhile) was received.
     """
     claims = Claims()
     known: dict[Any, Any] = {}
@@ -374,6 +380,7 @@ async def claimAll(txn: Transaction, capacities: list[Capacity], at: float | Non
             everyCandidate[id(c)] = c
         groups.append((group, candidates))
     limits = await _rooms(txn, list(everyCandidate.values()), claims, agentsOf)
+    when = at() if callable(at) else at
     picks: list[tuple[str, int, tuple[int, ...]]] = []
     for group, candidates in groups:
         ranking = _Ranking(candidates, limits)
@@ -398,7 +405,7 @@ async def claimAll(txn: Transaction, capacities: list[Capacity], at: float | Non
             pairs.append((taskID, agentID))
             if given:
                 devices[taskID] = given
-    for a in await lifecycle.assignMany(txn, pairs, at, devices):
+    for a in await lifecycle.assignMany(txn, pairs, when, devices):
         claims.assigned.setdefault(a.agent_id, []).append(a)
     return claims
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote, quote_plus
 
 from masterd._time import isotime
 from masterd.audit import Actor, record
@@ -86,7 +87,7 @@ _PROJECT = (
 def _limit(row: tuple[Any, ...]) -> LimitDocument:
     name, maximum, used, description, created, updated = row
     return LimitDocument(
-        name=name, href=f"/api/v1/limits/{name}", max=maximum, in_use=int(used),
+        name=name, href=f"/api/v1/limits/{quote(name, safe='')}", max=maximum, in_use=int(used),
         description=description, created_at=isotime(created), updated_at=isotime(updated),
     )  # fmt: skip
 
@@ -94,8 +95,8 @@ def _limit(row: tuple[Any, ...]) -> LimitDocument:
 def _project(row: tuple[Any, ...]) -> ProjectDocument:
     name, weight, active, queued, created, updated = row
     return ProjectDocument(
-        name=name, href=f"/api/v1/projects/{name}", weight=weight, active=active,
-        queued=queued, jobs=f"/api/v1/jobs?project={name}",
+        name=name, href=f"/api/v1/projects/{quote(name, safe='')}", weight=weight,
+        active=active, queued=queued, jobs=f"/api/v1/jobs?project={quote_plus(name)}",
         created_at=isotime(created) if isinstance(created, datetime) else None,
         updated_at=isotime(updated) if isinstance(updated, datetime) else None,
     )  # fmt: skip
@@ -199,7 +200,7 @@ class SchedulingStore:
             await self._events.announce(txn, WorkAvailable(()))
             created = bool(rows[0][0])
             record(txn, actor, "project.create" if created else "project.update",
-                   f"/api/v1/projects/{name}", {"weight": body.weight})  # fmt: skip
+                   f"/api/v1/projects/{quote(name, safe='')}", {"weight": body.weight})  # fmt: skip
             return created
 
         created = await self._pool.transaction(work)
@@ -213,6 +214,6 @@ class SchedulingStore:
         async def work(txn: Transaction) -> None:
             if not await txn.query("DELETE FROM projects WHERE name = %s RETURNING 1", (name,)):
                 raise NoSuchResource("project", name)
-            record(txn, actor, "project.delete", f"/api/v1/projects/{name}")
+            record(txn, actor, "project.delete", f"/api/v1/projects/{quote(name, safe='')}")
 
         await self._pool.transaction(work)

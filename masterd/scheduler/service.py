@@ -9,10 +9,11 @@ resumed, retried or released), when their limits change, and on a periodic
 sweep as a safety net. Claims and task reports go through one group-commit
 batcher, so that a busy farm writes in few transactions.
 
-The sweep also enforces the two timeouts: a running attempt older than its
-job's task_timeout_s is canceled on its agent and counted as a failed attempt
-("timeout"); an assigned task not reported running within assign_timeout_s
-is requeued.
+The sweep also enforces the timeouts: a running attempt older than its
+job's task_timeout_s, or silent for its stall_timeout_s, is canceled on its
+agent and counted as a failed attempt ("timeout", "stalled: ..."); an
+assigned task not reported running within assign_timeout_s is requeued.
+When enabled, it also preempts (preemption.py).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from masterd.stats import SchedulingStats
 from masterd.talkback import AgentRegistry
 
 from .claims import Capacity, Claims, Device, claimAll
-from .timeouts import assignTimeouts, taskTimeouts
+from .preemption import PreemptionSettings, sweepPreemption
+from .timeouts import assignTimeouts, stallTimeouts, taskTimeouts
 
 log = Logger()
 
@@ -53,6 +55,7 @@ class SchedulerSettings:
     sweep_s: float = 5.0
     assign_timeout_s: float = 60.0
     blocklist_after: int = 3
+    preemption: PreemptionSettings = field(factory=PreemptionSettings)
 
 
 @define
@@ -76,17 +79,26 @@ class AgentSlots:
     devices: tuple[Device, ...] = ()
 
     def capacity(self) -> Capacity:
-        used = [sum(r[i] for r in self.running.values()) for i in range(3)]
+        running = self.running.values()
+        used = [sum(r[0] for r in running), sum(r[1] for r in running), sum(r[2] for r in running)]
         busy = {index for r in self.running.values() for index in r[3]}
+        free = tuple(d for d in self.devices if d[0] not in busy)
+        gpus = self.gpus - used[2]
+        if self.devices:
+            # The devices decide: the count can say more are free (a job's
+            # gpus patched while its tasks run, devices gone at a
+            # reconnect), and a task given no device, or a busy one, would
+            # share one.
+            gpus = min(gpus, len(free))
         return Capacity(
             agent_id=self.agent_id,
             slots=(self.max_tasks - len(self.running)) if self.enabled else 0,
             cpus=self.cpus - used[0],
             ram_mb=self.ram_mb - used[1],
-            gpus=self.gpus - used[2],
+            gpus=gpus,
             tags=self.tags,
             blocklisted=self.blocklisted,
-            devices=tuple(d for d in self.devices if d[0] not in busy),
+            devices=free,
         )
 
 
@@ -201,6 +213,11 @@ class Scheduler(StagedService):
         #: Tasks each agent reported finished since the last check of the
         #: slots: their reports may not be written yet.
         self._freed: dict[str, set[int]] = {}
+        #: Tasks that agents here were told to stop (canceled, timed out,
+        #: preempted), and since when: their slots stay taken until the
+        #: agent reports the process ended, for assign_timeout_s at most,
+        #: so that no task (nor the same one again) starts beside it.
+        self._stopping: dict[str, dict[int, float]] = {}
         self._wanted: set[str] = set()
         #: A claim waits in the batcher; it will take every offer made
         #: until its transaction runs.
@@ -218,6 +235,7 @@ class Scheduler(StagedService):
         )
         events.subscribe(WorkAvailable, lambda event: self.offerAll())
         events.subscribe(AgentChanged, lambda event: self.agentJoined(event.agent_id))
+        events.subscribe(TaskCanceled, self._taskStopping)
 
     async def start(self) -> None:
         self._sweep.start()
@@ -259,11 +277,13 @@ class Scheduler(StagedService):
     def agentGone(self, agentID: str) -> None:
         self.agents.pop(agentID, None)
         self._freed.pop(agentID, None)
+        self._stopping.pop(agentID, None)
         self._wanted.discard(agentID)
 
     def taskFinished(self, agentID: str, taskID: int, failed: bool = False) -> None:
         if agentID in self.registry.connections:
             self._freed.setdefault(agentID, set()).add(taskID)
+        self._stopping.get(agentID, {}).pop(taskID, None)
         slots = self.agents.get(agentID)
         if slots is None:
             return
@@ -271,6 +291,11 @@ class Scheduler(StagedService):
             slots.blocklisted = True
         if slots.running.pop(taskID, None) is not None:
             self.offer(agentID)
+
+    def _taskStopping(self, event: TaskCanceled) -> None:
+        slots = self.agents.get(event.agent_id)
+        if slots is not None and event.task_id in slots.running:
+            self._stopping.setdefault(event.agent_id, {})[event.task_id] = self.clock.seconds()
 
     def offer(self, agentID: str) -> None:
         self._wanted.add(agentID)
@@ -321,7 +346,7 @@ class Scheduler(StagedService):
             if not taken:
                 return Claims()
             self.rounds += 1
-            return await claimAll(txn, taken, self.clock.seconds())
+            return await claimAll(txn, taken, self.clock.seconds)
 
         self._inFlight += 1
         try:
@@ -411,11 +436,14 @@ class Scheduler(StagedService):
 
         async def timeouts(txn: Transaction) -> list[tuple[str, int, int]]:
             found = await taskTimeouts(txn, now, self.settings.blocklist_after)
+            stalled = await stallTimeouts(txn, now, self.settings.blocklist_after)
             # Whichever master holds the agent stops the attempt.
             await self.events.announce(
-                txn, *(TaskCanceled(t, a, agent, "timeout") for agent, t, a in found)
+                txn,
+                *(TaskCanceled(t, a, agent, "timeout") for agent, t, a in found),
+                *(TaskCanceled(t, a, agent, "stalled") for agent, t, a in stalled),
             )
-            return found
+            return found + stalled
 
         async def unstartedTimeouts(txn: Transaction) -> list[tuple[str, int, int]]:
             found = await assignTimeouts(txn, now - self.settings.assign_timeout_s, now)
@@ -437,6 +465,9 @@ class Scheduler(StagedService):
             self.taskFinished(agentID, taskID)
         await self.checkSlots()
         self.offerAll()
+        # A preempted attempt's slot is freed when its agent reports the
+        # process stopped, as after any cancel (_stopping).
+        await sweepPreemption(self.batcher, self.events, now, self.settings.preemption)
 
     async def checkSlots(self) -> None:
         """
@@ -447,7 +478,8 @@ class Scheduler(StagedService):
         The query goes through the batcher, so that every claim is either
         in the database it reads or not yet in memory when it is compared.
         Tasks reported finished since the last check are left alone: their
-        reports may still be on their way to the database.
+        reports may still be on their way to the database; so are tasks
+        being stopped, until their agent says they ended.
         """
         agentIDs = sorted(self.agents)
         if not agentIDs:
@@ -457,13 +489,17 @@ class Scheduler(StagedService):
         except DatabaseUnavailable:
             return
         freed, self._freed = self._freed, {}
+        now, keep = self.clock.seconds(), self.settings.assign_timeout_s
         for agentID in agentIDs:
             slots = self.agents.get(agentID)
             if slots is None:
                 continue
             truth = actual.get(agentID, {})
             recent = freed.get(agentID, set())
-            stale = sorted(t for t in slots.running if t not in truth)
+            stopping = self._stopping.get(agentID, {})
+            for taskID in [t for t, since in stopping.items() if now - since >= keep]:
+                del stopping[taskID]
+            stale = sorted(t for t in slots.running if t not in truth and t not in stopping)
             missing = sorted(t for t in truth if t not in slots.running and t not in recent)
             if not stale and not missing:
                 continue

@@ -1,5 +1,5 @@
 """
-The scheduler's two timeouts, as statements over the database (so that any
+The scheduler's timeouts, as statements over the database (so that any
 master enforces them for every agent), timed by the master's clock.
 """
 
@@ -37,6 +37,41 @@ async def taskTimeouts(
         if outcome is lifecycle.Outcome.applied:
             timedOut.append((str(agentID), taskID, attempt))
     return timedOut
+
+
+async def stallTimeouts(
+    txn: Transaction, now: float, blocklistAfter: int
+) -> list[tuple[str, int, int]]:
+    """
+    Running attempts that have sent no log line for their layer's
+    stall_timeout_s (counted from their start when they have sent none)
+    fail with the error "stalled: no output for N s", as a timeout does.
+
+    The running tasks are found through the jobs that run and the layers
+    that have a stall timeout, and each attempt's last line by the log's
+    primary key (its last chunk), so that the check costs little however
+    long the logs are.
+    """
+    rows = await txn.query(
+        "SELECT t.agent_id, t.id, t.attempt, l.stall_timeout_s"
+        " FROM jobs j JOIN layers l ON l.job_id = j.id"
+        " JOIN tasks t ON t.job_id = j.id AND t.state = 'running' AND t.layer_id = l.id"
+        " WHERE j.state IN ('running', 'paused') AND l.stall_timeout_s IS NOT NULL"
+        " AND l.n_running > 0 AND greatest(t.started_at, (SELECT g.at FROM task_logs g"
+        " WHERE g.task_id = t.id AND g.attempt = t.attempt ORDER BY g.first_line DESC LIMIT 1))"
+        " < %s - l.stall_timeout_s * interval '1 second'"
+        " ORDER BY t.id FOR UPDATE OF t SKIP LOCKED",
+        (_ts(now),),
+    )
+    stalled = []
+    for agentID, taskID, attempt, seconds in rows:
+        outcome = await lifecycle.failed(
+            txn, str(agentID), taskID, attempt, None, f"stalled: no output for {seconds} s",
+            now, blocklistAfter,
+        )  # fmt: skip
+        if outcome is lifecycle.Outcome.applied:
+            stalled.append((str(agentID), taskID, attempt))
+    return stalled
 
 
 async def assignTimeouts(txn: Transaction, cutoff: float, now: float) -> list[tuple[str, int, int]]:

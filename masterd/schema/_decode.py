@@ -109,7 +109,8 @@ def _integralFloats(data: bytes | str, kind: Any, error: str) -> Any:
     JavaScript), though msgspec wants 3. When that is all that is wrong,
     decode again (slowly) with integral numbers as integers.
     """
-    if not re.match(r"Expected `int( \| null)?`, got `float`", error):
+    # An integer alone, or in a union (an id or an object, say).
+    if not re.match(r"Expected `[^`]*\bint\b[^`]*`, got `float`", error):
         return None
 
     def number(text: str) -> float | int:

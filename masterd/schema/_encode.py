@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from ._types import FREE_JSON_MARK, MAX_SAFE_INTEGER
+from ._types import FREE_JSON_MARK, MAX_SAFE_INTEGER, schemaRules
 
 _encoder = msgspec.json.Encoder()
 
@@ -33,6 +33,9 @@ def jsonSchemas(
     freeJSON = refTemplate.format(name="FreeJSON")
     if _freeJSON(components, freeJSON):
         components["FreeJSON"] = _freeJSONSchema(freeJSON)
+    for name, rules in schemaRules().items():
+        if name in components:
+            components[name] = {**components[name], **rules}
     for schema in components.values():
         _noNUL(schema)
     return list(refs), dict(components)

@@ -26,9 +26,29 @@ class Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     C{__freeform__} names the attributes that hold free-form JSON (job
     metadata): their depth, numbers and strings are checked after decoding,
     since no type can say what they hold.
+
+    C{__schema_rules__} is JSON Schema that no field's type states (which
+    fields go together), added to the model's published schema; the model's
+    own checks enforce the same rules.
     """
 
     __freeform__: ClassVar[tuple[str, ...]] = ()
+    __schema_rules__: ClassVar[dict[str, Any] | None] = None
+
+
+def schemaRules() -> dict[str, dict[str, Any]]:
+    """
+    The C{__schema_rules__} of every model, by its schema name.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    pending: list[type] = [Model]
+    while pending:
+        kind = pending.pop()
+        pending.extend(kind.__subclasses__())
+        rules = getattr(kind, "__schema_rules__", None)
+        if rules:
+            found[kind.__name__] = rules
+    return found
 
 
 class Document(msgspec.Struct, kw_only=True):

@@ -24,6 +24,7 @@ from .models import (
     AgentJob,
     AgentLimits,
     AgentPatch,
+    GpuDeviceDocument,
     Limits,
     OperatorLimits,
 )
@@ -35,7 +36,7 @@ _COLUMNS = (
     "a.id, a.hostname, a.os, a.version, a.cpus, a.ram_mb, a.gpus, a.tags, a.extra_tags,"
     " a.software, a.max_tasks, a.agent_limits, a.operator_limits, a.enabled, a.master,"
     " a.connected_at, a.disconnected_at, a.last_seen, a.usage, a.created_at, a.enrolled_at,"
-    " s.state"
+    " s.state, a.gpu_devices"
 )
 _STATE = (
     " CROSS JOIN LATERAL (SELECT CASE WHEN NOT a.enabled THEN 'disabled'"
@@ -71,7 +72,7 @@ def effectiveLimits(
 def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
     (agentID, hostname, os, version, cpus, ramMB, gpus, tags, extraTags, software, maxTasks,
      agentLimits, operatorLimits, enabled, master, connectedAt, disconnectedAt, lastSeen, usage,
-     createdAt, enrolledAt, state) = row  # fmt: skip
+     createdAt, enrolledAt, state, gpuDevices) = row  # fmt: skip
     href = agentHref(agentID)
     return AgentDocument(
         id=str(agentID),
@@ -90,6 +91,7 @@ def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
         cpus=cpus,
         ram_mb=ramMB,
         gpus=gpus,
+        gpu_devices=gpuDocuments(gpus, gpuDevices),
         tags=sorted(set(tags) | set(extraTags)),
         agent_tags=list(tags),
         operator_tags=list(extraTags),
@@ -103,6 +105,23 @@ def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
         jobs=f"{href}/jobs",
         exceptions=f"{href}/exceptions",
     )
+
+
+def gpuDocuments(gpus: int, reported: list[dict[str, Any]] | None) -> list[GpuDeviceDocument]:
+    """
+    The GPUs an agent reported; an agent that gave only their number has
+    that many, numbered from 0, of unknown name and memory (as
+    L{masterd.scheduler.service.agentDevices} hands them out).
+    """
+    if reported:
+        return [
+            GpuDeviceDocument(
+                index=int(d["index"]), name=str(d.get("name") or ""),
+                memory_mb=int(d.get("memory_mb") or 0),
+            )
+            for d in sorted(reported, key=lambda d: int(d["index"]))
+        ]  # fmt: skip
+    return [GpuDeviceDocument(index=i, name="", memory_mb=0) for i in range(gpus)]
 
 
 def _known(limits: dict[str, Any]) -> dict[str, int]:

@@ -53,6 +53,17 @@ class OperatorLimits(Document):
     max_cpus: int | msgspec.UnsetType = msgspec.UNSET
 
 
+class GpuDeviceDocument(Document):
+    """
+    One of an agent's GPUs, as its hello reported it (nvidia-smi's index).
+    """
+
+    index: int
+    name: str
+    #: 0: not known (an agent that reported only how many GPUs it has).
+    memory_mb: int
+
+
 class AgentDocument(Document):
     id: str
     href: str
@@ -72,6 +83,9 @@ class AgentDocument(Document):
     cpus: int
     ram_mb: int
     gpus: int
+    #: Its GPUs; for an agent that reported only their number, that many
+    #: numbered from 0 (as the scheduler hands them out).
+    gpu_devices: list[GpuDeviceDocument]
     tags: list[str]
     agent_tags: list[str]
     operator_tags: list[str]

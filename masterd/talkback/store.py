@@ -540,7 +540,7 @@ class AgentStore:
                     "SELECT a.task_id, a.attempt, a.agent_id FROM task_attempts a"
                     " JOIN unnest(%s::bigint[], %s::int[], %s::uuid[]) AS x (t, n, g)"
                     " ON a.task_id = x.t AND a.attempt = x.n AND a.agent_id = x.g"
-                    " WHERE a.state = 'canceled'",
+                    " WHERE a.state IN ('canceled', 'preempted')",
                     (
                         [reports[i][1].task_id for i in stale],
                         [reports[i][1].attempt for i in stale],

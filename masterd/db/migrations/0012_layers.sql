@@ -199,9 +199,9 @@ BEGIN
     ), x AS (SELECT job_id FROM r UNION SELECT job_id FROM s)
     SELECT array_agg(job_id) INTO released FROM x;
     IF released IS NOT NULL THEN
-        -- NOTIFY is sent at commit, only if the transaction commits.
-        PERFORM pg_notify('masterd', json_build_object(
-            'origin', '', 'events', json_build_array(json_build_array('work', released)))::text);
+        -- Every master hears of it (NOTIFY is sent at commit, only if the
+        -- transaction commits), through the one announcement mechanism.
+        PERFORM masterd_announce('', json_build_array(json_build_array('work', released)));
     END IF;
 END
 $$;
@@ -293,6 +293,7 @@ AS $$
 DECLARE
     done_layers bigint[]; broken_layers bigint[]; mended_layers bigint[];
     done_jobs bigint[]; broken_jobs bigint[]; mended_jobs bigint[];
+    freed_jobs bigint[];
 BEGIN
     -- Lock the jobs in id order, so that two statements touching the same
     -- jobs never deadlock on them; a layer is changed only under its job's
@@ -326,7 +327,10 @@ BEGIN
             n_failed = n_failed + d.f,
             n_canceled = n_canceled + d.c
         FROM d WHERE layers.id = d.layer_id
-        RETURNING layers.id, layers.has_dependents AS deps, d.dn, d.f + d.c AS fc,
+        RETURNING layers.id, layers.job_id, layers.has_dependents AS deps, d.dn,
+            d.f + d.c AS fc,
+            (layers.limits <> '{}' OR layers.max_running IS NOT NULL) AND d.a + d.r < 0
+                AS freed,
             layers.n_done = layers.n_total AS whole,
             layers.n_failed + layers.n_canceled AS bad
     ), ju AS (
@@ -342,6 +346,7 @@ BEGIN
             updated_at = now()
         FROM jd WHERE jobs.id = jd.job_id
         RETURNING jobs.id, jd.dn, jd.f + jd.c AS fc,
+            jobs.max_running IS NOT NULL AND jd.a + jd.r < 0 AS freed,
             jobs.n_done = jobs.n_total AS whole,
             jobs.n_failed + jobs.n_canceled AS bad
     ), l AS (
@@ -354,10 +359,20 @@ BEGIN
             array_agg(id) FILTER (WHERE fc > 0 AND bad = fc) AS broken,
             array_agg(id) FILTER (WHERE fc < 0 AND bad = 0) AS mended
         FROM ju
+    ), f AS (
+        SELECT job_id AS id FROM lu WHERE freed UNION SELECT id FROM ju WHERE freed
     )
-    SELECT l.done, l.broken, l.mended, j.done, j.broken, j.mended
-        INTO done_layers, broken_layers, mended_layers, done_jobs, broken_jobs, mended_jobs
+    SELECT l.done, l.broken, l.mended, j.done, j.broken, j.mended,
+           (SELECT array_agg(id) FROM f)
+        INTO done_layers, broken_layers, mended_layers, done_jobs, broken_jobs, mended_jobs,
+             freed_jobs
         FROM l, j;
+
+    -- A task holding a limit or a cap ended: its room is every master's
+    -- (another master's idle agents may be the ones that can take it).
+    IF freed_jobs IS NOT NULL THEN
+        PERFORM masterd_announce('', json_build_array(json_build_array('work', freed_jobs)));
+    END IF;
 
     UPDATE jobs SET finished_at = CASE
             WHEN state IN ('done', 'failed', 'canceled') THEN now() ELSE NULL END
