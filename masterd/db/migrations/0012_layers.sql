@@ -415,17 +415,23 @@ BEGIN
                               || coalesce(mended_ids, '{}')))
         ORDER BY id FOR UPDATE;
     IF done_ids IS NOT NULL THEN
+        -- Satisfied edges, the children's counts, and the release of those
+        -- at zero, in one statement (the child jobs are locked: the layer's
+        -- blockers read here are current).
         WITH s AS (
             UPDATE task_dependencies d SET satisfied = true
             WHERE d.parent = ANY (done_ids) AND NOT d.satisfied RETURNING d.child
         ), c AS (SELECT child, count(*)::integer AS n FROM s GROUP BY child),
         u AS (
-            UPDATE tasks t SET wait_count = t.wait_count - c.n FROM c WHERE t.id = c.child
-            RETURNING t.id, t.wait_count
+            UPDATE tasks t SET wait_count = t.wait_count - c.n,
+                state = CASE WHEN t.state = 'waiting' AND t.wait_count = c.n AND l.blockers = 0
+                             THEN 'queued' ELSE t.state END
+            FROM c, layers l WHERE t.id = c.child AND l.id = t.layer_id
+            RETURNING t.job_id, t.state = 'queued' AND t.wait_count = 0 AS released
         )
-        SELECT array_agg(id) FILTER (WHERE wait_count = 0) INTO freed FROM u;
+        SELECT array_agg(DISTINCT job_id) FILTER (WHERE released) INTO freed FROM u;
         IF freed IS NOT NULL THEN
-            PERFORM masterd_release(NULL, freed);
+            PERFORM masterd_announce('', json_build_array(json_build_array('work', freed)));
         END IF;
     END IF;
     IF broken_ids IS NOT NULL THEN
