@@ -286,3 +286,52 @@ class RefusalTests(Base):
             "layers[0].requirements.gpu_memory_mb",
             422,
         )
+
+
+class NameTests(Base):
+    async def test_namesInThePath(self) -> None:
+        """
+        A limit or project PUT under a name that cannot be one (one a job
+        could never name) is a 400 naming the field; reading or deleting
+        one is a 404. Nothing is created.
+        """
+        api = await startAPI(self)
+        for path in ["/api/v1/limits/a%20b", "/api/v1/limits/" + "n" * 65,
+                     "/api/v1/limits/.hidden", "/api/v1/projects/%20lead"]:  # fmt: skip
+            body = {"max": 2} if "limits" in path else {"weight": 2}
+            reply = await api.call("PUT", path, body)
+            self.assertEqual(reply.code, 400, (path, reply.body))
+            error = reply.json()
+            self.assertEqual(error["details"]["field"], "name", error)
+            self.assertIn("cannot be a", error["message"])
+            for method in ("GET", "DELETE"):
+                reply = await api.call(method, path)
+                self.assertEqual(reply.code, 404, (method, path, reply.body))
+        self.assertEqual(await api.count("limits"), 0)
+        self.assertEqual(await api.count("projects"), 0)
+        await api.ok("PUT", "/api/v1/limits/nuke-13.x", {"max": 2}, 201)
+        await api.ok("PUT", "/api/v1/projects/shot%20010", {"weight": 2}, 201)
+        await api.ok("GET", "/api/v1/projects/shot%20010")
+
+
+class PatchTests(Base):
+    async def test_gpuMemoryWithoutGpus(self) -> None:
+        """
+        A PATCH that would leave a layer asking for GPU memory without GPUs
+        is refused as at submission (422 naming the field), and changes
+        nothing; with GPUs it is taken.
+        """
+        api = await startAPI(self)
+        job = await self.submit(api, {"title": "t", "command": ["x"], "frames": "1-2"})
+        path = f"/api/v1/jobs/{job['id']}"
+        reply = await api.call("PATCH", path, {"requirements": {"gpu_memory_mb": 8000}})
+        self.assertEqual(reply.code, 422, reply.body)
+        self.assertEqual(reply.json()["details"]["field"], "requirements.gpu_memory_mb")
+        document = await api.ok("GET", path)
+        self.assertEqual(document["requirements"]["gpu_memory_mb"], 0)
+        self.assertEqual(document["layers"][0]["requirements"]["gpu_memory_mb"], 0)
+        body = {"requirements": {"gpus": 1, "gpu_memory_mb": 8000}}
+        document = await api.ok("PATCH", path, body)
+        self.assertEqual(document["layers"][0]["requirements"]["gpu_memory_mb"], 8000)
+        reply = await api.call("PATCH", path, {"requirements": {"gpus": 0}})
+        self.assertEqual(reply.code, 422, reply.body)

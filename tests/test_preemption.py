@@ -374,6 +374,8 @@ class SweepTests(Farm):
             [TaskCanceled(t["task_id"], 1, agentID(i), "preempted")
              for i, t in enumerate(low["running"])],
         )  # fmt: skip
+        # Counted by the master that preempted (its document and /metrics).
+        self.assertEqual(self.scheduler.stats.snapshot()["preempted"], 2)
         urgents: list[dict[str, Any]] = []
         for connection, transport, task in zip(connections, transports, low["running"],
                                                strict=True):  # fmt: skip

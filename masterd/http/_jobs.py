@@ -80,7 +80,7 @@ class JobRoutes:
 
     @operation("PATCH", "/api/v1/jobs/{jobID}", summary="Change a job", role=Role.user,
                owned=True,
-               params=JOB, body=JobPatchBody, response=JobDocument, errors=(409,), tag="jobs",
+               params=JOB, body=JobPatchBody, response=JobDocument, errors=(409, 422), tag="jobs",
                description="Only the fields given change; requirements are merged. "
                '"paused": false on a finished job (done, failed, canceled) is a 409: '
                "nothing of it would run.")  # fmt: skip

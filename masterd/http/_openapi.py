@@ -65,7 +65,12 @@ def _paramSchema(param: PathParam) -> dict[str, Any]:
         return {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT}
     if param.kind == "agent":
         return {"type": "string", "format": "uuid", "pattern": _UUID_PATTERN}
-    return {"type": "string", "minLength": 1}
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if param.pattern is not None:
+        schema["pattern"] = param.pattern
+    if param.maxLength is not None:
+        schema["maxLength"] = param.maxLength
+    return schema
 
 
 def _queryParameters(kind: type, components: dict[str, Any]) -> list[dict[str, Any]]:

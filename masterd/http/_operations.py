@@ -54,6 +54,12 @@ class PathParam:
     kind: ParamKind
     resource: str
     description: str = ""
+    #: What a name must match (a regular expression) and its longest length.
+    pattern: str | None = None
+    maxLength: int | None = None
+    #: A name that cannot be one is a 400 naming the parameter (a PUT that
+    #: would create it), not a 404.
+    refuse: bool = False
 
 
 @frozen
@@ -102,8 +108,19 @@ def pathParam(param: PathParam, text: str) -> Any:
             # Text that is no agent id names no agent: 404, as for ids.
             raise NoSuchResource(param.resource, text[:45], field=param.name)
         return str(uuid.UUID(text))
-    if "\0" in text:
-        raise NoSuchResource(param.resource, text, field=param.name)
+    valid = "\0" not in text and (
+        param.pattern is None
+        or (len(text) <= (param.maxLength or len(text)) and re.match(param.pattern, text))
+    )
+    if not valid:
+        if param.refuse:
+            raise InvalidField(
+                param.name,
+                f"{text[:80]!r} cannot be a {param.resource}'s name"
+                + (f" (it must match {param.pattern}" if param.pattern else " (no NUL")
+                + (f", at most {param.maxLength} characters)" if param.maxLength else ")"),
+            )
+        raise NoSuchResource(param.resource, text[:80], field=param.name)
     return text
 
 

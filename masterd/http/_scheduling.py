@@ -8,10 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.web.iweb import IRequest
 
 from masterd.audit import Actor
 from masterd.config import Role
+from masterd.jobs.models import (
+    LIMIT_NAME_LENGTH,
+    LIMIT_NAME_PATTERN,
+    PROJECT_NAME_LENGTH,
+    PROJECT_NAME_PATTERN,
+)
 from masterd.scheduler.resources import (
     LimitDocument,
     LimitList,
@@ -35,8 +42,17 @@ def _createdOr(request: IRequest, document: LimitDocument | ProjectDocument, cre
     return respond(request, document, 201)
 
 
-LIMIT = (PathParam("name", "name", "limit", "A limit's name"),)
-PROJECT = (PathParam("name", "name", "project", "A project's name"),)
+LIMIT = (
+    PathParam("name", "name", "limit", "A limit's name", LIMIT_NAME_PATTERN, LIMIT_NAME_LENGTH),
+)
+PROJECT = (
+    PathParam(
+        "name", "name", "project", "A project's name", PROJECT_NAME_PATTERN, PROJECT_NAME_LENGTH
+    ),
+)
+#: PUT creates what it names: a name that cannot be one is a 400.
+NEW_LIMIT = (attrs.evolve(LIMIT[0], refuse=True),)
+NEW_PROJECT = (attrs.evolve(PROJECT[0], refuse=True),)
 
 
 class SchedulingRoutes:
@@ -62,7 +78,7 @@ class SchedulingRoutes:
         return await self._scheduling().getLimit(name)
 
     @operation("PUT", "/api/v1/limits/{name}", summary="Create or change a limit",
-               role=Role.operator, params=LIMIT, body=LimitPut, response=LimitDocument,
+               role=Role.operator, params=NEW_LIMIT, body=LimitPut, response=LimitDocument,
                tag="scheduling", createdToo=True,
                description="At most max tasks of the layers naming the limit are assigned or "
                "running at once, over every master. A max lowered below the use lets the "
@@ -91,7 +107,7 @@ class SchedulingRoutes:
         return await self._scheduling().getProject(name)
 
     @operation("PUT", "/api/v1/projects/{name}", summary="Set a project's weight",
-               role=Role.operator, params=PROJECT, body=ProjectPut, response=ProjectDocument,
+               role=Role.operator, params=NEW_PROJECT, body=ProjectPut, response=ProjectDocument,
                tag="scheduling", createdToo=True,
                description="Within a priority, projects share the farm in proportion to their "
                "weights (default 1). 201 when created, 200 when changed.")  # fmt: skip

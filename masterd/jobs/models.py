@@ -119,12 +119,18 @@ LayerName = Annotated[
         description="A layer's name, unique in its job: letters, digits, _ . -",
     ),
 ]
+#: What a limit's and a project's name may be (also checked in the path of
+#: PUT /api/v1/limits/{name} and /api/v1/projects/{name}).
+LIMIT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+LIMIT_NAME_LENGTH = 64
+PROJECT_NAME_PATTERN = r"^[^\s/?#%][^/?#%]*$"
+PROJECT_NAME_LENGTH = 255
 LimitName = Annotated[
     str,
     Meta(
         min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        max_length=LIMIT_NAME_LENGTH,
+        pattern=LIMIT_NAME_PATTERN,
         description="A limit's name: letters, digits, _ . -",
     ),
 ]
@@ -132,8 +138,8 @@ ProjectName = Annotated[
     str,
     Meta(
         min_length=1,
-        max_length=255,
-        pattern=r"^[^\s/?#%][^/?#%]*$",
+        max_length=PROJECT_NAME_LENGTH,
+        pattern=PROJECT_NAME_PATTERN,
         description="A project's name (no /, ?, # or %)",
     ),
 ]

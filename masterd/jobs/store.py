@@ -15,7 +15,7 @@ from typing import Any
 
 from masterd.audit import Actor, record
 from masterd.db import Pool, Transaction
-from masterd.errors import Conflict, NoSuchResource
+from masterd.errors import Conflict, NoSuchResource, Unprocessable
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
 
 from .models import (
@@ -419,6 +419,19 @@ class JobStore:
                     f"UPDATE layers SET {', '.join(layerSets)} WHERE job_id = %s",
                     (*[list(v) if k == "tags" else v for k, v in required.items()], jobID),
                 )
+                if "gpus" in required or "gpu_memory_mb" in required:
+                    # As at submission: GPU memory means nothing without GPUs
+                    # (raising here rolls the whole change back).
+                    bare = await txn.query(
+                        "SELECT name FROM layers WHERE job_id = %s AND req_gpu_memory_mb > 0"
+                        " AND req_gpus = 0 ORDER BY index LIMIT 1",
+                        (jobID,),
+                    )
+                    if bare:
+                        raise Unprocessable(
+                            "requirements.gpu_memory_mb",
+                            f"needs gpus of at least 1 (layer {bare[0][0]!r} would have none)",
+                        )
             document = await self._getJob(txn, jobID)
             resumed = before == "paused" and document.state == "queued"
             # New requirements may fit agents that sat idle.
@@ -521,8 +534,9 @@ class JobStore:
             await txn.execute("SELECT masterd_satisfy_whole(NULL, ARRAY[%s]::bigint[])", (jobID,))
             await txn.execute(
                 "SELECT masterd_frame_dependencies(ARRAY(SELECT id FROM tasks WHERE job_id = %s"
-                " AND has_children), NULL, NULL)",
-                (jobID,),
+                " AND has_children), NULL, NULL, ARRAY(SELECT id FROM layers WHERE job_id = %s),"
+                " ARRAY[%s]::bigint[])",
+                (jobID, jobID, jobID),
             )
             await txn.execute("DELETE FROM jobs WHERE id = %s", (jobID,))
             record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")

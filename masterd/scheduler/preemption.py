@@ -169,7 +169,7 @@ _VICTIMS = (
     " ORDER BY j.priority, t.started_at DESC, t.id DESC"
 )
 
-# A limit's use, as the claim counts it (claims._ROOM), without its lock:
+# A limit's use, as the claim counts it (masterd_claim_room), without its lock:
 # the claim decides exactly; this only says whether freeing helps.
 _LIMIT_ROOM = (
     "SELECT lim.name, lim.max - coalesce((SELECT sum(l.n_assigned + l.n_running)"

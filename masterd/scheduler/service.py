@@ -443,6 +443,8 @@ class Scheduler(StagedService):
                 *(TaskCanceled(t, a, agent, "timeout") for agent, t, a in found),
                 *(TaskCanceled(t, a, agent, "stalled") for agent, t, a in stalled),
             )
+            self.stats.timedOut += len(found)
+            self.stats.stalled += len(stalled)
             return found + stalled
 
         async def unstartedTimeouts(txn: Transaction) -> list[tuple[str, int, int]]:
@@ -452,6 +454,7 @@ class Scheduler(StagedService):
                 *(TaskCanceled(t, a, agent, "not reported running in time")
                   for agent, t, a in found),
             )  # fmt: skip
+            self.stats.unstarted += len(found)
             return found
 
         try:
@@ -467,7 +470,8 @@ class Scheduler(StagedService):
         self.offerAll()
         # A preempted attempt's slot is freed when its agent reports the
         # process stopped, as after any cancel (_stopping).
-        await sweepPreemption(self.batcher, self.events, now, self.settings.preemption)
+        preempted = await sweepPreemption(self.batcher, self.events, now, self.settings.preemption)
+        self.stats.preempted += len(preempted)
 
     async def checkSlots(self) -> None:
         """

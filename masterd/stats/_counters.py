@@ -156,6 +156,11 @@ class SchedulingStats:
     assigned: int = 0
     #: Agents whose slots the sweep found wrong (and repaired).
     slotRepairs: int = 0
+    #: Attempts this master's sweeps stopped, by reason.
+    preempted: int = 0
+    timedOut: int = 0
+    stalled: int = 0
+    unstarted: int = 0
 
     def batch(self, operations: int, seconds: float) -> None:
         self.batches += 1
@@ -174,6 +179,10 @@ class SchedulingStats:
             "claims": self.claims,
             "tasks_assigned": self.assigned,
             "slot_repairs": self.slotRepairs,
+            "preempted": self.preempted,
+            "timed_out": self.timedOut,
+            "stalled": self.stalled,
+            "unstarted": self.unstarted,
         }
 
 

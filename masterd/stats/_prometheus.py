@@ -93,6 +93,13 @@ class _MasterCollector(Collector):
             ("masterd_batch_duration_seconds", "Time spent writing them.", b.seconds),
             ("masterd_claims", "Scheduling claims made.", b.claims),
             ("masterd_tasks_assigned", "Tasks assigned by this master.", b.assigned),
+            ("masterd_attempts_preempted", "Attempts this master preempted.", b.preempted),
+            ("masterd_attempts_timed_out", "Attempts this master stopped past their timeout_s.",
+             b.timedOut),
+            ("masterd_attempts_stalled", "Attempts this master stopped for no progress in"
+             " stall_timeout_s.", b.stalled),
+            ("masterd_attempts_unstarted", "Assignments this master took back, not reported"
+             " running in time.", b.unstarted),
         ):  # fmt: skip
             yield CounterMetricFamily(metric, help, value=value)
         yield from self._talkbackMetrics()

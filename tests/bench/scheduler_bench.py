@@ -448,6 +448,42 @@ def report(case: str, args: argparse.Namespace, m: dict[str, Any], ceiling: dict
         print(f"{label:40}{value}")
 
 
+def startSQLProfile(db: Any) -> None:
+    """
+    Count time per SQL function, and log a sample of statements with their
+    durations (the embedded server logs to pgdata/log).
+    """
+    with db.cursor() as cursor:
+        cursor.execute("ALTER SYSTEM SET track_functions = 'pl'")
+        cursor.execute("ALTER SYSTEM SET log_min_duration_sample = 0")
+        cursor.execute("ALTER SYSTEM SET log_statement_sample_rate = 0.03")
+        cursor.execute("SELECT pg_reload_conf()")
+        cursor.execute("SELECT pg_stat_reset()")
+
+
+def printSQLProfile(db: Any, logFile: Path) -> None:
+    with db.cursor() as cursor:
+        cursor.execute("SELECT funcname, calls, total_time, self_time FROM"
+                       " pg_stat_user_functions ORDER BY self_time DESC LIMIT 10")  # fmt: skip
+        print("SQL function                            calls    total ms   own ms")
+        for name, calls, total, own in cursor.fetchall():
+            print(f"{name:40}{calls:6} {total:10.0f} {own:8.0f}")
+    if not logFile.exists():
+        return
+    spent: dict[str, list[float]] = {}
+    text = logFile.read_text(errors="replace")
+    for entry in re.split(r"\n(?=\d{4}-\d\d-\d\d )", text):
+        m = re.search(r"duration: ([\d.]+) ms\s+(?:statement|execute [^:]*): (.*)", entry, re.S)
+        if m is None:
+            continue
+        shape = re.sub(r"\b\d+\b", "N", re.sub(r"'[^']*'", "?", " ".join(m.group(2).split())))
+        shape = re.sub(r"ARRAY\[[^\]]*\]", "ARRAY", shape)[:90]
+        spent.setdefault(shape, []).append(float(m.group(1)))
+    print("sampled statements: total ms, count, mean ms, statement")
+    for shape, times in sorted(spent.items(), key=lambda kv: -sum(kv[1]))[:8]:
+        print(f"{sum(times):8.1f} {len(times):5} {sum(times) / len(times):7.2f}  {shape}")
+
+
 def runCase(args: argparse.Namespace, case: str) -> bool:
     began = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="masterd-scheduler-bench-"))
@@ -481,6 +517,8 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
         pg = Postgres(tmp / "pgdata")
         with closing(psycopg2.connect(pg.dsn)) as db:
             db.autocommit = True
+            if args.sql_profile:
+                startSQLProfile(db)
             if case == "latency":
                 m = measure(args, port, popen, pg, db, ids, total, agents, args.hold, agents)
             else:
@@ -494,6 +532,8 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
                 rate = stored / m["all_done"]
                 m["checks"].append(f"log lines stored: {stored} of {sent} sent"
                                    f" ({rate:.0f} a second over the run)")  # fmt: skip
+            if args.sql_profile:
+                printSQLProfile(db, tmp / "pgdata" / "log")
             gone = time.monotonic()
             while master(port)["talkback"]["agents_connected"] and time.monotonic() - gone < 60:
                 time.sleep(0.2)
@@ -569,6 +609,12 @@ def main(argv: list[str]) -> int:
         " pgbench runs, at -c 1 and 2 (50; 1 skips them)")  # fmt: skip
     add("--config", default="", help="YAML appended to the master's config")
     add("--keep", action="store_true", help="keep the master's directory (log, data)")
+    add(
+        "--sql-profile",
+        action="store_true",
+        help="print where PostgreSQL's time went: each SQL function's total and own time"
+        " (track_functions) and the costliest statements of a 3 %% sample (slows it)",
+    )
     args = parser.parse_args(argv)
     args.pgbench_clients = [int(c) for c in args.pgbench_clients.split(",") if c]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
