@@ -16,7 +16,7 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
-from masterd.accounts import TokenStore
+from masterd.accounts import SessionStore, TokenStore
 from masterd.audit import AuditLog
 from masterd.cluster import MasterRegistry, Notifier
 from masterd.config import Config, ConfigError, loadConfig
@@ -114,7 +114,11 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     events = EventBus(origin=config.master.name)
     jobs = JobStore(database.pool, events)
     tokens = TokenStore(database.pool, events)
-    auth = Authenticator(config.tokens, tokens.lookup, reactor, cacheSeconds=config.auth_cache_s)
+    sessions = SessionStore(database.pool)
+    auth = Authenticator(
+        config.tokens, tokens.lookup, reactor, cacheSeconds=config.auth_cache_s,
+        sessions=sessions.lookup,
+    )  # fmt: skip
     events.subscribe(TokensChanged, lambda _: auth.invalidate())
     t = config.talkback
     inputLimits = InputLimits(max_depth=config.limits.max_json_depth)
@@ -154,6 +158,9 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         auditLog=AuditLog(database.pool),
         scheduling=SchedulingStore(database.pool, events),
         trustedProxies=tuple(ipaddress.ip_network(n) for n in config.http.trusted_proxies),
+        sessions=sessions,
+        sessionLifetime_s=config.auth_session_s,
+        events=events,
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
     site.accessLog.enabled = config.http.access_log

@@ -13,7 +13,7 @@ import treq
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from masterd.accounts import TokenStore
+from masterd.accounts import SessionStore, TokenStore
 from masterd.audit import AuditLog
 from masterd.config import Role, TokenConfig
 from masterd.db import Batcher, Pool
@@ -76,19 +76,22 @@ class API:
         role: str = "admin",
         raw: bytes | None = None,
         token: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
         """
         C{role} picks one of the configuration's L{TOKENS}; C{token}, when
         given, is sent instead (a database token's secret).
         """
         secret = token if token is not None else TOKENS.get(role) if role else None
-        headers = {"Authorization": [f"Bearer {secret}"]} if secret else {}
+        sent = {"Authorization": [f"Bearer {secret}"]} if secret else {}
         data = raw
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = ["application/json"]
+            sent["Content-Type"] = ["application/json"]
+        for name, value in (headers or {}).items():
+            sent[name] = [value]
         response = await treq.request(
-            method, self.base + path, headers=headers, data=data, persistent=False
+            method, self.base + path, headers=sent, data=data, persistent=False
         )
         content = await response.content()
         return Reply(response.code, response.headers, content)
@@ -115,6 +118,7 @@ async def startAPI(
     maxFrames: int = 1_000_000,
     settings: TalkbackSettings | None = None,
     clock: Any = None,
+    trustedProxies: tuple[Any, ...] = (),
 ) -> API:
     dsn = await freshDatabase(case)
     pool = Pool(reactor, dsn, minSize=1, maxSize=4)
@@ -124,6 +128,7 @@ async def startAPI(
     stats = MasterStats(now=reactor.seconds)
     settings = settings or TalkbackSettings()
     tokens = TokenStore(pool, events)
+    sessions = SessionStore(pool)
     auth = Authenticator(
         (
             TokenConfig(name, Role(name), hashlib.sha256(t.encode()).digest())
@@ -131,6 +136,7 @@ async def startAPI(
         ),
         tokens.lookup,
         reactor,
+        sessions=sessions.lookup,
     )
     events.subscribe(TokensChanged, lambda _: auth.invalidate())
     # Hellos, task reports and log lines go through a batcher, as in a
@@ -150,6 +156,9 @@ async def startAPI(
         tokens=tokens,
         auditLog=AuditLog(pool),
         scheduling=SchedulingStore(pool, events),
+        sessions=sessions,
+        events=events,
+        trustedProxies=trustedProxies,
     )
     site = MasterSite(api.app.resource(), stats, 1 << 20)
     site.accessLog.enabled = False

@@ -64,3 +64,18 @@ class CreatedToken(TokenDocument):
 class TokenPage(Document):
     items: list[TokenDocument]
     next: str | None
+
+
+class SessionCreate(Model):
+    #: The token to sign in with (any role but agent's).
+    token: Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+class SessionDocument(Document):
+    href: str
+    user: str
+    role: RoleName
+    #: What a change made with the session sends in X-CSRF-Token; None when
+    #: the request presented a bearer token instead of a session.
+    csrf_token: str | None
+    expires_at: Time | None

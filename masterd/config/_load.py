@@ -96,6 +96,7 @@ def parseConfig(
     database = _database(top.section("database"), base or Path.cwd(), env)
     auth = top.section("auth")
     cacheS = auth.number("cache_s", 5.0, positive=True, maximum=10.0)
+    sessionHours = auth.number("session_hours", 12.0, positive=True, maximum=720.0)
     tokens = _tokens(auth, env)
     limits = _limits(top.section("limits"))
     talkback = _talkback(top.section("talkback"))
@@ -115,6 +116,7 @@ def parseConfig(
         scheduler=scheduler,
         webhooks=webhooks,
         auth_cache_s=cacheS,
+        auth_session_s=sessionHours * 3600.0,
     )
 
 

@@ -124,3 +124,5 @@ class Config:
     webhooks: WebhooksConfig = WebhooksConfig()
     #: How long a master trusts what it read of a database token.
     auth_cache_s: float = 5.0
+    #: How long a dashboard session lasts (auth.session_hours).
+    auth_session_s: float = 12 * 3600.0

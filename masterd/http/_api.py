@@ -12,13 +12,14 @@ from attrs import define, field
 from twisted.web.iweb import IRequest
 
 from masterd._version import __version__
-from masterd.accounts import TokenStore
+from masterd.accounts import SessionStore, TokenStore
 from masterd.audit import Actor, AuditLog
 from masterd.cluster import MasterRegistry
 from masterd.cluster.models import MasterInfo, MasterPage
 from masterd.config import Role
 from masterd.db import Pool
 from masterd.errors import NoSuchResource
+from masterd.events import EventBus
 from masterd.jobs import JobStore
 from masterd.schema import DEFAULT_LIMITS, InputLimits
 from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
@@ -36,13 +37,16 @@ from ._openapi import asyncAPIDocument, openAPIDocument
 from ._operations import PathParam, operation
 from ._readiness import Readiness
 from ._scheduling import SchedulingRoutes
+from ._session import SessionRoutes
 from ._webhooks import WebhookRoutes
 
 MASTER = (PathParam("name", "name", "master", "A master's name"),)
 
 
 @define(slots=False)
-class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes, WebhookRoutes, SchedulingRoutes):
+class MasterAPI(
+    JobRoutes, AgentRoutes, AccountRoutes, SessionRoutes, WebhookRoutes, SchedulingRoutes
+):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
     routes the mixins (L{JobRoutes}, ...) define.
@@ -68,6 +72,10 @@ class MasterAPI(JobRoutes, AgentRoutes, AccountRoutes, WebhookRoutes, Scheduling
     webhookStats: Any = None
     #: ip_network values: the proxies whose X-Forwarded-For is believed.
     trustedProxies: tuple[Any, ...] = ()
+    sessions: SessionStore | None = None
+    #: How long a session lasts (auth.session_hours).
+    sessionLifetime_s: float = 12 * 3600.0
+    events: EventBus | None = None
     version: str = __version__
     _registry: Any = field(init=False, default=None)
     _documents: dict[str, bytes] = field(init=False, factory=dict)
