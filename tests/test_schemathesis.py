@@ -90,7 +90,7 @@ class SchemathesisTests(TestCase):
         return subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
              f"{self.base}/api/v1/openapi.json",
-             "--checks", "all",
+             "--checks", "all", "--exclude-checks", "use_after_free",
              "--header", f"Authorization: Bearer {token(role)}",
              "--max-examples", EXAMPLES, "--seed", SEED,
              "--workers", "1", "--no-color", "--generation-database", "none",

@@ -30,6 +30,7 @@ from ._accounts import AccountRoutes
 from ._agents import AgentRoutes
 from ._app import app
 from ._auth import Authenticator, actorOf, authorized
+from ._dashboard import DashboardRoutes
 from ._errors import installErrorHandlers
 from ._jobs import JobRoutes
 from ._json import APIError, errorResponse
@@ -45,7 +46,13 @@ MASTER = (PathParam("name", "name", "master", "A master's name"),)
 
 @define(slots=False)
 class MasterAPI(
-    JobRoutes, AgentRoutes, AccountRoutes, SessionRoutes, WebhookRoutes, SchedulingRoutes
+    JobRoutes,
+    AgentRoutes,
+    AccountRoutes,
+    SessionRoutes,
+    WebhookRoutes,
+    SchedulingRoutes,
+    DashboardRoutes,
 ):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
