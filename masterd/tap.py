@@ -23,6 +23,7 @@ from masterd.config import Config, ConfigError, loadConfig
 from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService
 from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
+from masterd.http._events import EventsService, EventStreams, JobFeed
 from masterd.jobs import JobStore
 from masterd.scheduler import Scheduler, SchedulerSettings
 from masterd.scheduler.preemption import PreemptionSettings
@@ -142,6 +143,7 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         reactor,
     )
     readiness = MasterReadiness(database)
+    streams = EventStreams(reactor)
     api = MasterAPI(
         name=config.master.name,
         stats=stats,
@@ -161,11 +163,16 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         sessions=sessions,
         sessionLifetime_s=config.auth_session_s,
         events=events,
+        streams=streams,
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
     site.accessLog.enabled = config.http.access_log
     http = HTTPService(reactor, site, config.http.listen)
     http.setServiceParent(root)
+    # Stopped before the HTTP service (services stop in reverse order), so
+    # that the streams end cleanly.
+    EventsService(streams, JobFeed(database.pool, streams), reactor,
+                  watcher=stats).setServiceParent(root)  # fmt: skip
     TalkbackService(
         registry, reactor, t.flush_s, t.lost_grace_s, t.reap_interval_s, stats
     ).setServiceParent(root)

@@ -19,6 +19,7 @@ from masterd.config import Role, TokenConfig
 from masterd.db import Batcher, Pool
 from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, MasterAPI, MasterSite
+from masterd.http._events import EventStreams
 from masterd.jobs import JobStore
 from masterd.scheduler.resources import SchedulingStore
 from masterd.stats import MasterStats
@@ -159,12 +160,15 @@ async def startAPI(
         sessions=sessions,
         events=events,
         trustedProxies=trustedProxies,
+        streams=EventStreams(reactor),
     )
     site = MasterSite(api.app.resource(), stats, 1 << 20)
     site.accessLog.enabled = False
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
 
     async def stop() -> None:
+        assert api.streams is not None
+        api.streams.close()
         await port.stopListening()
         await site.closeConnections(reactor)
 

@@ -32,6 +32,7 @@ from ._app import app
 from ._auth import Authenticator, actorOf, authorized
 from ._dashboard import DashboardRoutes
 from ._errors import installErrorHandlers
+from ._events import EventRoutes, EventStreams
 from ._jobs import JobRoutes
 from ._json import APIError, errorResponse
 from ._openapi import asyncAPIDocument, openAPIDocument
@@ -53,6 +54,7 @@ class MasterAPI(
     WebhookRoutes,
     SchedulingRoutes,
     DashboardRoutes,
+    EventRoutes,
 ):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
@@ -83,6 +85,8 @@ class MasterAPI(
     #: How long a session lasts (auth.session_hours).
     sessionLifetime_s: float = 12 * 3600.0
     events: EventBus | None = None
+    #: The open event streams (GET /api/v1/events).
+    streams: EventStreams | None = None
     version: str = __version__
     _registry: Any = field(init=False, default=None)
     _documents: dict[str, bytes] = field(init=False, factory=dict)
