@@ -10,10 +10,17 @@ import re
 import shutil
 from typing import Any
 
-from twisted.internet.threads import deferToThread
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
+from masterd.http._events import JobFeed
+from masterd.jobs import lifecycle
+from masterd.service import Periodic
+
 from ._api import API, TOKENS, startAPI
+from .test_jobs_api import AGENT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -130,3 +137,48 @@ class BrowserTests(TestCase):
                          ("masterd_session", True, "Strict"))  # fmt: skip
         self.assertEqual(seen["after"], "Signed out.")
         self.assertEqual(await api.count("sessions"), 0)
+
+    async def test_live(self) -> None:
+        """
+        A job submitted through the API appears without a reload, and its
+        done count follows as its tasks finish, from the event stream.
+        """
+        api: API = await startAPI(self)
+        assert api.api.streams is not None
+        feed = Periodic("events.jobs", JobFeed(api.pool, api.api.streams).poll, 0.2, reactor)
+        feed.start()
+        self.addCleanup(feed.stop)
+
+        def inReactor(f: Any) -> Any:
+            return blockingCallFromThread(reactor, lambda: Deferred.fromCoroutine(f()))
+
+        async def finish(jobID: int) -> None:
+            rows = await api.pool.query("SELECT id FROM tasks WHERE job_id = %s", (jobID,))
+            for (taskID,) in rows:
+                [a] = await api.pool.transaction(
+                    lambda txn, t=taskID: lifecycle.assign(txn, AGENT, [t])
+                )
+                await api.pool.transaction(
+                    lambda txn, a=a: lifecycle.done(txn, AGENT, a.task_id, a.attempt)
+                )
+
+        def steps(page: Any) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            page.goto("/jobs")
+            page.get_by_label("Token").fill(TOKENS["user"])
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("heading", name="Jobs").wait_for()
+            job = inReactor(lambda: api.submit(title="live job", frames="1-2"))
+            row = page.locator(f'tr[data-job="{job["id"]}"]')
+            row.get_by_text("live job").wait_for()
+            seen["before"] = row.locator(".done").inner_text()
+            inReactor(lambda: finish(job["id"]))
+            row.locator(".done").filter(has_text="2 / 2").wait_for()
+            seen["state"] = row.locator(".state").inner_text()
+            seen["url"] = page.url
+            return seen
+
+        seen = await self.drive(api.base, steps)
+        self.assertEqual(seen["before"], "0 / 2")
+        self.assertEqual(seen["state"], "done")
+        self.assertTrue(seen["url"].endswith("/jobs"))

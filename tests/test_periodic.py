@@ -110,8 +110,8 @@ class MasterLoopTests(SynchronousTestCase):
         names = sorted(loop.name for loop in master.stats.loops)
         self.assertEqual(
             names,
-            ["cluster.heartbeat", "scheduler.sweep", "talkback.flush", "talkback.ping",
-             "talkback.reap", "webhooks.deliver"],
+            ["cluster.heartbeat", "events.jobs", "scheduler.sweep", "talkback.flush",
+             "talkback.ping", "talkback.reap", "webhooks.deliver"],
         )  # fmt: skip
         for loop in master.stats.loops:
             calls: list[str] = []

@@ -60,6 +60,20 @@ def _errors(op: Operation) -> list[int]:
     return sorted(codes - {op.status})
 
 
+#: One event of a Server-Sent Events stream, as its fields (the schema of
+#: each event, as tools that read event streams apply it).
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["hello", "job"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["data"],
+}
+
+
 def _paramSchema(param: PathParam) -> dict[str, Any]:
     if param.kind == "id":
         return {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT}
@@ -131,7 +145,9 @@ def openAPIDocument(version: str) -> dict[str, Any]:
             parameters += _queryParameters(op.query, components)
         responses: dict[str, Any] = {}
         success: dict[str, Any] = {"description": op.summary}
-        if op.response is str:
+        if op.response is str and op.contentType == "text/event-stream":
+            success["content"] = {op.contentType: {"schema": _SSE_EVENT}}
+        elif op.response is str:
             success["content"] = {op.contentType: {"schema": {"type": "string"}}}
         elif op.response is not None:
             success["content"] = {op.contentType: {"schema": schemaOf[id(op.response)]}}

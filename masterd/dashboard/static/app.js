@@ -25,12 +25,6 @@ async function api(method, path, body) {
 
 function $(id) { return document.getElementById(id); }
 
-function cell(text) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  return td;
-}
-
 function showSignIn(message) {
   state.session = null;
   $("nav").hidden = true;
@@ -49,45 +43,136 @@ function showSignedIn() {
   $("view").hidden = false;
 }
 
-async function overview(view) {
-  const master = await api("GET", "/api/v1/master");
-  const jobs = await api("GET", "/api/v1/jobs?limit=50");
-  view.replaceChildren();
-  const title = document.createElement("h1");
-  title.textContent = "Overview";
-  const cards = document.createElement("div");
-  cards.className = "cards";
-  for (const [label, value] of [
-    ["Master", master.name],
-    ["Agents connected", master.talkback ? master.talkback.agents_connected : 0],
-    ["Jobs shown", jobs.items.length],
-  ]) {
-    const card = document.createElement("div");
-    card.className = "card";
-    const n = document.createElement("div");
-    n.className = "n";
-    n.textContent = String(value);
-    const l = document.createElement("div");
-    l.textContent = label;
-    card.append(n, l);
-    cards.append(card);
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
   }
-  const table = document.createElement("table");
-  table.setAttribute("aria-label", "Jobs");
-  const head = document.createElement("tr");
-  for (const h of ["Id", "Title", "Owner", "State"]) {
-    const th = document.createElement("th");
-    th.scope = "col";
-    th.textContent = h;
-    head.append(th);
+  for (const c of children) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+
+function link(href, text) {
+  return el("a", { href }, text);
+}
+
+function jobRow(job) {
+  const counts = job.tasks || {};
+  const row = el("tr", { "data-job": job.id },
+    el("td", {}, link(`/jobs/${job.id}`, job.id)),
+    el("td", {}, job.title || ""),
+    el("td", {}, job.owner || ""),
+    el("td", {}, job.project || ""),
+    el("td", { class: "state" }, job.state),
+    el("td", { class: "done" }, `${counts.done || 0} / ${counts.total || 0}`));
+  return row;
+}
+
+function updateRow(row, job) {
+  row.querySelector(".state").textContent = job.state;
+  row.querySelector(".done").textContent = `${job.tasks.done} / ${job.tasks.total}`;
+}
+
+function jobsTable(jobs) {
+  const head = el("tr", {}, ...["Id", "Title", "Owner", "Project", "State", "Done"].map(
+    (h) => el("th", { scope: "col" }, h)));
+  const body = el("tbody", { id: "jobs-body" }, ...jobs.map(jobRow));
+  return el("table", { "aria-label": "Jobs" }, el("thead", {}, head), body);
+}
+
+const views = {
+  async overview(view) {
+    const master = await api("GET", "/api/v1/master");
+    const jobs = await api("GET", "/api/v1/jobs?limit=50");
+    const cards = el("div", { class: "cards" });
+    for (const [label, value] of [
+      ["Master", master.name],
+      ["Agents connected", master.talkback ? master.talkback.agents_connected : 0],
+      ["Jobs shown", jobs.items.length],
+    ]) {
+      cards.append(el("div", { class: "card" }, el("div", { class: "n" }, value),
+        el("div", {}, label)));
+    }
+    view.replaceChildren(el("h1", {}, "Overview"), cards, jobsTable(jobs.items));
+  },
+  async jobs(view) {
+    const jobs = await api("GET", "/api/v1/jobs?limit=100");
+    view.replaceChildren(el("h1", {}, "Jobs"), jobsTable(jobs.items));
+  },
+  async job(view, id) {
+    const job = await api("GET", `/api/v1/jobs/${id}`);
+    const layers = el("table", { "aria-label": "Layers" },
+      el("thead", {}, el("tr", {}, ...["Layer", "Done", "Running", "Queued", "Failed"].map(
+        (h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...(job.layers || []).map((l) => el("tr", {},
+        el("td", {}, l.name), el("td", {}, l.tasks.done), el("td", {}, l.tasks.running),
+        el("td", {}, l.tasks.queued), el("td", {}, l.tasks.failed)))));
+    const summary = el("p", { id: "job-summary", "data-job": job.id },
+      `${job.state}: ${job.tasks.done} of ${job.tasks.total} done`);
+    view.replaceChildren(el("h1", {}, `Job ${job.id}: ${job.title}`), summary, layers);
+  },
+  async agents(view) {
+    const agents = await api("GET", "/api/v1/agents?limit=100");
+    const head = el("tr", {}, ...["Agent", "State", "Last seen"].map(
+      (h) => el("th", { scope: "col" }, h)));
+    view.replaceChildren(el("h1", {}, "Agents"), el("table", { "aria-label": "Agents" },
+      el("thead", {}, head), el("tbody", {}, ...agents.items.map((a) => el("tr", {},
+        el("td", {}, a.name || a.id), el("td", {}, a.state || ""),
+        el("td", {}, a.last_seen || ""))))));
+  },
+  async masters(view) {
+    const masters = await api("GET", "/api/v1/masters");
+    view.replaceChildren(el("h1", {}, "Masters"), el("ul", {},
+      ...masters.items.map((m) => el("li", {}, `${m.name}: ${m.state || ""}`))));
+  },
+};
+
+function which(path) {
+  let m;
+  if (path === "/") return ["overview"];
+  if (path === "/jobs") return ["jobs"];
+  if ((m = path.match(/^\/jobs\/(\d+)$/))) return ["job", m[1]];
+  if (path === "/agents") return ["agents"];
+  if (path === "/masters") return ["masters"];
+  return ["overview"];
+}
+
+// Live: the master's event stream. A job event updates its row or summary;
+// a job not shown yet makes the view read again (at most once a second);
+// after a reconnect the view reads everything again.
+let stream = null;
+let pending = null;
+
+function refreshSoon() {
+  if (pending === null) pending = setTimeout(() => { pending = null; route(); }, 1000);
+}
+
+function onJob(job) {
+  const summary = document.getElementById("job-summary");
+  if (summary && summary.dataset.job === String(job.id)) {
+    refreshSoon();
+    return;
   }
-  table.append(head);
-  for (const job of jobs.items) {
-    const row = document.createElement("tr");
-    row.append(cell(job.id), cell(job.title), cell(job.owner), cell(job.state));
-    table.append(row);
-  }
-  view.append(title, cards, table);
+  const body = document.getElementById("jobs-body");
+  if (!body) return;
+  const row = body.querySelector(`tr[data-job="${job.id}"]`);
+  if (row) updateRow(row, job); else refreshSoon();
+}
+
+function listen() {
+  if (stream) stream.close();
+  let opened = false;
+  stream = new EventSource("/api/v1/events");
+  stream.addEventListener("hello", () => {
+    if (opened) route();
+    opened = true;
+  });
+  stream.addEventListener("job", (event) => onJob(JSON.parse(event.data)));
+}
+
+function stopListening() {
+  if (stream) stream.close();
+  stream = null;
 }
 
 async function route() {
@@ -96,15 +181,29 @@ async function route() {
     const here = a.getAttribute("href") === location.pathname;
     if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
+  const [name, arg] = which(location.pathname);
   try {
-    await overview(view);
+    await views[name](view, arg);
   } catch (error) {
-    if (error.status === 401) showSignIn("Your session has ended; sign in again.");
-    else view.textContent = error.message;
+    if (error.status === 401) {
+      stopListening();
+      showSignIn("Your session has ended; sign in again.");
+    }
+    else view.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
   }
 }
 
+function navigate(event) {
+  const a = event.target.closest("a");
+  if (!a || a.origin !== location.origin || event.ctrlKey || event.metaKey) return;
+  event.preventDefault();
+  if (a.pathname !== location.pathname) history.pushState({}, "", a.pathname);
+  route();
+}
+
 async function start() {
+  document.addEventListener("click", navigate);
+  window.addEventListener("popstate", () => route());
   $("signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("signin-error").textContent = "";
@@ -112,18 +211,21 @@ async function start() {
       state.session = await api("POST", "/api/v1/session", { token: $("token").value });
       $("token").value = "";
       showSignedIn();
+      listen();
       await route();
     } catch (error) {
       showSignIn(error.message);
     }
   });
   $("signout").addEventListener("click", async () => {
+    stopListening();
     try { await api("DELETE", "/api/v1/session"); } catch (error) { /* ended anyway */ }
     showSignIn("Signed out.");
   });
   try {
     state.session = await api("GET", "/api/v1/session");
     showSignedIn();
+    listen();
     await route();
   } catch (error) {
     showSignIn("");
