@@ -169,16 +169,55 @@ class BrowserTests(TestCase):
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("heading", name="Jobs").wait_for()
             job = inReactor(lambda: api.submit(title="live job", frames="1-2"))
+            seen["job"] = job
             row = page.locator(f'tr[data-job="{job["id"]}"]')
             row.get_by_text("live job").wait_for()
             seen["before"] = row.locator(".done").inner_text()
+            row.get_by_role("link", name=str(job["id"])).click()
+            page.get_by_role("heading", name=f"Job {job['id']}: live job").wait_for()
+            grid = page.locator("#frame-grid")
+            seen["grid before"] = grid.get_attribute("aria-label")
             inReactor(lambda: finish(job["id"]))
-            row.locator(".done").filter(has_text="2 / 2").wait_for()
-            seen["state"] = row.locator(".state").inner_text()
+            page.get_by_role("img", name="Frame grid of 2 tasks: 2 done").wait_for()
             seen["url"] = page.url
+            page.locator("#frame-grid").click(position={"x": 1, "y": 1})
+            page.get_by_role("heading", name=re.compile(r"^Task \d+$")).wait_for()
+            seen["task"] = page.get_by_role("heading").inner_text()
+            page.go_back()
+            page.get_by_role("heading", name=f"Job {job['id']}: live job").wait_for()
             return seen
 
         seen = await self.drive(api.base, steps)
         self.assertEqual(seen["before"], "0 / 2")
-        self.assertEqual(seen["state"], "done")
-        self.assertTrue(seen["url"].endswith("/jobs"))
+        self.assertEqual(seen["grid before"], "Frame grid of 2 tasks: 2 queued")
+        self.assertTrue(seen["url"].endswith(f"/jobs/{seen['job']['id']}"))
+        [first] = await api.pool.query(
+            "SELECT id FROM tasks WHERE job_id = %s AND index = 0", (seen["job"]["id"],)
+        )
+        self.assertEqual(seen["task"], f"Task {first[0]}")
+
+
+class StatesTests(TestCase):
+    timeout = 60
+
+    async def test_states(self) -> None:
+        """
+        A job's task states, one character a task in index order, and the
+        task ids as runs; 404 for no such job.
+        """
+        api = await startAPI(self)
+        job = await api.submit(frames="1-5")
+        rows = await api.pool.query(
+            "SELECT id FROM tasks WHERE job_id = %s ORDER BY index", (job["id"],)
+        )
+        ids = [r[0] for r in rows]
+        await api.pool.query(
+            "UPDATE tasks SET state = 'canceled' WHERE id = %s RETURNING id", (ids[3],)
+        )
+        document = await api.ok("GET", f"/api/v1/jobs/{job['id']}/states")
+        self.assertEqual(document["states"], "QQQCQ")
+        self.assertEqual(document["legend"]["C"], "canceled")
+        self.assertEqual(document["job"], job["href"])
+        self.assertEqual(document["ids"], [[0, ids[0], 5]])
+        reply = await api.call("GET", "/api/v1/jobs/999999/states")
+        self.assertEqual(reply.code, 404)

@@ -10,7 +10,9 @@ from twisted.web.iweb import IRequest
 
 from masterd.audit import Actor
 from masterd.config import Role
+from masterd.db import Pool
 from masterd.jobs import JobStore, jobChanges, jobSpec
+from masterd.jobs.grid import TaskStates, taskStates
 from masterd.jobs.models import (
     AssignmentQuery,
     AttemptPage,
@@ -43,6 +45,7 @@ class JobRoutes:
 
     jobs: JobStore
     maxFrames: int
+    pool: Pool | None
 
     actor: Callable[[IRequest], Actor]
 
@@ -128,6 +131,15 @@ class JobRoutes:
                 items[-1].index,
             )
         return TaskPage(items=items, next=following)
+
+    @operation("GET", "/api/v1/jobs/{jobID}/states", summary="A job's task states, one "
+               "character a task (the dashboard's frame grid)", role=Role.viewer, params=JOB,
+               response=TaskStates, tag="jobs",
+               description="states: one character a task in index order (legend); ids: runs "
+               "of [first index, its task's id, count].")  # fmt: skip
+    async def taskStates(self, request: IRequest, jobID: int) -> TaskStates:
+        assert self.pool is not None
+        return await taskStates(self.pool, jobID)
 
     @operation("GET", "/api/v1/tasks/{taskID}", summary="A task", role=Role.viewer,
                params=TASK, response=TaskDocument, tag="jobs")  # fmt: skip

@@ -109,7 +109,23 @@ const views = {
         el("td", {}, l.tasks.queued), el("td", {}, l.tasks.failed)))));
     const summary = el("p", { id: "job-summary", "data-job": job.id },
       `${job.state}: ${job.tasks.done} of ${job.tasks.total} done`);
-    view.replaceChildren(el("h1", {}, `Job ${job.id}: ${job.title}`), summary, layers);
+    const grid = await frameGrid(job.id);
+    view.replaceChildren(el("h1", {}, `Job ${job.id}: ${job.title}`), summary, grid, layers);
+  },
+  async task(view, id) {
+    const task = await api("GET", `/api/v1/tasks/${id}`);
+    const attempts = await api("GET", `/api/v1/tasks/${id}/attempts`);
+    const rows = attempts.items.map((a) => el("tr", {},
+      el("td", {}, a.attempt), el("td", {}, a.agent ? (a.agent.hostname || a.agent.id) : ""),
+      el("td", {}, a.state), el("td", {}, a.started_at || ""), el("td", {}, a.finished_at || ""),
+      el("td", {}, a.exit_code === null || a.exit_code === undefined ? "" : a.exit_code),
+      el("td", {}, a.error || "")));
+    view.replaceChildren(el("h1", {}, `Task ${task.id}`),
+      el("p", {}, `${task.state}, layer ${task.layer}, frames ${frameText(task.frames)}, job `,
+        link(`/jobs/${task.job.id}`, task.job.id)),
+      el("table", { "aria-label": "Attempts" }, el("thead", {}, el("tr", {},
+        ...["Attempt", "Agent", "State", "Started", "Finished", "Exit code", "Reason"].map(
+          (h) => el("th", { scope: "col" }, h)))), el("tbody", {}, ...rows)));
   },
   async agents(view) {
     const agents = await api("GET", "/api/v1/agents?limit=100");
@@ -127,11 +143,57 @@ const views = {
   },
 };
 
+function frameText(frames) {
+  if (!frames || !frames.length) return "";
+  return frames.length === 1 ? String(frames[0]) : `${frames[0]}-${frames[frames.length - 1]}`;
+}
+
+// The frame grid: one cell a task, coloured by state, on a canvas (a
+// hundred thousand cells draw in a few milliseconds); a click opens the task.
+const STATE_COLOURS = { W: "#9e9e9e", Q: "#90a4ae", A: "#4fc3f7", R: "#1e88e5", D: "#43a047",
+                        F: "#e53935", C: "#6d4c41" };
+const STATE_NAMES = { W: "waiting", Q: "queued", A: "assigned", R: "running", D: "done",
+                      F: "failed", C: "canceled" };
+
+async function frameGrid(jobID) {
+  const data = await api("GET", `/api/v1/jobs/${jobID}/states`);
+  const n = data.states.length;
+  const width = 960;
+  const cell = Math.max(2, Math.min(24, Math.floor(Math.sqrt((width * 240) / Math.max(n, 1)))));
+  const cols = Math.max(1, Math.floor(width / cell));
+  const rows = Math.max(1, Math.ceil(n / cols));
+  const canvas = el("canvas", { id: "frame-grid", width: cols * cell, height: rows * cell,
+                                role: "img", tabindex: "0" });
+  const ctx = canvas.getContext("2d");
+  const totals = {};
+  for (let i = 0; i < n; i++) {
+    const code = data.states[i];
+    totals[code] = (totals[code] || 0) + 1;
+    ctx.fillStyle = STATE_COLOURS[code] || "#000";
+    ctx.fillRect((i % cols) * cell, Math.floor(i / cols) * cell, Math.max(1, cell - 1),
+      Math.max(1, cell - 1));
+  }
+  const said = Object.entries(totals).map(([c, k]) => `${k} ${STATE_NAMES[c]}`).join(", ");
+  canvas.setAttribute("aria-label", `Frame grid of ${n} tasks: ${said}`);
+  canvas.addEventListener("click", (event) => {
+    const box = canvas.getBoundingClientRect();
+    const i = Math.floor((event.clientY - box.top) / cell) * cols
+      + Math.floor((event.clientX - box.left) / cell);
+    const run = data.ids.find(([first, , count]) => i >= first && i < first + count);
+    if (i < n && run) {
+      history.pushState({}, "", `/tasks/${run[1] + (i - run[0])}`);
+      route();
+    }
+  });
+  return canvas;
+}
+
 function which(path) {
   let m;
   if (path === "/") return ["overview"];
   if (path === "/jobs") return ["jobs"];
   if ((m = path.match(/^\/jobs\/(\d+)$/))) return ["job", m[1]];
+  if ((m = path.match(/^\/tasks\/(\d+)$/))) return ["task", m[1]];
   if (path === "/agents") return ["agents"];
   if (path === "/masters") return ["masters"];
   return ["overview"];
