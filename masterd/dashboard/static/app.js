@@ -133,7 +133,7 @@ const views = {
       (h) => el("th", { scope: "col" }, h)));
     view.replaceChildren(el("h1", {}, "Agents"), el("table", { "aria-label": "Agents" },
       el("thead", {}, head), el("tbody", {}, ...agents.items.map((a) => el("tr", {},
-        el("td", {}, a.name || a.id), el("td", {}, a.state || ""),
+        el("td", {}, a.hostname || a.id), el("td", {}, a.state || ""),
         el("td", {}, a.last_seen || ""))))));
   },
   async masters(view) {
