@@ -297,7 +297,8 @@ class NameTests(Base):
         """
         api = await startAPI(self)
         for path in ["/api/v1/limits/a%20b", "/api/v1/limits/" + "n" * 65,
-                     "/api/v1/limits/.hidden", "/api/v1/projects/%20lead"]:  # fmt: skip
+                     "/api/v1/limits/.hidden", "/api/v1/projects/%20lead",
+                     "/api/v1/limits/nuke%0A"]:  # fmt: skip
             body = {"max": 2} if "limits" in path else {"weight": 2}
             reply = await api.call("PUT", path, body)
             self.assertEqual(reply.code, 400, (path, reply.body))

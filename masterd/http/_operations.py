@@ -110,7 +110,7 @@ def pathParam(param: PathParam, text: str) -> Any:
         return str(uuid.UUID(text))
     valid = "\0" not in text and (
         param.pattern is None
-        or (len(text) <= (param.maxLength or len(text)) and re.match(param.pattern, text))
+        or (len(text) <= (param.maxLength or len(text)) and re.fullmatch(param.pattern, text))
     )
     if not valid:
         if param.refuse:
