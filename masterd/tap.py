@@ -171,8 +171,8 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     http.setServiceParent(root)
     # Stopped before the HTTP service (services stop in reverse order), so
     # that the streams end cleanly.
-    EventsService(streams, JobFeed(database.pool, streams), reactor,
-                  watcher=stats).setServiceParent(root)  # fmt: skip
+    EventsService(streams, JobFeed(database.pool, streams), reactor, watcher=stats,
+                  expire_s=config.master.expire_s).setServiceParent(root)  # fmt: skip
     TalkbackService(
         registry, reactor, t.flush_s, t.lost_grace_s, t.reap_interval_s, stats
     ).setServiceParent(root)

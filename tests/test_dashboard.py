@@ -55,7 +55,7 @@ class FilesTests(TestCase):
         """
         api = await startAPI(self)
         for path in ["/", "/jobs", "/jobs/12", "/tasks/3", "/agents", "/masters",
-                     "/agents/7b0c6b2e-0d3c-4a59-9b4b-6a4a0b9d8e11"]:  # fmt: skip
+                     "/agents/7b0c6b2e-0d3c-4a59-9b4b-6a4a0b9d8e11", "/audit"]:  # fmt: skip
             reply = await api.call("GET", path, role="")
             self.assertEqual(reply.code, 200, path)
             self.assertEqual(reply.header("content-type"), "text/html; charset=utf-8")
@@ -120,6 +120,8 @@ class BrowserTests(TestCase):
             page.get_by_label("Token").fill(TOKENS["user"])
             page.get_by_role("button", name="Sign in").click()
             page.get_by_text("user (user)").wait_for()
+            page.get_by_role("heading", name="Overview").wait_for()
+            page.get_by_role("navigation").get_by_role("link", name="Jobs").click()
             page.get_by_role("cell", name="shot 010 lighting").wait_for()
             seen["cookies"] = page.context.cookies()
             # A reload keeps the session (the cookie), with no token typed.
@@ -182,7 +184,7 @@ class BrowserTests(TestCase):
             seen["url"] = page.url
             page.locator("#frame-grid").click(position={"x": 1, "y": 1})
             page.get_by_role("heading", name=re.compile(r"^Task \d+$")).wait_for()
-            seen["task"] = page.get_by_role("heading").inner_text()
+            seen["task"] = page.get_by_role("heading", level=1).inner_text()
             page.go_back()
             page.get_by_role("heading", name=f"Job {job['id']}: live job").wait_for()
             return seen
@@ -195,6 +197,106 @@ class BrowserTests(TestCase):
             "SELECT id FROM tasks WHERE job_id = %s AND index = 0", (seen["job"]["id"],)
         )
         self.assertEqual(seen["task"], f"Task {first[0]}")
+
+
+ACTIONS = re.compile(r"^(Pause|Resume|Cancel|Retry|Delete|Disable|Enable)$")
+
+
+class RoleTests(BrowserTests):
+    async def test_viewerSeesNoActions(self) -> None:
+        """
+        A viewer sees the jobs, a job and the agents, but no action button
+        and nothing to select, and no audit trail in the navigation.
+        """
+        api: API = await startAPI(self)
+        job = await api.submit(title="look only")
+        await api.pool.query(
+            "INSERT INTO agents (id, hostname, enabled) VALUES (%s, 'node-a', true) RETURNING id",
+            (AGENT,),
+        )
+
+        def steps(page: Any) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            page.goto("/jobs")
+            page.get_by_label("Token").fill(TOKENS["viewer"])
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("cell", name="look only").wait_for()
+            seen["jobs"] = (page.get_by_role("button", name=ACTIONS).count(),
+                            page.get_by_role("checkbox").count())  # fmt: skip
+            seen["audit link"] = page.get_by_role("link", name="Audit").count()
+            page.get_by_role("link", name=str(job["id"]), exact=True).click()
+            page.get_by_role("heading", name=f"Job {job['id']}: look only").wait_for()
+            seen["job"] = page.get_by_role("button", name=ACTIONS).count()
+            page.get_by_role("navigation").get_by_role("link", name="Agents").click()
+            page.get_by_role("cell", name="node-a").wait_for()
+            seen["agents"] = page.get_by_role("button", name=ACTIONS).count()
+            return seen
+
+        seen = await self.drive(api.base, steps)
+        self.assertEqual(seen, {"jobs": (0, 0), "audit link": 0, "job": 0, "agents": 0})
+
+    async def test_artistOwnJobsOnly(self) -> None:
+        """
+        An artist (role user) can select and act on its own jobs only:
+        another's job cannot be selected and its page has no buttons. A
+        refused action shows the server's message; Cancel asks first, and
+        "Go back" leaves the job as it was.
+        """
+        api: API = await startAPI(self)
+        body = {"title": "mine", "command": ["render", "{frame}"], "frames": "1-2"}
+        mine = (await api.call("POST", "/api/v1/jobs", body, role="user")).json()
+        theirs = await api.submit(title="theirs")
+
+        def steps(page: Any) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            page.goto("/jobs")
+            page.get_by_label("Token").fill(TOKENS["user"])
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("cell", name="mine").wait_for()
+            seen["select theirs"] = page.get_by_label(f"Select job {theirs['id']}").is_enabled()
+            page.get_by_label(f"Select job {mine['id']}").check()
+            page.get_by_role("button", name="Delete").click()
+            page.get_by_role("dialog").get_by_role(
+                "button", name=f"Delete job {mine['id']}"
+            ).click()
+            page.get_by_role("alert").filter(has_text="refused").wait_for()
+            seen["refused"] = page.get_by_role("alert").inner_text()
+            page.goto(f"/jobs/{theirs['id']}")
+            page.get_by_role("heading", name=f"Job {theirs['id']}: theirs").wait_for()
+            seen["their buttons"] = page.get_by_role("button", name=ACTIONS).count()
+            page.goto(f"/jobs/{mine['id']}")
+            page.get_by_role("heading", name=f"Job {mine['id']}: mine").wait_for()
+            seen["my buttons"] = (
+                page.get_by_role("group", name="Actions").get_by_role("button").all_inner_texts()
+            )
+            page.get_by_role("button", name="Cancel", exact=True).click()
+            page.get_by_role("dialog").get_by_role("button", name="Go back").click()
+            seen["kept"] = inReactor(lambda: api.ok("GET", mine["href"]))["state"]
+            page.get_by_role("button", name="Cancel", exact=True).click()
+            page.get_by_role("dialog").get_by_role(
+                "button", name=f"Cancel job {mine['id']}"
+            ).click()
+            page.get_by_role("status").filter(has_text="Cancel: done").wait_for()
+            page.locator("#job-summary").wait_for()
+            page.get_by_text("canceled", exact=True).first.wait_for()
+            return seen
+
+        seen = await self.drive(api.base, steps)
+        self.assertFalse(seen["select theirs"])
+        self.assertIn(f"Delete: refused for job {mine['id']}: ", seen["refused"])
+        self.assertEqual(seen["their buttons"], 0)
+        self.assertEqual(seen["my buttons"], ["Pause", "Cancel"])
+        self.assertEqual(seen["kept"], "queued")
+        self.assertEqual((await api.ok("GET", mine["href"]))["state"], "canceled")
+        self.assertEqual((await api.ok("GET", theirs["href"]))["state"], "queued")
+
+
+def inReactor(f: Any) -> Any:
+    """
+    From the browser's thread: run C{f()} (a coroutine) on the reactor and
+    wait for its result.
+    """
+    return blockingCallFromThread(reactor, lambda: Deferred.fromCoroutine(f()))
 
 
 class StatesTests(TestCase):

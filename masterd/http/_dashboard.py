@@ -79,6 +79,11 @@ class DashboardRoutes:
     def dashboardMasters(self, request: IRequest) -> bytes:
         return self._page(request)
 
+    @operation("GET", "/audit", summary="The dashboard: audit trail", role=None, response=str,
+               contentType="text/html", errors=(), tag="dashboard")  # fmt: skip
+    def dashboardAudit(self, request: IRequest) -> bytes:
+        return self._page(request)
+
     @operation("GET", "/assets/{version}/{name}", summary="A file of the dashboard",
                role=None, params=(_VERSION, _ASSET), response=str,
                contentType="application/octet-stream", tag="dashboard",

@@ -65,7 +65,10 @@ def _errors(op: Operation) -> list[int]:
 _SSE_EVENT: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "event": {"type": "string", "enum": ["hello", "job"]},
+        "event": {
+            "type": "string",
+            "enum": ["hello", "job", "agent", "agents", "limit", "master", "audit"],
+        },
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string"},
         "retry": {"type": "integer", "minimum": 0},

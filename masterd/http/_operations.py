@@ -20,7 +20,9 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 from attrs import frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from masterd.config import Role
@@ -32,6 +34,8 @@ from ._app import app
 from ._auth import authorized
 from ._json import APIError
 from ._query import queryValues
+
+log = Logger()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -235,13 +239,38 @@ def operation(
         @wraps(f)
         def check(self: Any, request: IRequest, **segments: str) -> Any:
             if role is not None:
-                return authorized(self.auth, request, role, lambda: run(self, request, segments))
-            return run(self, request, segments)
+                result = authorized(self.auth, request, role, lambda: run(self, request, segments))
+            else:
+                result = run(self, request, segments)
+            return shielded(result) if isinstance(result, Deferred) else result
 
         app.route(kleinPath, methods=[method])(check)
         return check  # type: ignore[return-value]
 
     return decorate
+
+
+def shielded(work: Deferred[Any]) -> Deferred[Any]:
+    """
+    What Klein waits for instead of C{work}. Klein cancels a route's
+    Deferred when its client goes away; cancelling would cut the work off
+    in the middle of a database query, which txpostgres cannot do cleanly
+    (its canceller raises), and leave a change half-made from the client's
+    view. So the work runs to its end, and only the wait is cancelled.
+    """
+    waiting: Deferred[Any] = Deferred()
+
+    def finished(result: Any) -> None:
+        if not waiting.called:
+            if isinstance(result, Failure):
+                waiting.errback(result)
+            else:
+                waiting.callback(result)
+        elif isinstance(result, Failure) and not result.check(CancelledError):
+            log.failure("a request failed after its client went away", result)
+
+    work.addBoth(finished)
+    return waiting
 
 
 async def _answer(request: IRequest, result: Coroutine[Any, Any, Any], status: int) -> Any:

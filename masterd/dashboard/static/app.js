@@ -1,235 +1,128 @@
 // The dashboard: one page, every view at its own URL, everything from the
-// API under /api/v1 with the session's cookie (docs/dashboard.md).
+// API under /api/v1 with the session's cookie, live from the event stream
+// (docs/dashboard.md).
 
-const state = { session: null };
+import { agentView, agentsView } from "./agents.js";
+import { api, may, session } from "./api.js";
+import { auditView, mastersView, overviewView } from "./farm.js";
+import { jobView, taskView } from "./job.js";
+import { jobsView } from "./jobs.js";
+import { $, clearNotice, el, notice } from "./ui.js";
 
-async function api(method, path, body) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && state.session && state.session.csrf_token) {
-    headers["X-CSRF-Token"] = state.session.csrf_token;
-  }
-  const reply = await fetch(path, {
-    method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await reply.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!reply.ok) {
-    const error = new Error((data && data.message) || `${method} ${path}: ${reply.status}`);
-    error.status = reply.status;
-    throw error;
-  }
-  return data;
-}
+const VIEWS = [
+  [/^\/$/, overviewView],
+  [/^\/jobs$/, jobsView],
+  [/^\/jobs\/(\d+)$/, jobView],
+  [/^\/tasks\/(\d+)$/, taskView],
+  [/^\/agents$/, agentsView],
+  [/^\/agents\/([0-9a-f-]{36})$/, agentView],
+  [/^\/masters$/, mastersView],
+  [/^\/audit$/, auditView],
+];
 
-function $(id) { return document.getElementById(id); }
+// What the view on screen does with events, how it reads itself again,
+// and what it stops when left.
+let shown = { on: {} };
+let pending = null;
+let routing = 0;
+
+const app = {
+  go(path) {
+    history.pushState({}, "", path);
+    route();
+  },
+  // Read the view again soon, at most once a second (or every ms).
+  refreshSoon(ms = 1000) {
+    if (pending !== null) return;
+    pending = setTimeout(async () => {
+      pending = null;
+      try {
+        if (shown.refresh) await shown.refresh(); else await route();
+      } catch (error) { failed(error); }
+    }, ms);
+  },
+};
 
 function showSignIn(message) {
-  state.session = null;
-  $("nav").hidden = true;
-  $("who").hidden = true;
-  $("view").hidden = true;
+  session.current = null;
+  for (const id of ["nav", "who", "view"]) $(id).hidden = true;
   $("signin").hidden = false;
   $("signin-error").textContent = message || "";
+  clearNotice();
   $("token").focus();
 }
 
 function showSignedIn() {
+  const current = session.current;
   $("signin").hidden = true;
   $("nav").hidden = false;
   $("who").hidden = false;
-  $("user").textContent = `${state.session.user} (${state.session.role})`;
+  $("nav-audit").hidden = !may("operator");
+  $("user").textContent = `${current.user} (${current.role})`;
   $("view").hidden = false;
 }
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v; else node.setAttribute(k, v);
+function failed(error) {
+  if (error.status === 401) {
+    stopListening();
+    showSignIn("Your session has ended; sign in again.");
+  } else {
+    notice(error.message);
   }
-  for (const c of children) node.append(c instanceof Node ? c : String(c));
-  return node;
 }
 
-function link(href, text) {
-  return el("a", { href }, text);
-}
-
-function jobRow(job) {
-  const counts = job.tasks || {};
-  const row = el("tr", { "data-job": job.id },
-    el("td", {}, link(`/jobs/${job.id}`, job.id)),
-    el("td", {}, job.title || ""),
-    el("td", {}, job.owner || ""),
-    el("td", {}, job.project || ""),
-    el("td", { class: "state" }, job.state),
-    el("td", { class: "done" }, `${counts.done || 0} / ${counts.total || 0}`));
-  return row;
-}
-
-function updateRow(row, job) {
-  row.querySelector(".state").textContent = job.state;
-  row.querySelector(".done").textContent = `${job.tasks.done} / ${job.tasks.total}`;
-}
-
-function jobsTable(jobs) {
-  const head = el("tr", {}, ...["Id", "Title", "Owner", "Project", "State", "Done"].map(
-    (h) => el("th", { scope: "col" }, h)));
-  const body = el("tbody", { id: "jobs-body" }, ...jobs.map(jobRow));
-  return el("table", { "aria-label": "Jobs" }, el("thead", {}, head), body);
-}
-
-const views = {
-  async overview(view) {
-    const master = await api("GET", "/api/v1/master");
-    const jobs = await api("GET", "/api/v1/jobs?limit=50");
-    const cards = el("div", { class: "cards" });
-    for (const [label, value] of [
-      ["Master", master.name],
-      ["Agents connected", master.talkback ? master.talkback.agents_connected : 0],
-      ["Jobs shown", jobs.items.length],
-    ]) {
-      cards.append(el("div", { class: "card" }, el("div", { class: "n" }, value),
-        el("div", {}, label)));
-    }
-    view.replaceChildren(el("h1", {}, "Overview"), cards, jobsTable(jobs.items));
-  },
-  async jobs(view) {
-    const jobs = await api("GET", "/api/v1/jobs?limit=100");
-    view.replaceChildren(el("h1", {}, "Jobs"), jobsTable(jobs.items));
-  },
-  async job(view, id) {
-    const job = await api("GET", `/api/v1/jobs/${id}`);
-    const layers = el("table", { "aria-label": "Layers" },
-      el("thead", {}, el("tr", {}, ...["Layer", "Done", "Running", "Queued", "Failed"].map(
-        (h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, ...(job.layers || []).map((l) => el("tr", {},
-        el("td", {}, l.name), el("td", {}, l.tasks.done), el("td", {}, l.tasks.running),
-        el("td", {}, l.tasks.queued), el("td", {}, l.tasks.failed)))));
-    const summary = el("p", { id: "job-summary", "data-job": job.id },
-      `${job.state}: ${job.tasks.done} of ${job.tasks.total} done`);
-    const grid = await frameGrid(job.id);
-    view.replaceChildren(el("h1", {}, `Job ${job.id}: ${job.title}`), summary, grid, layers);
-  },
-  async task(view, id) {
-    const task = await api("GET", `/api/v1/tasks/${id}`);
-    const attempts = await api("GET", `/api/v1/tasks/${id}/attempts`);
-    const rows = attempts.items.map((a) => el("tr", {},
-      el("td", {}, a.attempt), el("td", {}, a.agent ? (a.agent.hostname || a.agent.id) : ""),
-      el("td", {}, a.state), el("td", {}, a.started_at || ""), el("td", {}, a.finished_at || ""),
-      el("td", {}, a.exit_code === null || a.exit_code === undefined ? "" : a.exit_code),
-      el("td", {}, a.error || "")));
-    view.replaceChildren(el("h1", {}, `Task ${task.id}`),
-      el("p", {}, `${task.state}, layer ${task.layer}, frames ${frameText(task.frames)}, job `,
-        link(`/jobs/${task.job.id}`, task.job.id)),
-      el("table", { "aria-label": "Attempts" }, el("thead", {}, el("tr", {},
-        ...["Attempt", "Agent", "State", "Started", "Finished", "Exit code", "Reason"].map(
-          (h) => el("th", { scope: "col" }, h)))), el("tbody", {}, ...rows)));
-  },
-  async agents(view) {
-    const agents = await api("GET", "/api/v1/agents?limit=100");
-    const head = el("tr", {}, ...["Agent", "State", "Last seen"].map(
-      (h) => el("th", { scope: "col" }, h)));
-    view.replaceChildren(el("h1", {}, "Agents"), el("table", { "aria-label": "Agents" },
-      el("thead", {}, head), el("tbody", {}, ...agents.items.map((a) => el("tr", {},
-        el("td", {}, a.hostname || a.id), el("td", {}, a.state || ""),
-        el("td", {}, a.last_seen || ""))))));
-  },
-  async masters(view) {
-    const masters = await api("GET", "/api/v1/masters");
-    view.replaceChildren(el("h1", {}, "Masters"), el("ul", {},
-      ...masters.items.map((m) => el("li", {}, `${m.name}: ${m.state || ""}`))));
-  },
-};
-
-function frameText(frames) {
-  if (!frames || !frames.length) return "";
-  return frames.length === 1 ? String(frames[0]) : `${frames[0]}-${frames[frames.length - 1]}`;
-}
-
-// The frame grid: one cell a task, coloured by state, on a canvas (a
-// hundred thousand cells draw in a few milliseconds); a click opens the task.
-const STATE_COLOURS = { W: "#9e9e9e", Q: "#90a4ae", A: "#4fc3f7", R: "#1e88e5", D: "#43a047",
-                        F: "#e53935", C: "#6d4c41" };
-const STATE_NAMES = { W: "waiting", Q: "queued", A: "assigned", R: "running", D: "done",
-                      F: "failed", C: "canceled" };
-
-async function frameGrid(jobID) {
-  const data = await api("GET", `/api/v1/jobs/${jobID}/states`);
-  const n = data.states.length;
-  const width = 960;
-  const cell = Math.max(2, Math.min(24, Math.floor(Math.sqrt((width * 240) / Math.max(n, 1)))));
-  const cols = Math.max(1, Math.floor(width / cell));
-  const rows = Math.max(1, Math.ceil(n / cols));
-  const canvas = el("canvas", { id: "frame-grid", width: cols * cell, height: rows * cell,
-                                role: "img", tabindex: "0" });
-  const ctx = canvas.getContext("2d");
-  const totals = {};
-  for (let i = 0; i < n; i++) {
-    const code = data.states[i];
-    totals[code] = (totals[code] || 0) + 1;
-    ctx.fillStyle = STATE_COLOURS[code] || "#000";
-    ctx.fillRect((i % cols) * cell, Math.floor(i / cols) * cell, Math.max(1, cell - 1),
-      Math.max(1, cell - 1));
+async function route() {
+  const mine = ++routing;
+  clearTimeout(pending);
+  pending = null;
+  if (shown.stop) shown.stop();
+  shown = { on: {} };
+  clearNotice();
+  const view = $("view");
+  for (const a of document.querySelectorAll("nav a")) {
+    const here = a.getAttribute("href") === location.pathname;
+    if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  const said = Object.entries(totals).map(([c, k]) => `${k} ${STATE_NAMES[c]}`).join(", ");
-  canvas.setAttribute("aria-label", `Frame grid of ${n} tasks: ${said}`);
-  canvas.addEventListener("click", (event) => {
-    const box = canvas.getBoundingClientRect();
-    const i = Math.floor((event.clientY - box.top) / cell) * cols
-      + Math.floor((event.clientX - box.left) / cell);
-    const run = data.ids.find(([first, , count]) => i >= first && i < first + count);
-    if (i < n && run) {
-      history.pushState({}, "", `/tasks/${run[1] + (i - run[0])}`);
-      route();
-    }
-  });
-  return canvas;
+  const [pattern, render] = VIEWS.find(([p]) => p.test(location.pathname)) || VIEWS[0];
+  const [, arg] = location.pathname.match(pattern) || [];
+  try {
+    const result = (await render(view, arg, app)) || {};
+    // A newer navigation may have finished first: only the last one stays.
+    if (mine === routing) shown = { on: {}, ...result };
+    else if (result.stop) result.stop();
+  } catch (error) {
+    if (mine !== routing) return;
+    if (error.status === 401) failed(error);
+    else view.replaceChildren(el("h1", {}, "Not shown"),
+      el("p", { class: "error", role: "alert" }, error.message));
+  }
 }
 
-function which(path) {
-  let m;
-  if (path === "/") return ["overview"];
-  if (path === "/jobs") return ["jobs"];
-  if ((m = path.match(/^\/jobs\/(\d+)$/))) return ["job", m[1]];
-  if ((m = path.match(/^\/tasks\/(\d+)$/))) return ["task", m[1]];
-  if (path === "/agents") return ["agents"];
-  if (path === "/masters") return ["masters"];
-  return ["overview"];
-}
-
-// Live: the master's event stream. A job event updates its row or summary;
-// a job not shown yet makes the view read again (at most once a second);
-// after a reconnect the view reads everything again.
+// Live: the master's event stream. Each event goes to the view on screen;
+// after a reconnect the view reads everything again, so a missed event
+// loses nothing.
 let stream = null;
-let pending = null;
-
-function refreshSoon() {
-  if (pending === null) pending = setTimeout(() => { pending = null; route(); }, 1000);
-}
-
-function onJob(job) {
-  const summary = document.getElementById("job-summary");
-  if (summary && summary.dataset.job === String(job.id)) {
-    refreshSoon();
-    return;
-  }
-  const body = document.getElementById("jobs-body");
-  if (!body) return;
-  const row = body.querySelector(`tr[data-job="${job.id}"]`);
-  if (row) updateRow(row, job); else refreshSoon();
-}
 
 function listen() {
-  if (stream) stream.close();
+  stopListening();
   let opened = false;
   stream = new EventSource("/api/v1/events");
   stream.addEventListener("hello", () => {
-    if (opened) route();
+    if (opened) app.refreshSoon(0);
     opened = true;
   });
-  stream.addEventListener("job", (event) => onJob(JSON.parse(event.data)));
+  for (const kind of ["job", "agent", "agents", "limit", "master", "audit"]) {
+    stream.addEventListener(kind, (event) => {
+      const handler = shown.on && shown.on[kind];
+      if (handler) handler(JSON.parse(event.data));
+    });
+  }
+  stream.addEventListener("error", async () => {
+    // Closed for good (the session ended, or the master refused): find out.
+    if (stream && stream.readyState === EventSource.CLOSED) {
+      try { await api("GET", "/api/v1/session"); setTimeout(listen, 3000); } catch (error) { failed(error); }
+    }
+  });
 }
 
 function stopListening() {
@@ -237,40 +130,65 @@ function stopListening() {
   stream = null;
 }
 
-async function route() {
-  const view = $("view");
-  for (const a of document.querySelectorAll("nav a")) {
-    const here = a.getAttribute("href") === location.pathname;
-    if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
-  }
-  const [name, arg] = which(location.pathname);
-  try {
-    await views[name](view, arg);
-  } catch (error) {
-    if (error.status === 401) {
-      stopListening();
-      showSignIn("Your session has ended; sign in again.");
-    }
-    else view.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
-  }
-}
-
 function navigate(event) {
   const a = event.target.closest("a");
-  if (!a || a.origin !== location.origin || event.ctrlKey || event.metaKey) return;
+  if (!a || a.origin !== location.origin || a.target || event.ctrlKey || event.metaKey
+      || event.shiftKey || event.button !== 0) return;
   event.preventDefault();
-  if (a.pathname !== location.pathname) history.pushState({}, "", a.pathname);
+  if (a.pathname + a.search !== location.pathname + location.search) {
+    history.pushState({}, "", a.pathname + a.search);
+  }
   route();
+}
+
+// Keys: "/" searches, "j" and "k" move between the rows of the table on
+// screen, "g" then "o", "j", "a", "m" go to a view.
+let leader = false;
+function keys(event) {
+  const t = event.target;
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (t.closest && t.closest("input, select, textarea, dialog, canvas")) return;
+  if (leader) {
+    leader = false;
+    const to = { o: "/", j: "/jobs", a: "/agents", m: "/masters" }[event.key];
+    if (to) { event.preventDefault(); app.go(to); }
+    return;
+  }
+  if (event.key === "g") { leader = true; return; }
+  if (event.key === "/" && $("search")) { event.preventDefault(); $("search").focus(); return; }
+  if (event.key !== "j" && event.key !== "k") return;
+  const rows = [...document.querySelectorAll("#view tbody tr")].filter((r) => r.querySelector("a"));
+  if (!rows.length) return;
+  event.preventDefault();
+  const at = rows.findIndex((r) => r.contains(document.activeElement));
+  const next = at < 0 ? 0 : Math.min(rows.length - 1, Math.max(0, at + (event.key === "j" ? 1 : -1)));
+  rows[next].querySelector("a").focus();
+}
+
+// Light, dark, or as the system says; remembered in this browser.
+const THEMES = ["system", "light", "dark"];
+function applyTheme(theme) {
+  if (theme === "system") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+  $("theme").textContent = `Theme: ${theme}`;
 }
 
 async function start() {
   document.addEventListener("click", navigate);
+  document.addEventListener("keydown", keys);
   window.addEventListener("popstate", () => route());
+  let theme = localStorage.getItem("masterd-theme") || "system";
+  applyTheme(theme);
+  $("theme").addEventListener("click", () => {
+    theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+    localStorage.setItem("masterd-theme", theme);
+    applyTheme(theme);
+  });
   $("signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     $("signin-error").textContent = "";
     try {
-      state.session = await api("POST", "/api/v1/session", { token: $("token").value });
+      session.current = await api("POST", "/api/v1/session", { token: $("token").value });
       $("token").value = "";
       showSignedIn();
       listen();
@@ -285,13 +203,14 @@ async function start() {
     showSignIn("Signed out.");
   });
   try {
-    state.session = await api("GET", "/api/v1/session");
-    showSignedIn();
-    listen();
-    await route();
+    session.current = await api("GET", "/api/v1/session");
   } catch (error) {
     showSignIn("");
+    return;
   }
+  showSignedIn();
+  listen();
+  await route();
 }
 
 start();
