@@ -77,7 +77,11 @@ class FilesTests(TestCase):
             self.assertTrue((reply.header("content-type") or "").startswith("application/json"))
 
 
-class BrowserTests(TestCase):
+class BrowserCase(TestCase):
+    """
+    A test that drives a headless Chromium.
+    """
+
     timeout = 120
 
     def setUp(self) -> None:
@@ -101,6 +105,8 @@ class BrowserTests(TestCase):
 
         return deferToThread(run)
 
+
+class BrowserTests(BrowserCase):
     async def test_signInAndOut(self) -> None:
         """
         A bad token gets a clear message; a user's token signs in and the
@@ -202,7 +208,7 @@ class BrowserTests(TestCase):
 ACTIONS = re.compile(r"^(Pause|Resume|Cancel|Retry|Delete|Disable|Enable)$")
 
 
-class RoleTests(BrowserTests):
+class RoleTests(BrowserCase):
     async def test_viewerSeesNoActions(self) -> None:
         """
         A viewer sees the jobs, a job and the agents, but no action button

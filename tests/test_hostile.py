@@ -265,7 +265,7 @@ class PathAndQueryTests(Base):
             (b"/api/v1/jobs?owner=%FF", "owner"),
             (b"/api/v1/jobs?limit=1e3", "limit"),
             (b"/api/v1/jobs?limit=1&limit=2", "limit"),
-            (b"/api/v1/jobs?sort=id", "sort"),
+            (b"/api/v1/jobs?sort=name", "sort"),
             (b"/api/v1/agents?after=%D9%A1", "after"),
             (b"/api/v1/agents?after=nope", "after"),
             (b"/api/v1/agents/" + AGENT.encode() + b"/failures?after=%D9%A1-%D9%A1", "after"),

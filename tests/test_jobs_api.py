@@ -290,7 +290,7 @@ class ListTests(Base):
         page = await api.ok("GET", "/api/v1/jobs?state=queued&owner=admin")
         self.assertEqual([j["id"] for j in page["items"]], [b["id"]])
         page = await api.ok("GET", "/api/v1/jobs?owner=someone")
-        self.assertEqual(page, {"items": [], "next": None})
+        self.assertEqual(page, {"items": [], "next": None, "total": 0})
 
     async def test_taskPages(self) -> None:
         api = await self.api()

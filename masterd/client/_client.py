@@ -208,13 +208,20 @@ class Client:
         owner: str | None = None,
         limit: int = 50,
         project: str | None = None,
+        search: str | None = None,
+        sort: str | None = None,
     ) -> Iterator[Job]:
         """
         Every job, newest first, or those in C{state} / of C{owner} / of
-        C{project}. C{limit} is the page size (1-500): the iteration goes on
-        over every page, fetching each when it is reached.
+        C{project} / whose title holds C{search} (in any case; digits only:
+        also the job with that id). C{sort} is another order: C{id},
+        C{priority}, C{title}, C{state}, C{owner} or C{updated}, with a
+        C{-} first for descending (ties go newest first). C{limit} is the
+        page size (1-500): the iteration goes on over every page, fetching
+        each when it is reached.
         """
-        query = {"state": state, "owner": owner, "project": project, "limit": limit}
+        query = {"q": search, "state": state, "owner": owner, "project": project,
+                 "sort": sort, "limit": limit}  # fmt: skip
         return iterate_pages(
             self._transport, "/api/v1/jobs", query, lambda raw: Job(self._transport, raw)
         )

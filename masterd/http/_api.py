@@ -33,6 +33,7 @@ from ._auth import Authenticator, actorOf, authorized
 from ._dashboard import DashboardRoutes
 from ._errors import installErrorHandlers
 from ._events import EventRoutes, EventStreams
+from ._farm import FarmRoutes
 from ._jobs import JobRoutes
 from ._json import APIError, errorResponse
 from ._openapi import asyncAPIDocument, openAPIDocument
@@ -55,6 +56,7 @@ class MasterAPI(
     SchedulingRoutes,
     DashboardRoutes,
     EventRoutes,
+    FarmRoutes,
 ):
     """
     Holds what the routes need; C{app} is the one Klein application, whose

@@ -5,15 +5,19 @@ Jobs and tasks over HTTP: the seed's "Job Processing".
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 from twisted.web.iweb import IRequest
 
 from masterd.audit import Actor
 from masterd.config import Role
 from masterd.db import Pool
+from masterd.errors import Unprocessable
 from masterd.jobs import JobStore, jobChanges, jobSpec
 from masterd.jobs.grid import TaskStates, taskStates
 from masterd.jobs.models import (
+    DEFAULT_JOB_SORT,
+    MAX_JOB_OFFSET,
     AssignmentQuery,
     AttemptPage,
     JobDocument,
@@ -60,21 +64,39 @@ class JobRoutes:
         request.setHeader(b"location", job.href.encode("ascii"))
         return job
 
-    @operation("GET", "/api/v1/jobs", summary="List jobs, newest first", role=Role.viewer,
-               query=JobQuery, response=JobPage, tag="jobs")  # fmt: skip
+    @operation("GET", "/api/v1/jobs", summary="List jobs, newest first unless sorted",
+               role=Role.viewer, query=JobQuery, response=JobPage, errors=(422,), tag="jobs",
+               description="total counts every job the filters (q, state, owner, project) "
+               "match. The next href pages on with after in the default order (-id) and with "
+               "offset in any other; after with another sort is a 422.")  # fmt: skip
     async def listJobs(self, request: IRequest, query: JobQuery) -> JobPage:
         state, owner, project = given(query.state), given(query.owner), given(query.project)
-        items, more = await self.jobs.listJobs(
-            state=state, owner=owner, limit=query.limit, after=given(query.after), project=project
-        )
+        search, sort, after = given(query.q), given(query.sort), given(query.after)
+        keyset = sort in (None, DEFAULT_JOB_SORT)
+        if after is not None and not keyset:
+            raise Unprocessable(
+                "after",
+                f"pages only the default order ({DEFAULT_JOB_SORT}); with sort={sort} page "
+                "with offset",
+            )
+        items, more, total = await self.jobs.listJobs(
+            state=state, owner=owner, limit=query.limit, after=after, project=project,
+            search=search, sort=sort or DEFAULT_JOB_SORT, offset=query.offset,
+        )  # fmt: skip
         following = None
         if more:
-            following = nextHref(
-                "/api/v1/jobs",
-                {"state": state, "owner": owner, "project": project, "limit": query.limit},
-                items[-1].id,
-            )
-        return JobPage(items=items, next=following)
+            params = {"q": search, "state": state, "owner": owner, "project": project,
+                      "sort": sort, "limit": query.limit}  # fmt: skip
+            if keyset:
+                following = nextHref("/api/v1/jobs", params, items[-1].id)
+            elif query.offset + len(items) <= MAX_JOB_OFFSET:
+                # Past the largest offset, a sorted listing ends: filter to
+                # see further.
+                params["offset"] = query.offset + len(items)
+                following = "/api/v1/jobs?" + urlencode(
+                    {k: v for k, v in params.items() if v is not None}
+                )
+        return JobPage(items=items, next=following, total=total)
 
     @operation("GET", "/api/v1/jobs/{jobID}", summary="A job", role=Role.viewer, params=JOB,
                response=JobDocument, tag="jobs")  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from masterd.schema import (
+    MAX_BIGINT,
     MAX_INT,
     UNSET,
     Document,
@@ -453,6 +454,9 @@ class AttemptDocument(Document):
 class JobPage(Document):
     items: list[JobDocument]
     next: str | None
+    #: How many jobs match the filters (q, state, owner, project), on every
+    #: page alike.
+    total: int
 
 
 class TaskPage(Document):
@@ -507,12 +511,62 @@ def given(value: Any) -> Any:
     return None if value is msgspec.UNSET else value
 
 
+#: The orders GET /api/v1/jobs can list in: a column, "-" first for
+#: descending; ties always go by id, newest first.
+JobSort = Literal[
+    "-id", "id", "priority", "-priority", "title", "-title", "state", "-state", "owner",
+    "-owner", "updated", "-updated",
+]  # fmt: skip
+DEFAULT_JOB_SORT = "-id"
+MAX_JOB_OFFSET = 100_000
+
+
 class JobQuery(Model):
     state: JobStateName | Unset = UNSET
     owner: Annotated[str, Meta(max_length=255)] | Unset = UNSET
     project: Annotated[str, Meta(max_length=255)] | Unset = UNSET
+    q: (
+        Annotated[
+            str,
+            Meta(
+                max_length=255,
+                description="Jobs whose title holds this text, in any case (% and _ are "
+                "literal); all digits: also the job with that id",
+            ),
+        ]
+        | Unset
+    ) = UNSET
+    sort: (
+        Annotated[
+            JobSort,
+            Meta(
+                description='The order: a field, "-" first for descending (updated: '
+                "updated_at); ties go by id, newest first. Default -id"
+            ),
+        ]
+        | Unset
+    ) = UNSET
     limit: Limit = 50
-    after: Id | Unset = UNSET
+    offset: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=MAX_JOB_OFFSET,
+            description="Jobs to skip (the next href of a sorted listing uses it)",
+        ),
+    ] = 0
+    after: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                le=MAX_BIGINT,
+                description="Only jobs with a smaller id: the next href of the default order "
+                "(-id); with another sort it is a 422",
+            ),
+        ]
+        | Unset
+    ) = UNSET
 
 
 class TaskQuery(Model):

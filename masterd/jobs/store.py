@@ -17,6 +17,7 @@ from masterd.audit import Actor, record
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, NoSuchResource, Unprocessable
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
+from masterd.schema import MAX_BIGINT
 
 from .models import (
     AttemptDocument,
@@ -75,6 +76,53 @@ async def _closeAttempts(
         " WHERE a.task_id = x.task_id AND a.attempt = x.attempt AND a.finished_at IS NULL",
         (state, error, [t for t, _ in active], [a for _, a in active]),
     )
+
+
+#: What each C{sort} of L{JobStore.listJobs} orders by.
+SORT_COLUMNS = {
+    "id": "id",
+    "priority": "priority",
+    "title": "title",
+    "state": "state",
+    "owner": "owner",
+    "updated": "updated_at",
+}
+
+
+def likeEscaped(text: str) -> str:
+    """
+    C{text} as a LIKE pattern that matches it literally (with C{ESCAPE
+    '\\'}): its C{%}, C{_} and C{\\} escaped.
+    """
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _jobFilters(
+    state: str | None, owner: str | None, project: str | None, search: str | None
+) -> tuple[list[str], list[Any]]:
+    """
+    The WHERE conditions of a job listing, and their parameters.
+    """
+    where = ["TRUE"]
+    params: list[Any] = []
+    if state is not None:
+        where.append("state = %s")
+        params.append(state)
+    if owner is not None:
+        where.append("owner = %s")
+        params.append(owner)
+    if project is not None:
+        where.append("project = %s")
+        params.append(project)
+    if search:
+        pattern = f"%{likeEscaped(search)}%"
+        if search.isascii() and search.isdigit() and int(search) <= MAX_BIGINT:
+            where.append("(title ILIKE %s ESCAPE '\\' OR id = %s)")
+            params += [pattern, int(search)]
+        else:
+            where.append("title ILIKE %s ESCAPE '\\'")
+            params.append(pattern)
+    return where, params
 
 
 class JobStore:
@@ -169,33 +217,38 @@ class JobStore:
         limit: int,
         after: int | None,
         project: str | None = None,
-    ) -> tuple[list[JobDocument], bool]:
+        search: str | None = None,
+        sort: str = "-id",
+        offset: int = 0,
+    ) -> tuple[list[JobDocument], bool, int]:
         """
-        Newest first; keyset pagination on the id. Also says whether there
-        is a next page.
+        One page in the order C{sort} names (L{SORT_COLUMNS}; ties by id,
+        newest first): after the id C{after} (keyset pagination, for the
+        default order), then C{offset} skipped. Also says whether there is
+        a next page, and how many jobs match the filters in all.
         """
-        where = ["TRUE"]
-        params: list[Any] = []
-        if state is not None:
-            where.append("state = %s")
-            params.append(state)
-        if owner is not None:
-            where.append("owner = %s")
-            params.append(owner)
-        if project is not None:
-            where.append("project = %s")
-            params.append(project)
+        where, params = _jobFilters(state, owner, project, search)
+        counted = list(params)
+        descending = sort.startswith("-")
+        column = SORT_COLUMNS[sort.lstrip("-")]
+        order = f"{column} {'DESC' if descending else 'ASC'}"
+        if column != "id":
+            order += ", id DESC"
+        paged = list(where)
         if after is not None:
-            where.append("id < %s")
+            paged.append("id < %s")
             params.append(after)
-        params.append(limit + 1)
+        params += [limit + 1, offset]
         sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s"
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(paged)}"
+            f" ORDER BY {order} LIMIT %s OFFSET %s"
         )
+        countSQL = f"SELECT count(*) FROM jobs WHERE {' AND '.join(where)}"
 
-        async def work(txn: Transaction) -> tuple[list[JobDocument], bool]:
+        async def work(txn: Transaction) -> tuple[list[JobDocument], bool, int]:
             rows, more = _page(await txn.query(sql, params), limit)
-            return await self._documents(txn, rows), more
+            [(total,)] = await txn.query(countSQL, counted)
+            return await self._documents(txn, rows), more, int(total)
 
         return await self._pool.transaction(work)
 
