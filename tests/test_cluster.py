@@ -46,7 +46,9 @@ class RegistryTests(Base):
         self.assertEqual((item["name"], item["state"], item["href"]),
                          ("test", "up", "/api/v1/masters/test"))  # fmt: skip
         self.assertEqual(set(item["stats"]), {"requests", "in_flight", "avg_ms", "exceptions",
-                                              "agents_connected", "tasks_assigned"})  # fmt: skip
+                                              "recent_exceptions", "agents_connected",
+                                              "tasks_assigned"})  # fmt: skip
+        self.assertEqual(item["stats"]["recent_exceptions"], [])
         self.assertEqual((await api.ok("GET", "/api/v1/masters/test"))["name"], "test")
         self.assertEqual((await api.call("GET", "/api/v1/masters/nope")).code, 404)
 

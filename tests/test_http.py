@@ -9,6 +9,7 @@ import hashlib
 from typing import Any
 
 from attrs import define
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
@@ -26,7 +27,7 @@ from masterd.http import (
     requires,
     routeTemplate,
 )
-from masterd.http._operations import readBody
+from masterd.http._operations import readBody, shielded
 from masterd.jobs import JobStore
 from masterd.schema import DEFAULT_LIMITS
 from masterd.stats import GCStats, MasterStats
@@ -379,3 +380,47 @@ class GCStatsTests(SynchronousTestCase):
         self.assertGreaterEqual(stats.collections[2], 1)
         stats.uninstall()
         self.assertNotIn(stats, gc.callbacks)
+
+
+class ShieldedTests(SynchronousTestCase):
+    """
+    A route's work is not cut off when its client goes away.
+    """
+
+    def test_cancelLeavesTheWork(self) -> None:
+        """
+        Cancelling what Klein waits for fails the wait at once, and the
+        work is not cancelled; its result goes nowhere.
+        """
+        cancelled: list[bool] = []
+        work: Deferred[str] = Deferred(lambda _: cancelled.append(True))
+        waiting = shielded(work)
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.assertEqual(cancelled, [])
+        work.callback("done")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_failureAfterwardsIsLogged(self) -> None:
+        """
+        The work failing after its client went away is logged, not lost.
+        """
+        work: Deferred[str] = Deferred()
+        waiting = shielded(work)
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        work.errback(ZeroDivisionError())
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_passesResults(self) -> None:
+        """
+        Uncancelled, the wait has the work's result or failure.
+        """
+        work: Deferred[str] = Deferred()
+        waiting = shielded(work)
+        work.callback("answer")
+        self.assertEqual(self.successResultOf(waiting), "answer")
+        failing: Deferred[str] = Deferred()
+        waitingToo = shielded(failing)
+        failing.errback(KeyError("k"))
+        self.failureResultOf(waitingToo, KeyError)

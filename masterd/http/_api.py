@@ -203,6 +203,8 @@ class MasterAPI(
             "in_flight": r.inFlight,
             "avg_ms": round(r.totalSeconds / r.total * 1000, 3) if r.total else 0.0,
             "exceptions": self.stats.exceptions.total,
+            # The dashboard's masters view shows them for every master.
+            "recent_exceptions": self.stats.exceptions.documents()[:5],
             "agents_connected": (
                 self.talkback.registry.stats.connected if self.talkback is not None else 0
             ),

@@ -82,14 +82,15 @@ export async function mastersView(view, _arg, app) {
     const rows = masters.items.map((m) => el("tr", { "data-master": m.name },
       el("td", {}, m.name), el("td", {}, el("span", { class: `badge ${m.state}` }, m.state)),
       el("td", {}, m.version), el("td", {}, time(m.started_at)), el("td", {}, time(m.last_seen)),
-      el("td", { class: "num" }, (stat(m, ["requests", "total"]) ?? "—").toLocaleString()),
-      el("td", { class: "num" }, stat(m, ["requests", "avg_ms"]) === null ? "—"
-        : `${Number(stat(m, ["requests", "avg_ms"])).toFixed(1)} ms`),
-      el("td", { class: "num" }, stat(m, ["exceptions", "total"]) ?? "—")));
-    const recent = masters.items.flatMap((m) => (stat(m, ["exceptions", "recent"]) || []).map((x) => [m.name, x]));
+      el("td", { class: "num" }, stat(m, ["requests"]) === null ? "—" : stat(m, ["requests"]).toLocaleString()),
+      el("td", { class: "num" }, stat(m, ["avg_ms"]) === null ? "—" : `${Number(stat(m, ["avg_ms"])).toFixed(1)} ms`),
+      el("td", { class: "num" }, stat(m, ["in_flight"]) ?? "—"),
+      el("td", { class: "num" }, stat(m, ["exceptions"]) ?? "—"),
+      el("td", { class: "num" }, stat(m, ["agents_connected"]) ?? "—")));
+    const recent = masters.items.flatMap((m) => (stat(m, ["recent_exceptions"]) || []).map((x) => [m.name, x]));
     view.replaceChildren(el("h1", {}, "Masters"),
       table("Masters", ["Master", "State", "Version", "Started", "Last seen", "Requests",
-                        "Average", "Exceptions"], rows),
+                        "Average time", "In flight", "Exceptions", "Agents"], rows),
       el("h2", {}, "Recent exceptions"),
       recent.length ? table("Recent exceptions", ["Master", "At", "Route", "Type", "Message"],
         recent.map(([name, x]) => el("tr", {}, el("td", {}, name), el("td", {}, time(x.at)),

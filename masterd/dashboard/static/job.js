@@ -203,10 +203,10 @@ export async function taskView(view, id, app) {
 
   async function show() {
     const list = await api("GET", `/api/v1/tasks/${id}/attempts`);
-    facts.replaceChildren(el("span", { class: `badge ${task.state}` }, task.state),
+    facts.replaceChildren(el("span", {}, el("span", { class: `badge ${task.state}` }, task.state),
       `, layer ${task.layer}, frames ${frameText(task.frames)}, attempt ${task.attempt}, job `,
       link(`/jobs/${task.job.id}`, `${task.job.id}: ${job.title}`),
-      task.agent ? [", on ", link(`/agents/${task.agent.id}`, task.agent.hostname || task.agent.id)] : "");
+      task.agent ? [", on ", link(`/agents/${task.agent.id}`, task.agent.hostname || task.agent.id)] : ""));
     actions.replaceChildren(taskButtons(task, job, async () => { task = await api("GET", task.href); await show(); follow(); }) || "");
     attempts.replaceChildren(attemptsTable(list.items));
   }

@@ -20,7 +20,7 @@ function fill(node, attrs, children) {
     else if (k === "class") node.setAttribute("class", v);
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : String(c));
   }
