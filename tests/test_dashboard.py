@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from masterd.http._events import JobFeed
+from masterd.http._events import EventsService, JobFeed
 from masterd.jobs import lifecycle
 from masterd.service import Periodic
 
@@ -295,6 +295,60 @@ class RoleTests(BrowserCase):
         self.assertEqual(seen["kept"], "queued")
         self.assertEqual((await api.ok("GET", mine["href"]))["state"], "canceled")
         self.assertEqual((await api.ok("GET", theirs["href"]))["state"], "queued")
+
+
+class LiveAgentsTests(BrowserCase):
+    async def test_agentsLive(self) -> None:
+        """
+        The agents table follows agents connecting and going busy and
+        idle, from agent events, without a reload; an operator sees
+        Disable, and the overview counts them.
+        """
+        api: API = await startAPI(self)
+        assert api.api.streams is not None
+        service = EventsService(api.api.streams, JobFeed(api.pool, api.api.streams), reactor,
+                                interval=0.2)  # fmt: skip
+        await service.start()
+        self.addCleanup(lambda: Deferred.fromCoroutine(service.stop()))
+        await api.pool.query(
+            "INSERT INTO agents (id, hostname, enabled) VALUES (%s, 'node-a', true) RETURNING id",
+            (AGENT,),
+        )
+        job = await api.submit(title="work", frames="1")
+
+        async def connect() -> None:
+            await api.pool.query(
+                "UPDATE agents SET session = gen_random_uuid(), master = 'test',"
+                " connected_at = now(), last_seen = now() WHERE id = %s RETURNING id",
+                (AGENT,),
+            )
+
+        async def assign() -> None:
+            [taskID] = (await api.pool.query("SELECT id FROM tasks WHERE job_id = %s",
+                                             (job["id"],)))[0]  # fmt: skip
+            await api.pool.transaction(lambda txn: lifecycle.assign(txn, AGENT, [taskID]))
+
+        def steps(page: Any) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            page.goto("/agents")
+            page.get_by_label("Token").fill(TOKENS["operator"])
+            page.get_by_role("button", name="Sign in").click()
+            row = page.locator(f'tr[data-agent="{AGENT}"]')
+            row.get_by_text("offline").wait_for()
+            seen["buttons"] = page.get_by_role("button", name=ACTIONS).all_inner_texts()
+            inReactor(connect)
+            row.get_by_text("idle").wait_for()
+            inReactor(assign)
+            row.get_by_text("busy").wait_for()
+            row.get_by_role("link", name=re.compile(r"^\d+$")).wait_for()
+            seen["audit link"] = page.get_by_role("link", name="Audit").count()
+            page.get_by_role("navigation").get_by_role("link", name="Overview").click()
+            page.get_by_role("region", name="Agents by state").wait_for()
+            seen["busy"] = page.locator('.card[data-state="busy"] .n').inner_text()
+            return seen
+
+        seen = await self.drive(api.base, steps)
+        self.assertEqual(seen, {"buttons": ["Disable", "Enable"], "audit link": 1, "busy": "1"})
 
 
 def inReactor(f: Any) -> Any:
