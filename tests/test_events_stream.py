@@ -570,3 +570,25 @@ class FakePool:
             if key in sql:
                 return rows
         return []
+
+
+class BatchTests(TestCase):
+    def test_oneWriteAStream(self) -> None:
+        """
+        The events of a batch reach each stream in one write, each stream
+        only those its role may read, in the order published.
+        """
+        streams, [viewer, operator] = fakeStreams(VIEWER, OPERATOR)
+        viewer.written.clear()
+        operator.written.clear()
+        with streams.batch():
+            streams.publish("job", {"id": 1})
+            streams.publish("audit", {"id": 2}, role=Role.operator)
+            streams.publish("job", {"id": 3})
+            self.assertEqual((viewer.written, operator.written), ([], []))
+        self.assertEqual((len(viewer.written), len(operator.written)), (1, 1))
+        self.assertEqual(sent(viewer), [{"id": 1}, {"id": 3}])
+        self.assertEqual(sent(operator), [{"id": 1}, {"id": 2}, {"id": 3}])
+        with streams.batch():
+            pass
+        self.assertEqual((viewer.written, operator.written), ([], []))

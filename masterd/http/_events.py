@@ -17,7 +17,8 @@ authenticates (a token revoked or a session signed out, on any master).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -72,8 +73,10 @@ class _Stream:
         if not self.open:
             return
         transport = getattr(self.request, "transport", None)
-        buffered = len(getattr(transport, "dataBuffer", b"")) + sum(
-            len(b) for b in getattr(transport, "_tempDataBuffer", [])
+        # Twisted keeps the length of what waits to be sent: summing its
+        # pieces instead cost a busy master most of its time.
+        buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(
+            transport, "_tempDataLen", 0
         )
         if buffered > MAX_BUFFERED:
             log.info("closing an event stream that reads too slowly")
@@ -98,6 +101,8 @@ class EventStreams:
         self._recheck: IDelayedCall | None = None
         self._checking = False
         self._again = False
+        self._pending: list[tuple[Role, bytes]] = []
+        self._batching = 0
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -137,15 +142,44 @@ class EventStreams:
 
     def publish(self, kind: str, data: Any, role: Role = Role.viewer) -> None:
         """
-        One event to every stream whose principal may C{role}, encoded once.
+        One event to every stream whose principal may C{role}, encoded once;
+        inside L{batch}, written with the batch's other events.
         """
         if not self._streams:
             return
-        encoded = frame(kind, data)
-        for stream in list(self._streams):
-            if stream.principal.may(role):
-                stream.write(encoded)
+        self._pending.append((role, frame(kind, data)))
         self.sent += 1
+        if not self._batching:
+            self._flush()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """
+        Events published inside go to each stream in one write when it ends:
+        a feed's tick may publish hundreds, and a write per event and stream
+        would cost the master more than the events are worth.
+        """
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        # What a role may read, joined once for all the streams of that role.
+        joined: dict[Role, bytes] = {}
+        for stream in list(self._streams):
+            role = stream.principal.role
+            data = joined.get(role)
+            if data is None:
+                data = joined[role] = b"".join(f for r, f in pending if stream.principal.may(r))
+            if data:
+                stream.write(data)
 
     # -- streams do not outlive their credentials ---------------------------
 
@@ -293,13 +327,14 @@ class EventsService(StagedService):
     async def _poll(self) -> None:
         # One feed failing (its statement, or what it read) leaves the
         # others to run: each reads from where it was at the next tick.
-        for feed in self.feeds:
-            try:
-                await feed.poll()
-            except DatabaseUnavailable:
-                pass  # the next tick reads from the same point
-            except Exception:
-                self._failed(feed, Failure())
+        with self.streams.batch():
+            for feed in self.feeds:
+                try:
+                    await feed.poll()
+                except DatabaseUnavailable:
+                    pass  # the next tick reads from the same point
+                except Exception:
+                    self._failed(feed, Failure())
 
     def _failed(self, feed: Feed, failure: Failure) -> None:
         loop = self._loop
