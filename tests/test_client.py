@@ -1125,14 +1125,17 @@ class WaitTests(SynchronousTestCase):
 class StandardLibraryOnlyTests(SynchronousTestCase):
     def test_importsNothingElse(self) -> None:
         """
-        masterd.client and masterctl load nothing outside the standard
-        library: imported with site-packages off (C{-S}), from the source
-        tree alone, they work, and no other top-level module is loaded.
+        masterd_client and masterctl, and masterd.client (their old name),
+        load nothing outside the standard library: imported with
+        site-packages off (C{-S}), from the source tree alone (client/src
+        and the root), they work, and no other top-level module is loaded.
         """
         code = (
             "import json, sys\n"
+            "sys.path.insert(0, 'client/src')\n"
+            "import masterd_client, masterd_client.cli\n"
             "import masterd.client, masterd.client.cli\n"
-            "allowed = set(sys.stdlib_module_names) | {'masterd', '__main__'}\n"
+            "allowed = set(sys.stdlib_module_names) | {'masterd', 'masterd_client', '__main__'}\n"
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} - allowed)))\n"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}

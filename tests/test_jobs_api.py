@@ -74,8 +74,10 @@ class SubmitTests(Base):
         self.assertIsNone(job["finished_at"])
         self.assertEqual(
             job["requirements"],
-            {"cpus": 4, "ram_mb": 8000, "gpus": 0, "gpu_memory_mb": 0, "tags": ["linux", "maya"]},
-        )
+            {"cpus": 4, "ram_mb": 8000, "gpus": 0, "gpu_memory_mb": 0, "tags": ["linux", "maya"],
+             "max_cpus": None, "max_ram_mb": None, "max_gpus": None, "os_family": [],
+             "cpu_arch": [], "attributes": {}, "amounts": {}},
+        )  # fmt: skip
         self.assertEqual(
             job["tasks"],
             {

@@ -16,6 +16,17 @@ from masterd.jobs import TaskState, jobState, lifecycle
 from ._api import API, startAPI
 from .test_jobs_api import AGENT, OTHER, assignAll, finish
 
+#: The requirements beyond the minimums, at their defaults.
+NO_EXTRA: dict[str, Any] = {
+    "max_cpus": None,
+    "max_ram_mb": None,
+    "max_gpus": None,
+    "os_family": [],
+    "cpu_arch": [],
+    "attributes": {},
+    "amounts": {},
+}
+
 
 class Base(TestCase):
     timeout = 60
@@ -233,17 +244,18 @@ class ModifyTests(Base):
         self.assertEqual((doc["priority"], doc["title"], doc["max_retries"]), (90, "renamed", 5))
         self.assertEqual(
             doc["requirements"],
-            {"cpus": 0, "ram_mb": 0, "gpus": 1, "gpu_memory_mb": 0, "tags": ["gpu"]},
+            {"cpus": 0, "ram_mb": 0, "gpus": 1, "gpu_memory_mb": 0, "tags": ["gpu"], **NO_EXTRA},
         )
         # Requirements merge: the ones named change, the others stay.
         doc = await api.ok("PATCH", job["href"], {"requirements": {"cpus": 4}})
         self.assertEqual(
             doc["requirements"],
-            {"cpus": 4, "ram_mb": 0, "gpus": 1, "gpu_memory_mb": 0, "tags": ["gpu"]},
+            {"cpus": 4, "ram_mb": 0, "gpus": 1, "gpu_memory_mb": 0, "tags": ["gpu"], **NO_EXTRA},
         )
         doc = await api.ok("PATCH", job["href"], {"requirements": {"tags": [], "gpus": 0}})
         self.assertEqual(
-            doc["requirements"], {"cpus": 4, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": []}
+            doc["requirements"],
+            {"cpus": 4, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": [], **NO_EXTRA},
         )
         for body, field in [
             ({"requirements": None}, "requirements"),

@@ -182,7 +182,11 @@ def expectedDocument(body: dict[str, Any]) -> dict[str, Any]:
     """
     What the job's document must say of what was submitted.
     """
-    requirements = {"cpus": 0, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": []}
+    requirements: dict[str, Any] = {
+        "cpus": 0, "ram_mb": 0, "gpus": 0, "gpu_memory_mb": 0, "tags": [], "max_cpus": None,
+        "max_ram_mb": None, "max_gpus": None, "os_family": [], "cpu_arch": [], "attributes": {},
+        "amounts": {},
+    }  # fmt: skip
     requirements.update(body.get("requirements", {}))
     requirements["tags"] = sorted(set(requirements["tags"]))
     return {

@@ -482,6 +482,38 @@ class TaskTests(Base):
         [attempt] = (await self.api.ok("GET", f"/api/v1/tasks/{a.task_id}/attempts"))["items"]
         self.assertEqual(attempt["state"], "done")
 
+    async def test_status(self) -> None:
+        """
+        A report's status (an OpenJD task's openjd_status) becomes the task's
+        status; a report without one leaves it; a new attempt starts without
+        one.
+        """
+        await self.setUpTalkback()
+        connection, transport = await self.joined()
+        [a] = await self.assign()
+        transport.take()
+        path = f"/api/v1/tasks/{a.task_id}"
+        self.assertIsNone((await self.api.ok("GET", path))["status"])
+        await self.say(connection, update(a, "running", progress=0.2, status="loading scene"))
+        await self.say(connection, update(a, "running", progress=0.4))
+        task = await self.api.ok("GET", path)
+        self.assertEqual((task["progress"], task["status"]), (0.4, "loading scene"))
+        await self.say(connection, update(a, "running", status="x" * 1001))
+        [error] = transport.take()
+        self.assertEqual((error["type"], error["field"]), ("error", "status"))
+        # Another attempt's status changes nothing.
+        await self.say(connection, update(a, "running", attempt=a.attempt + 1, status="other"))
+        self.assertEqual((await self.api.ok("GET", path))["status"], "loading scene")
+        transport.take()
+        await self.say(connection, update(a, "failed", exit_code=2, message="no licence left",
+                                          status="giving up"))  # fmt: skip
+        task = await self.api.ok("GET", path)
+        self.assertEqual((task["state"], task["error"], task["status"]),
+                         ("queued", "no licence left", "giving up"))  # fmt: skip
+        [b] = await self.api.pool.transaction(lambda txn: lifecycle.assign(txn, AGENT, [a.task_id]))
+        self.assertEqual(b.attempt, a.attempt + 1)
+        self.assertIsNone((await self.api.ok("GET", path))["status"])
+
     async def test_anotherAgentsTask(self) -> None:
         """
         Nothing an agent sends touches another agent's tasks.

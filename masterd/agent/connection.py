@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
 
-from attrs import frozen
+from attrs import Factory, frozen
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
@@ -81,6 +81,13 @@ class AgentSettings:
     backoff_max_s: float = 30.0
     #: Where the credential is kept (None: in memory only, for tests).
     state_dir: Path | None = None
+    #: Cpus and RAM to report instead of what is detected (None: detected).
+    cpus: int | None = None
+    ram_mb: int | None = None
+    #: Custom OpenJD capabilities it declares: full attribute name to its
+    #: values, full amount name to a number.
+    attributes: Mapping[str, tuple[str, ...]] = Factory(dict)
+    amounts: Mapping[str, float] = Factory(dict)
 
 
 def talkbackURL(url: str) -> str:
@@ -142,8 +149,10 @@ class _Talkback:
                     "version": s.version,
                     "tags": list(s.tags),
                     "max_tasks": s.max_tasks,
-                    **hardware(len(self.agent.devices)),
+                    **hardware(len(self.agent.devices), s.cpus, s.ram_mb),
                     "gpu_devices": self.agent.devices,
+                    "attributes": {k: list(v) for k, v in s.attributes.items()},
+                    "amounts": dict(s.amounts),
                 },
                 "running": self.agent.runner.listed(),
             }
@@ -478,10 +487,13 @@ class AgentService(Service):
         self.runner.stop()
         if self._wait is not None and self._wait.active():
             self._wait.cancel()
+        # OpenJD tasks end with the agent: handed back while the connection
+        # is still up, their sessions' environments exited, then it closes.
+        return Deferred.fromCoroutine(self._close(self.runner.stopOpenJD()))
+
+    async def _close(self, openjdStopped: Deferred[None]) -> None:
+        await openjdStopped
         connection = self.connection
         if connection is not None and connection.transport is not None:
             connection.transport.loseConnection()
-            return connection.lost
-        d: Deferred[None] = Deferred()
-        d.callback(None)
-        return d
+            await connection.lost

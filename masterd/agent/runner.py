@@ -10,11 +10,13 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from attrs import asdict, define
+from openjd.sessions import PathMappingRule
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -23,6 +25,7 @@ from masterd._process import processAlive
 from masterd.service import Periodic
 
 from .gpus import taskEnvironment
+from .openjd import DEFAULT_LINGER_S, OpenJDRunner
 
 log = Logger()
 
@@ -70,6 +73,8 @@ class Runner:
         report: Callable[[dict[str, Any]], None],
         pollInterval: float = 0.5,
         gpus: int = 0,
+        pathMapping: Sequence[PathMappingRule] = (),
+        openjdLinger: float = DEFAULT_LINGER_S,
     ) -> None:
         self._reactor = reactor
         #: How many GPUs the agent offers: on a GPU host a task sees only
@@ -93,6 +98,10 @@ class Runner:
         #: Pending timeouts and kill escalations, by task.
         self._calls: dict[int, list[IDelayedCall]] = {}
         self._poll = Periodic("agent.poll", self.poll, pollInterval, reactor)
+        #: The tasks whose assignment has C{openjd}: run in OpenJD sessions.
+        self.openjd = OpenJDRunner(
+            reactor, self._report, self._final, pathMapping, openjdLinger, gpus
+        )
         self._load()
 
     def _report(self, message: dict[str, Any]) -> None:
@@ -148,6 +157,7 @@ class Runner:
         have reached a master), so that they are not taken for lost.
         """
         running = [{"task_id": r.task_id, "attempt": r.attempt} for r in self.runs.values()]
+        running += self.openjd.listed()
         return running + [{"task_id": t, "attempt": a} for t, a in self.unacked]
 
     def acknowledged(self, taskID: int, attempt: int) -> None:
@@ -165,7 +175,7 @@ class Runner:
             {"type": "task_update", "task_id": r.task_id, "attempt": r.attempt,
              "state": "running"}
             for r in self.runs.values()
-        ]  # fmt: skip
+        ] + self.openjd.runningReports()  # fmt: skip
 
     def unsent(self) -> list[dict[str, Any]]:
         """
@@ -182,6 +192,14 @@ class Runner:
         for taskID in list(self._calls):
             self._cancelCalls(taskID)
 
+    def stopOpenJD(self) -> Deferred[None]:
+        """
+        OpenJD tasks cannot outlive the agent (their sessions are its own):
+        they are canceled and handed back, and their sessions exit their
+        environments (bounded in time).
+        """
+        return self.openjd.stop()
+
     def _later(self, taskID: int, delay: float, f: Callable[..., object], *args: Any) -> None:
         clock: IReactorTime = self._reactor
         self._calls.setdefault(taskID, []).append(clock.callLater(delay, f, *args))
@@ -196,6 +214,9 @@ class Runner:
     def run(self, task: dict[str, Any]) -> None:
         taskID, attempt = task["task_id"], task["attempt"]
         if taskID in self.runs:
+            return
+        if task.get("openjd"):
+            self.openjd.run(task)
             return
         base = self._tasksDir / f"{taskID}-{attempt}"
         logPath, exitPath = f"{base}.log", f"{base}.exit"
@@ -232,6 +253,8 @@ class Runner:
             self._later(taskID, timeout, self.cancel, taskID, attempt, "timeout")
 
     def cancel(self, taskID: int, attempt: int, reason: str) -> None:
+        if self.openjd.cancel(taskID, attempt, reason):
+            return
         run = self.runs.get(taskID)
         if run is None or run.attempt != attempt or run.canceled:
             return
@@ -251,6 +274,16 @@ class Runner:
     def cancelAll(self, reason: str) -> None:
         for run in list(self.runs.values()):
             self.cancel(run.task_id, run.attempt, reason)
+        self.openjd.cancelAll(reason)
+
+    def _final(self, update: dict[str, Any]) -> None:
+        """
+        A final report: saved before it is sent, so that it is never lost,
+        even if the agent stops right now, and kept until acknowledged.
+        """
+        self.unacked[update["task_id"], update["attempt"]] = update
+        self._save()
+        self._report(update)
 
     # -- watching -----------------------------------------------------------
 
@@ -315,11 +348,7 @@ class Runner:
             update["message"] = message
         self.runs.pop(run.task_id, None)
         self._cancelCalls(run.task_id)
-        # Saved before it is sent: a report is never lost, even if the agent
-        # stops right now.
-        self.unacked[run.task_id, run.attempt] = update
-        self._save()
-        self._report(update)
+        self._final(update)
         for path in (run.log_path, run.exit_path):
             try:
                 os.unlink(path)

@@ -21,13 +21,19 @@ from twisted.python import usage
 
 from masterd._version import __version__
 
+from .capabilities import capabilities
 from .connection import AgentService, AgentSettings
 from .gpus import offeredDevices
+from .openjd import DEFAULT_LINGER_S, pathMappingRules
 from .runner import Runner
 from .statedir import StateDirectoryBusy, agentID, lockStateDir, readCredential
 
 TOKEN_ENV = "MASTERD_AGENT_TOKEN"
 _KEYS = {"master", "token", "state-dir", "max-tasks", "tag", "hostname", "gpus"}
+#: OpenJD tasks (docs/agent.md, "OpenJD tasks"); path-mapping in the file only.
+_KEYS |= {"path-mapping", "openjd-linger-s"}
+#: What it declares beyond its hardware (docs/agent.md, "Capabilities").
+_KEYS |= {"cpus", "ram-mb", "attributes", "amounts"}
 
 
 def defaultStateDir() -> str:
@@ -49,10 +55,30 @@ class Options(usage.Options):
         ["gpus", None, None, "How many GPUs to offer (default: those nvidia-smi lists)."],
     ]
 
+    optParameters += [
+        ["openjd-linger-s", None, None,
+         f"How long an OpenJD session waits for its job's next task ({DEFAULT_LINGER_S:g} s)."],
+    ]  # fmt: skip
+
+    optParameters += [
+        ["cpus", None, None, "How many cpus to report (default: those detected)."],
+        ["ram-mb", None, None, "How much RAM to report, MB (default: what is detected)."],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["master"] = []
         self["tag"] = []
+        self["attribute"] = []
+        self["amount"] = []
+
+    def opt_attribute(self, item: str) -> None:
+        """NAME=V1,V2: a custom OpenJD attribute (attr.custom.NAME) and its values; repeatable."""
+        self["attribute"].append(item)
+
+    def opt_amount(self, item: str) -> None:
+        """NAME=N: a custom OpenJD amount (NAME: amount.custom.NAME); repeatable."""
+        self["amount"].append(item)
 
     def opt_master(self, url: str) -> None:
         """A master URL (ws://host:8080 or http://host:8080); repeat to rotate."""
@@ -128,7 +154,35 @@ class Options(usage.Options):
             "tags": tuple(str(t) for t in tags),
             "hostname": str(merged.get("hostname") or socket.gethostname()),
             "gpus": gpus,
+            **self._openjd(merged),
+            **self._capabilities(merged),
         }
+
+    def _capabilities(self, merged: dict[str, Any]) -> dict[str, Any]:
+        for key in ("cpus", "ram-mb"):
+            if self[key] is not None:
+                merged[key] = self[key]
+        return capabilities(merged, self["attribute"], self["amount"])
+
+    def _openjd(self, merged: dict[str, Any]) -> dict[str, Any]:
+        """
+        The OpenJD options: C{path-mapping} (a list of OpenJD path mapping
+        rules) and C{openjd-linger-s}.
+        """
+        try:
+            rules = pathMappingRules(merged.get("path-mapping"))
+        except ValueError as e:
+            raise ValueError(f"path-mapping{e if str(e).startswith('[') else f': {e}'}") from None
+        linger = self["openjd-linger-s"]
+        if linger is None:
+            linger = merged.get("openjd-linger-s", DEFAULT_LINGER_S)
+        try:
+            linger = float(linger)
+        except (TypeError, ValueError):
+            raise ValueError("--openjd-linger-s: must be a number of seconds") from None
+        if not 0 <= linger < 86400:
+            raise ValueError("--openjd-linger-s: must be 0 or more, under a day")
+        return {"path_mapping": rules, "openjd_linger_s": linger}
 
 
 def makeService(options: Options) -> IService:
@@ -153,11 +207,16 @@ def makeService(options: Options) -> IService:
         gpu_devices=tuple(devices),
         version=__version__,
         state_dir=s["state_dir"],
+        cpus=s["cpus"],
+        ram_mb=s["ram_mb"],
+        attributes=s["attributes"],
+        amounts=s["amounts"],
     )
     holder: dict[str, AgentService] = {}
     runner = Runner(
-        reactor, s["state_dir"], lambda message: holder["service"].send(message), gpus=len(devices)
-    )
+        reactor, s["state_dir"], lambda message: holder["service"].send(message), gpus=len(devices),
+        pathMapping=s["path_mapping"], openjdLinger=s["openjd_linger_s"],
+    )  # fmt: skip
     service = AgentService(reactor, settings, runner)
     holder["service"] = service
     # Held, and so locked, for as long as the process lives.

@@ -1,80 +1,27 @@
 """
-A client of the master's HTTP API for pipeline tools and scripts, on the
-standard library alone: nothing to install beyond this package.
-
-    from masterd.client import Client, Dependency, LayerSpec, MasterdError
-
-    client = Client.from_env()            # $MASTERD_URL, $MASTERD_TOKEN
-    job = client.submit(title="shot 10", command=["render", "{frame}"], frames="1-100")
-    for task in job.tasks(state="failed"):
-        print(task.id, task.log())
-
-    # Layers: sim, then render, then comp frame by frame as renders finish.
-    client.submit(title="shot 10", layers=[
-        LayerSpec("sim", command=["sim", "{start}", "{end}"], frames="1-100", chunk=100),
-        LayerSpec("render", command=["render", "{frame}"], frames="1-100", depends_on=["sim"]),
-        LayerSpec("comp", command=["comp", "{frame}"], frames="1-100", limits=["nuke"],
-                  depends_on=[Dependency(layer="render", mode="frame")]),
-    ])
-
-See docs/client.md. This package must import nothing outside the standard
-library (a test checks it): no Twisted, no database driver.
+The client library under its old name: C{masterd.client} is
+C{masterd_client}, the C{masterd-client} distribution (client/ in this
+repository; standard library only, Python 3.9 and newer), which masterd
+depends on. Every module of it is here by its old name too, as the very same
+module object (C{masterd.client.cli is masterd_client.cli}), so that
+C{from masterd.client import Client}, C{masterd.client.cli:main} and
+C{python -m masterd.client.cli} keep working. New code imports
+C{masterd_client}. See docs/client.md.
 """
 
-from ._accounts import ROLES
-from ._client import DEFAULT_URL, Client, submission
-from ._errors import MasterdError
-from ._follow import LogFollower
-from ._webhooks import EVENTS
-from .models import (
-    Agent,
-    AgentException,
-    AgentJob,
-    Attempt,
-    AuditEntry,
-    Delivery,
-    Dependency,
-    Job,
-    Layer,
-    LayerSpec,
-    Limit,
-    LogChunk,
-    Master,
-    Project,
-    Requirements,
-    Task,
-    TaskCounts,
-    Token,
-    Webhook,
-    parse_time,
-)
+import importlib
+import pkgutil
+import sys
 
-__all__ = [
-    "DEFAULT_URL",
-    "EVENTS",
-    "ROLES",
-    "Agent",
-    "AgentException",
-    "AgentJob",
-    "Attempt",
-    "AuditEntry",
-    "Client",
-    "Delivery",
-    "Dependency",
-    "Job",
-    "Layer",
-    "LayerSpec",
-    "Limit",
-    "LogChunk",
-    "LogFollower",
-    "Master",
-    "MasterdError",
-    "Project",
-    "Requirements",
-    "Task",
-    "TaskCounts",
-    "Token",
-    "Webhook",
-    "parse_time",
-    "submission",
-]
+import masterd_client
+from masterd_client import *  # noqa: F403
+from masterd_client import __all__, __version__  # noqa: F401
+
+for _module in pkgutil.iter_modules(masterd_client.__path__):
+    # Not __main__ (it runs masterctl), nor cli: cli.py is here so that
+    # python -m masterd.client.cli runs, and it is masterd_client.cli.
+    if not _module.name.startswith("__") and _module.name != "cli":
+        sys.modules[f"{__name__}.{_module.name}"] = globals()[_module.name] = (
+            importlib.import_module(f"masterd_client.{_module.name}")
+        )
+del _module

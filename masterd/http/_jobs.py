@@ -9,6 +9,9 @@ from urllib.parse import urlencode
 
 from twisted.web.iweb import IRequest
 
+# Loaded with the routes, so that the first OpenJD submission does not pay
+# for importing openjd-model (pydantic), about half a second.
+import masterd.openjd  # noqa: F401
 from masterd.audit import Actor
 from masterd.config import Role
 from masterd.db import Pool

@@ -14,13 +14,20 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from attrs import frozen
 
 from masterd.db import Transaction
 
 from .command import expandCommand
-from .models import AssignedTask
+from .models import (
+    AssignedTask,
+    OpenJDAssignment,
+    OpenJDJobPayload,
+    OpenJDStepPayload,
+    OpenJDValue,
+)
 
 
 class Outcome(enum.Enum):
@@ -53,6 +60,8 @@ class Assignment:
     layer: str = "main"
     #: The indexes of the agent's GPUs it is given.
     gpu_devices: tuple[int, ...] = ()
+    #: What an OpenJD task runs (None for a native one).
+    openjd: OpenJDAssignment | None = None
 
     def message(self) -> AssignedTask:
         """
@@ -70,6 +79,7 @@ class Assignment:
             timeout_s=self.timeout_s,
             layer=self.layer,
             gpu_devices=list(self.gpu_devices),
+            openjd=self.openjd,
         )
 
 
@@ -114,14 +124,19 @@ async def assignMany(
         " FOR UPDATE SKIP LOCKED) t),"
         " updated AS (UPDATE tasks t SET state = 'assigned', attempt = t.attempt + 1,"
         " agent_id = claimed.agent_id, progress = 0, started_at = NULL, finished_at = NULL,"
-        " exit_code = NULL, error = NULL FROM claimed WHERE t.id = claimed.id"
+        " exit_code = NULL, error = NULL, status_message = NULL"
+        " FROM claimed WHERE t.id = claimed.id"
         " RETURNING t.id, t.attempt, t.job_id, t.layer_id, t.frames, t.command, t.agent_id,"
-        " claimed.devices),"
+        " claimed.devices, t.parameters),"
         " attempts AS (INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state,"
         " started_at, gpu_devices) SELECT id, attempt, job_id, agent_id, 'assigned',"
         " coalesce(%s, now()), devices FROM updated)"
         " SELECT u.id, u.attempt, u.job_id, u.frames, u.command, u.agent_id, j.title, l.command,"
-        " l.env, l.cwd, l.timeout_s, l.req_cpus, l.req_ram_mb, l.req_gpus, l.name, u.devices"
+        " l.env, l.cwd, l.timeout_s, l.req_cpus, l.req_ram_mb, l.req_gpus, l.name, u.devices,"
+        # What an OpenJD task runs (migration 0016): read only for one, so
+        # that a native task's row costs three NULLs.
+        " u.parameters, CASE WHEN u.parameters IS NOT NULL THEN j.openjd END,"
+        " CASE WHEN u.parameters IS NOT NULL THEN l.openjd END"
         " FROM updated u JOIN jobs j ON j.id = u.job_id JOIN layers l ON l.id = u.layer_id"
         " ORDER BY u.id",
         (
@@ -133,15 +148,19 @@ async def assignMany(
     )
     assignments = []
     for (taskID, attempt, jobID, frames, taskCommand, agentID, title, layerCommand, env, cwd,
-         timeout, cpus, ram, gpus, layer, gpuDevices) in rows:  # fmt: skip
+         timeout, cpus, ram, gpus, layer, gpuDevices, parameters, jobOpenJD,
+         layerOpenJD) in rows:  # fmt: skip
         command = taskCommand if taskCommand is not None else layerCommand
+        openjd = None
+        if parameters is not None:
+            openjd = openjdAssignment(jobID, layer, parameters, jobOpenJD, layerOpenJD)
         assignments.append(
             Assignment(
                 task_id=taskID,
                 attempt=attempt,
                 job_id=jobID,
                 title=title,
-                command=expandCommand(command, frames),
+                command=expandCommand(command, frames) if command is not None else [],
                 env=env,
                 cwd=cwd,
                 frames=frames,
@@ -150,9 +169,44 @@ async def assignMany(
                 agent_id=str(agentID),
                 layer=layer,
                 gpu_devices=tuple(gpuDevices),
+                openjd=openjd,
             )
         )
     return assignments
+
+
+def _values(stored: dict[str, Any]) -> dict[str, OpenJDValue]:
+    return {name: OpenJDValue(type=v["type"], value=v["value"]) for name, v in stored.items()}
+
+
+def openjdAssignment(
+    jobID: int,
+    step: str,
+    parameters: dict[str, Any],
+    job: dict[str, Any] | None,
+    layer: dict[str, Any] | None,
+) -> OpenJDAssignment:
+    """
+    The assign message's C{openjd} of a task, from what its job, layer and
+    task keep (jobs.openjd, layers.openjd, tasks.parameters).
+    """
+    job = job or {}
+    layer = layer or {}
+    return OpenJDAssignment(
+        job=OpenJDJobPayload(
+            id=jobID,
+            name=job.get("name", ""),
+            parameters=_values(job.get("parameters") or {}),
+            environments=job.get("environments") or [],
+            extensions=job.get("extensions") or [],
+        ),
+        step=OpenJDStepPayload(
+            name=step,
+            script=layer.get("script") or {},
+            environments=layer.get("environments") or [],
+        ),
+        parameters=_values(parameters),
+    )
 
 
 _FENCE = "id = %s AND attempt = %s AND agent_id = %s AND state IN ('assigned', 'running')"

@@ -86,12 +86,134 @@ GpuMemory = Annotated[
 ]
 
 
+#: The operating system families and CPU architectures requirements may name
+#: (OpenJD's attr.worker.os.family and attr.worker.cpu.arch).
+OS_FAMILIES = ("linux", "windows", "macos")
+CPU_ARCHES = ("x86_64", "arm64")
+OsFamily = Literal["linux", "windows", "macos"]
+CpuArch = Literal["x86_64", "arm64"]
+
+
+def _anyCase(word: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
+
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_RESERVED = "|".join(_anyCase(s) for s in ("worker", "job", "step", "task"))
+
+
+def _capabilityPattern(kind: str) -> str:
+    """
+    OpenJD's custom capability names of a kind ("attr" or "amount"), in any
+    case: an optional vendor prefix, the kind, and dotted identifiers whose
+    first is none of the reserved scopes (worker, job, step, task).
+    """
+    return (
+        rf"^(?:[A-Za-z_][A-Za-z0-9_]+:)?{_anyCase(kind)}\.(?!(?:{_RESERVED})(?:\.|$))"
+        rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*$"
+    )
+
+
+ATTRIBUTE_NAME_PATTERN = _capabilityPattern("attr")
+AMOUNT_NAME_PATTERN = _capabilityPattern("amount")
+#: OpenJD's attribute values: letters, digits, _ and -, not starting with a
+#: digit or -.
+ATTRIBUTE_VALUE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+#: How many attributes and amounts a requirement may name (OpenJD: 50 in all),
+#: and how many values one attribute requirement may list.
+MAX_CAPABILITIES = 50
+MAX_ATTRIBUTE_VALUES = 50
+MAX_AMOUNT = 1e15
+
+AttributeName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=ATTRIBUTE_NAME_PATTERN,
+        description="A custom OpenJD attribute capability name, e.g. attr.custom.renderer"
+        " (any case: names are compared in lower case)",
+    ),
+]
+AmountName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=AMOUNT_NAME_PATTERN,
+        description="A custom OpenJD amount capability name, e.g. amount.custom.licences"
+        " (any case: names are compared in lower case)",
+    ),
+]
+AttributeValue = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=ATTRIBUTE_VALUE_PATTERN,
+        description="An attribute value: letters, digits, _ and - (compared in lower case)",
+    ),
+]
+AttributeValues = Annotated[
+    list[AttributeValue], Meta(min_length=1, max_length=MAX_ATTRIBUTE_VALUES)
+]
+Amount = Annotated[float, Meta(ge=0, le=MAX_AMOUNT)]
+
+
+class AttributeRequirement(Model):
+    """
+    The agent's values of the attribute hold at least one of C{any_of} and
+    every one of C{all_of} (at least one of the two is given).
+    """
+
+    __schema_rules__ = {"anyOf": [{"required": ["any_of"]}, {"required": ["all_of"]}]}
+
+    # Not nullable: a null would satisfy the schema's "required" and still
+    # say nothing.
+    any_of: AttributeValues | msgspec.UnsetType = msgspec.UNSET
+    all_of: AttributeValues | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.any_of is msgspec.UNSET and self.all_of is msgspec.UNSET:
+            raise ValueError("any_of: give any_of or all_of (or both)")
+
+
+class AmountRequirement(Model):
+    """
+    The agent declares the amount, and it is at least C{min} and at most
+    C{max} (each when given).
+    """
+
+    min: Amount | None = None
+    max: Amount | None = None
+
+
+MaxCount = Annotated[int, Meta(ge=0, le=MAX_INT)]
+OsFamilies = Annotated[list[OsFamily], Meta(max_length=3)]
+CpuArches = Annotated[list[CpuArch], Meta(max_length=2)]
+AttributeRequirements = Annotated[
+    dict[AttributeName, AttributeRequirement], Meta(max_length=MAX_CAPABILITIES)
+]
+AmountRequirements = Annotated[
+    dict[AmountName, AmountRequirement], Meta(max_length=MAX_CAPABILITIES)
+]
+
+
 class RequirementsModel(Model):
     cpus: Annotated[int, Meta(ge=0, le=4096)] = 0
     ram_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] = 0
     gpus: Annotated[int, Meta(ge=0, le=256)] = 0
     gpu_memory_mb: GpuMemory = 0
     tags: Tags = []
+    #: The most an agent may have (an agent with more does not qualify).
+    max_cpus: MaxCount | None = None
+    max_ram_mb: MaxCount | None = None
+    max_gpus: MaxCount | None = None
+    #: Any of these (empty: any).
+    os_family: OsFamilies = []
+    cpu_arch: CpuArches = []
+    attributes: AttributeRequirements = {}
+    amounts: AmountRequirements = {}
 
 
 class RequirementsPatch(Model):
@@ -104,6 +226,13 @@ class RequirementsPatch(Model):
     gpus: Annotated[int, Meta(ge=0, le=256)] | msgspec.UnsetType = msgspec.UNSET
     gpu_memory_mb: GpuMemory | msgspec.UnsetType = msgspec.UNSET
     tags: Tags | msgspec.UnsetType = msgspec.UNSET
+    max_cpus: MaxCount | msgspec.UnsetType | None = msgspec.UNSET
+    max_ram_mb: MaxCount | msgspec.UnsetType | None = msgspec.UNSET
+    max_gpus: MaxCount | msgspec.UnsetType | None = msgspec.UNSET
+    os_family: OsFamilies | msgspec.UnsetType = msgspec.UNSET
+    cpu_arch: CpuArches | msgspec.UnsetType = msgspec.UNSET
+    attributes: AttributeRequirements | msgspec.UnsetType = msgspec.UNSET
+    amounts: AmountRequirements | msgspec.UnsetType = msgspec.UNSET
 
 
 class TaskSubmission(Model):
@@ -212,6 +341,40 @@ class LayerSubmission(Model):
 
 TaskList = Annotated[list[TaskSubmission], Meta(min_length=1, max_length=MAX_TASKS_PER_JOB)]
 
+#: The most characters an OpenJD template's text may have (the body limit,
+#: limits.max_body_bytes, is usually lower).
+OPENJD_TEMPLATE_CHARS = 4 * 1024 * 1024
+OpenJDParameterName = Annotated[str, Meta(min_length=1, max_length=64)]
+OpenJDParameterInput = Annotated[str, Meta(max_length=100_000)] | int | float
+
+
+class OpenJDSubmission(Model):
+    """
+    An Open Job Description job template (jobtemplate-2023-09) and the
+    values of its job parameters, as a submitter writes them; decoded,
+    checked and instantiated with openjd-model (docs/openjd.md).
+    """
+
+    template: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=OPENJD_TEMPLATE_CHARS,
+                description="The template as YAML or JSON text",
+            ),
+        ]
+        | Annotated[dict[str, Any], Meta(description="The template as an object")]
+    )
+    parameters: Annotated[
+        dict[OpenJDParameterName, OpenJDParameterInput],
+        Meta(
+            max_length=1000,
+            description="Job parameter values by name: strings or numbers, as the template's "
+            "types take them; parameters not given take their defaults",
+        ),
+    ] = {}
+
 
 class JobSubmission(Model):
     """
@@ -221,7 +384,8 @@ class JobSubmission(Model):
 
     __freeform__ = ("metadata",)
 
-    title: Title
+    #: Required, except with C{openjd} (whose job name is the title).
+    title: Title | None = None
     command: Command | None = None
     frames: Frames | None = None
     chunk: Chunk | None = None
@@ -244,36 +408,47 @@ class JobSubmission(Model):
     limits: LimitNames = []
     max_running: MaxRunning | None = None
     preemptible: bool = False
+    #: Instead of title, command, frames, chunk, tasks, layers and cwd.
+    openjd: OpenJDSubmission | None = None
 
 
-_ARRAY, _NULL = {"type": "array"}, {"type": "null"}
+_ARRAY, _NULL, _STRING = {"type": "array"}, {"type": "null"}, {"type": "string"}
 
 #: What no field's type says: a job is a command over frames, or a command
-#: with explicit tasks, or tasks that each have their own command.
+#: with explicit tasks, or tasks that each have their own command, or
+#: layers, or an OpenJD template.
 JOB_SHAPES = {
     "anyOf": [
         {
-            "required": ["command", "frames"],
-            "properties": {"command": _ARRAY, "frames": {"type": ["string", "array"]},
-                           "tasks": _NULL, "layers": _NULL},
+            "required": ["title", "command", "frames"],
+            "properties": {"title": _STRING, "command": _ARRAY,
+                           "frames": {"type": ["string", "array"]},
+                           "tasks": _NULL, "layers": _NULL, "openjd": _NULL},
         },
         {
-            "required": ["command", "tasks"],
-            "properties": {"command": _ARRAY, "tasks": _ARRAY, "frames": _NULL, "chunk": _NULL,
-                           "layers": _NULL},
+            "required": ["title", "command", "tasks"],
+            "properties": {"title": _STRING, "command": _ARRAY, "tasks": _ARRAY, "frames": _NULL,
+                           "chunk": _NULL, "layers": _NULL, "openjd": _NULL},
         },
         {
-            "required": ["tasks"],
+            "required": ["title", "tasks"],
             "properties": {
-                "command": _NULL, "frames": _NULL, "chunk": _NULL, "layers": _NULL,
+                "title": _STRING, "command": _NULL, "frames": _NULL, "chunk": _NULL,
+                "layers": _NULL, "openjd": _NULL,
                 "tasks": {"type": "array",
                           "items": {"required": ["command"], "properties": {"command": _ARRAY}}},
             },
         },
         {
-            "required": ["layers"],
-            "properties": {"layers": _ARRAY, "command": _NULL, "frames": _NULL, "chunk": _NULL,
-                           "tasks": _NULL},
+            "required": ["title", "layers"],
+            "properties": {"title": _STRING, "layers": _ARRAY, "command": _NULL, "frames": _NULL,
+                           "chunk": _NULL, "tasks": _NULL, "openjd": _NULL},
+        },
+        {
+            "required": ["openjd"],
+            "properties": {"openjd": {"type": "object"}, "title": _NULL, "command": _NULL,
+                           "frames": _NULL, "chunk": _NULL, "tasks": _NULL, "layers": _NULL,
+                           "cwd": _NULL},
         },
     ]
 }  # fmt: skip
@@ -325,12 +500,30 @@ class AgentRef(Document):
     hostname: str | None
 
 
+class AttributeRequirementDocument(Document):
+    any_of: list[str] | None = None
+    all_of: list[str] | None = None
+
+
+class AmountRequirementDocument(Document):
+    min: float | None = None
+    max: float | None = None
+
+
 class Requirements(Document):
     cpus: int
     ram_mb: int
     gpus: int
     tags: list[str]
     gpu_memory_mb: int = 0
+    max_cpus: int | None = None
+    max_ram_mb: int | None = None
+    max_gpus: int | None = None
+    os_family: list[str] = []
+    cpu_arch: list[str] = []
+    #: Names and values in lower case, as they are compared.
+    attributes: dict[str, AttributeRequirementDocument] = {}
+    amounts: dict[str, AmountRequirementDocument] = {}
 
 
 class TaskCounts(Document):
@@ -375,6 +568,9 @@ class LayerDocument(Document):
     stall_timeout_s: int | None
     depends_on: list[DependencyDocument]
     tasks: TaskCounts
+    #: Null, or a sentence naming the requirement no known agent meets (for
+    #: a layer with tasks still to run; see docs/jobs.md).
+    unmet: str | None = None
 
 
 class BlocklistEntry(Document):
@@ -414,6 +610,16 @@ class JobDocument(Document):
     layers: list[LayerDocument] = []
 
 
+class OpenJDValue(Document):
+    """
+    One OpenJD parameter value, as openjd-model carries it: its type (INT,
+    FLOAT, STRING, PATH, CHUNK[INT]) and its value as text.
+    """
+
+    type: str
+    value: str
+
+
 class TaskDocument(Document):
     id: int
     href: str
@@ -434,6 +640,11 @@ class TaskDocument(Document):
     log: str
     #: The GPUs of its agent its current (or last) attempt was given.
     gpu_devices: list[int] = []
+    #: The status message of its current (or last) attempt: an OpenJD task's
+    #: latest C{openjd_status} (null when none).
+    status: str | None = None
+    #: An OpenJD task's parameter values (null for a native task).
+    parameters: dict[str, OpenJDValue] | None = None
 
 
 class AttemptDocument(Document):
@@ -469,6 +680,39 @@ class AttemptPage(Document):
     next: str | None
 
 
+class OpenJDJobPayload(Document):
+    """
+    An OpenJD task's job: its id, its formatted name, every job parameter's
+    value, its job environments and the template's extensions.
+    """
+
+    id: int
+    name: str
+    parameters: dict[str, OpenJDValue]
+    #: Each as openjd-model's model_to_object wrote it (parse_model takes it
+    #: back as a v2023_09.Environment).
+    environments: list[dict[str, Any]]
+    extensions: list[str] = []
+
+
+class OpenJDStepPayload(Document):
+    name: str
+    #: As model_to_object wrote it (a v2023_09.StepScript).
+    script: dict[str, Any]
+    environments: list[dict[str, Any]]
+
+
+class OpenJDAssignment(Document):
+    """
+    What an agent needs to run an OpenJD task: its job and step, and the
+    task's parameter values.
+    """
+
+    job: OpenJDJobPayload
+    step: OpenJDStepPayload
+    parameters: dict[str, OpenJDValue]
+
+
 class AssignedTask(Document):
     """
     What an agent needs to run one task (in talkback's assign message).
@@ -487,6 +731,8 @@ class AssignedTask(Document):
     #: The indexes of the agent's GPUs the task is given (set as
     #: CUDA_VISIBLE_DEVICES and MASTERD_GPU_DEVICES by the reference agent).
     gpu_devices: list[int] = []
+    #: What an OpenJD task runs (null for a native task): see OpenJDAssignment.
+    openjd: OpenJDAssignment | None = None
 
 
 # -- queries ------------------------------------------------------------------------

@@ -8,17 +8,20 @@ field. Nothing is written until the whole submission has been checked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-from attrs import frozen
+from attrs import Factory, frozen
+from openjd.model import validate_amount_capability_name, validate_attribute_capability_name
 
 from masterd.errors import InvalidField, Unprocessable
 
 from .command import CommandError, checkArgument
 from .frames import FrameSpecError, chunkFrames, formatFrames, parseFrames
 from .models import (
+    AmountRequirement,
+    AttributeRequirement,
     DependencyModel,
     JobDependencyModel,
     JobPatch,
@@ -34,12 +37,24 @@ class Requirements:
     gpus: int = 0
     tags: tuple[str, ...] = ()
     gpu_memory_mb: int = 0
+    #: The capabilities beyond the minimums (masterd.jobs.capabilities):
+    #: maximums, os family, architecture, attributes, amounts; names and
+    #: values in lower case.
+    max_cpus: int | None = None
+    max_ram_mb: int | None = None
+    max_gpus: int | None = None
+    os_family: tuple[str, ...] = ()
+    cpu_arch: tuple[str, ...] = ()
+    attributes: dict[str, dict[str, list[str]]] = Factory(dict)
+    amounts: dict[str, dict[str, float | None]] = Factory(dict)
 
 
 @frozen
 class TaskSpec:
     frames: tuple[int, ...]
     command: tuple[str, ...] | None = None
+    #: An OpenJD task's parameter set, as JSON (tasks.parameters).
+    parameters: bytes | None = None
 
 
 @frozen
@@ -72,6 +87,8 @@ class LayerSpec:
     timeout_s: int | None
     stall_timeout_s: int | None
     depends_on: tuple[DependencySpec, ...] = ()
+    #: An OpenJD step's script, environments and chunking (layers.openjd).
+    openjd: dict[str, Any] | None = None
 
 
 @frozen
@@ -97,6 +114,8 @@ class JobSpec:
     stall_timeout_s: int | None = None
     #: Job dependencies given in full (frame by frame, or with on_failure).
     job_dependencies: tuple[DependencySpec, ...] = ()
+    #: An OpenJD job's name, parameters, environments (jobs.openjd).
+    openjd: dict[str, Any] | None = None
 
     def allTasks(self) -> int:
         return sum(len(layer.tasks) for layer in self.layers)
@@ -115,9 +134,80 @@ def requirements(model: RequirementsModel, field: str = "requirements") -> Requi
     if model.gpu_memory_mb and not model.gpus:
         # It would never be placed: memory is asked of the GPUs it is given.
         raise Unprocessable(f"{field}.gpu_memory_mb", "needs gpus of at least 1")
+    for name in ("cpus", "ram_mb", "gpus"):
+        checkMaximum(getattr(model, name), getattr(model, f"max_{name}"), f"{field}.max_{name}")
     return Requirements(
-        model.cpus, model.ram_mb, model.gpus, tuple(sorted(set(model.tags))), model.gpu_memory_mb
+        model.cpus,
+        model.ram_mb,
+        model.gpus,
+        tuple(sorted(set(model.tags))),
+        model.gpu_memory_mb,
+        model.max_cpus,
+        model.max_ram_mb,
+        model.max_gpus,
+        tuple(sorted(set(model.os_family))),
+        tuple(sorted(set(model.cpu_arch))),
+        attributeRequirements(model.attributes, f"{field}.attributes"),
+        amountRequirements(model.amounts, f"{field}.amounts"),
     )
+
+
+def checkMaximum(minimum: int, maximum: int | None, field: str) -> None:
+    if maximum is not None and maximum < minimum:
+        raise Unprocessable(field, f"must be at least the minimum ({minimum})")
+
+
+def _lowerNames(names: Iterable[str], field: str) -> list[tuple[str, str]]:
+    """
+    Each name with its lower case form (names are compared in lower case):
+    two that differ only in case are one name given twice.
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        lower = name.lower()
+        if lower in seen:
+            raise Unprocessable(f"{field}.{name}", f"is {seen[lower]!r} again (names ignore case)")
+        seen[lower] = name
+    return [(name, lower) for lower, name in seen.items()]
+
+
+def attributeRequirements(
+    given: Mapping[str, AttributeRequirement], field: str
+) -> dict[str, dict[str, list[str]]]:
+    """
+    Attribute requirements in lower case, each value once, checked with
+    OpenJD's own rule for the names.
+    """
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, lower in _lowerNames(given, field):
+        try:
+            validate_attribute_capability_name(capability_name=lower, standard_capabilities=())
+        except ValueError as e:
+            raise InvalidField(f"{field}.{name}", str(e)) from None
+        requirement = given[name]
+        out[lower] = {
+            key: sorted({v.lower() for v in values})
+            for key, values in (("any_of", requirement.any_of), ("all_of", requirement.all_of))
+            if not isinstance(values, msgspec.UnsetType)
+        }
+    return dict(sorted(out.items()))
+
+
+def amountRequirements(
+    given: Mapping[str, AmountRequirement], field: str
+) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    for name, lower in _lowerNames(given, field):
+        try:
+            validate_amount_capability_name(capability_name=lower, standard_capabilities=())
+        except ValueError as e:
+            raise InvalidField(f"{field}.{name}", str(e)) from None
+        requirement = given[name]
+        if (requirement.min is not None and requirement.max is not None
+                and requirement.max < requirement.min):  # fmt: skip
+            raise Unprocessable(f"{field}.{name}.max", f"must be at least min ({requirement.min})")
+        out[lower] = {"min": requirement.min, "max": requirement.max}
+    return dict(sorted(out.items()))
 
 
 def _frames(value: str | list[int], field: str, maxFrames: int) -> list[int]:
@@ -161,6 +251,14 @@ def jobSpec(job: JobSubmission, maxFrames: int = 1_000_000) -> JobSpec:
 
     @raise InvalidField: naming the first field at fault.
     """
+    if job.openjd is not None:
+        # Imported here: openjd-model (pydantic) is loaded for OpenJD jobs
+        # only, and masterd.openjd builds on this module.
+        from masterd.openjd import openjdJobSpec
+
+        return openjdJobSpec(job, maxFrames)
+    if job.title is None:
+        raise InvalidField("title", "is required")
     wholeJobs, jobDependencies = _jobDependencies(job.depends_on, "depends_on")
     limits = _limits(job.limits, "limits")
     if job.layers is not None:
@@ -382,6 +480,20 @@ def jobChanges(patch: JobPatch) -> dict[str, Any]:
         }
         if "tags" in merged:
             merged["tags"] = tuple(sorted(set(merged["tags"])))
+        for key in ("os_family", "cpu_arch"):
+            if key in merged:
+                merged[key] = tuple(sorted(set(merged[key])))
+        if "attributes" in merged:
+            merged["attributes"] = attributeRequirements(
+                merged["attributes"], "requirements.attributes"
+            )
+        if "amounts" in merged:
+            merged["amounts"] = amountRequirements(merged["amounts"], "requirements.amounts")
+        for name in ("cpus", "ram_mb", "gpus"):
+            # Both given: checked here; one given: against the stored other
+            # by the store (a layer's own minimum may differ from the job's).
+            if name in merged and merged.get(f"max_{name}") is not None:
+                checkMaximum(merged[name], merged[f"max_{name}"], f"requirements.max_{name}")
         changes["requirements"] = merged
     if changes.get("stop_running"):
         # Stopping the running tasks pauses the job (else they would be

@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from psycopg2.extras import Json
+
 from masterd.audit import Actor, record
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, NoSuchResource, Unprocessable
 from masterd.events import EventBus, TaskCanceled, WorkAvailable
 from masterd.schema import MAX_BIGINT
 
+from . import capabilities
 from .models import (
     AttemptDocument,
     BlocklistEntry,
@@ -42,6 +45,7 @@ from .views import (
     jobDocument,
     jobRef,
     layerDocument,
+    layerExtra,
     taskDocument,
 )
 
@@ -59,6 +63,37 @@ def _auditable(changes: dict[str, Any]) -> dict[str, Any]:
             k: list(v) if isinstance(v, tuple | list) else v for k, v in out["requirements"].items()
         }
     return out
+
+
+def _requirementValue(key: str, value: Any) -> Any:
+    """
+    A requirement of a PATCH as its column takes it.
+    """
+    if key in ("tags", "os_family", "cpu_arch"):
+        return list(value)
+    if key in ("attributes", "amounts"):
+        return Json(value)
+    return value
+
+
+async def _checkMaximums(txn: Transaction, jobID: int, required: dict[str, Any]) -> None:
+    """
+    A maximum (cpus, ram_mb, gpus) patched, or its minimum: refuse (rolling
+    the change back) one below its minimum on any layer.
+    """
+    for name in ("cpus", "ram_mb", "gpus"):
+        if name not in required and f"max_{name}" not in required:
+            continue
+        low = await txn.query(
+            f"SELECT name, req_{name} FROM layers WHERE job_id = %s"
+            f" AND req_max_{name} < req_{name} ORDER BY index LIMIT 1",
+            (jobID,),
+        )
+        if low:
+            raise Unprocessable(
+                f"requirements.max_{name}",
+                f"must be at least the minimum ({low[0][1]}, layer {low[0][0]!r})",
+            )
 
 
 def _page(items: list[Any], limit: int) -> tuple[list[Any], bool]:
@@ -123,6 +158,29 @@ def _jobFilters(
             where.append("title ILIKE %s ESCAPE '\\'")
             params.append(pattern)
     return where, params
+
+
+async def _unmet(txn: Transaction, layerRows: list[tuple[Any, ...]]) -> dict[int, str]:
+    """
+    For the layers with tasks still to run (waiting or queued) and any
+    requirement, what no known agent meets; one aggregate over the agents,
+    and only when some layer has requirements.
+    """
+    wanted = [
+        (row, layerExtra(row)) for row in layerRows
+        if row[19] + row[20] > 0  # n_waiting, n_queued
+    ]  # fmt: skip
+    wanted = [(row, extra) for row, extra in wanted
+              if any(row[9:13]) or row[13] or extra.given()]  # fmt: skip
+    if not wanted:
+        return {}
+    profiles = await capabilities.knownProfiles(txn)
+    found: dict[int, str] = {}
+    for row, extra in wanted:
+        why = capabilities.unmet(row[9], row[10], row[11], row[12], row[13], extra, profiles)
+        if why is not None:
+            found[row[1]] = why
+    return found
 
 
 class JobStore:
@@ -195,9 +253,12 @@ class JobStore:
                     job=jobRef(parentJob) if parentJob is not None else None,
                     satisfied=satisfied,
                 ))  # fmt: skip
+        unmet = await _unmet(txn, layerRows)
         for row in layerRows:
             canceled, paused = flags[row[0]]
-            found[row[0]].append(layerDocument(row, canceled, paused, dependencies[row[1]]))
+            found[row[0]].append(
+                layerDocument(row, canceled, paused, dependencies[row[1]], unmet.get(row[1]))
+            )
         return found
 
     async def _getJob(self, txn: Transaction, jobID: int) -> JobDocument:
@@ -463,15 +524,16 @@ class JobStore:
             for key, value in required.items():
                 sets.append(f"req_{key} = %s")
                 layerSets.append(f"req_{key} = %s")
-                params.append(list(value) if key == "tags" else value)
+                params.append(_requirementValue(key, value))
             sets.append("updated_at = now()")
             await txn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", (*params, jobID))
             if layerSets:
                 # Requirements given for the job apply to each of its layers.
                 await txn.execute(
                     f"UPDATE layers SET {', '.join(layerSets)} WHERE job_id = %s",
-                    (*[list(v) if k == "tags" else v for k, v in required.items()], jobID),
+                    (*[_requirementValue(k, v) for k, v in required.items()], jobID),
                 )
+                await _checkMaximums(txn, jobID, required)
                 if "gpus" in required or "gpu_memory_mb" in required:
                     # As at submission: GPU memory means nothing without GPUs
                     # (raising here rolls the whole change back).

@@ -121,15 +121,18 @@ async def insertJob(txn: Transaction, spec: JobSpec, owner: str) -> tuple[int, b
     rows = await txn.query(
         "INSERT INTO jobs (title, owner, project, priority, weight, paused, command, env, cwd,"
         " req_cpus, req_ram_mb, req_gpus, req_gpu_memory_mb, req_tags, max_retries,"
-        " task_timeout_s, stall_timeout_s, metadata, max_running, preemptible, limits)"
+        " task_timeout_s, stall_timeout_s, metadata, max_running, preemptible, limits,"
+        " req_max_cpus, req_max_ram_mb, req_max_gpus, req_os_family, req_cpu_arch,"
+        " req_attributes, req_amounts)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, %s) RETURNING id",
+        " %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (
             spec.title, owner, spec.project or owner, spec.priority, spec.weight, spec.paused,
             list(spec.command) if spec.command is not None else None, Json(spec.env), spec.cwd,
             r.cpus, r.ram_mb, r.gpus, r.gpu_memory_mb, list(r.tags), spec.max_retries,
             spec.task_timeout_s, spec.stall_timeout_s, Json(spec.metadata), spec.max_running,
-            spec.preemptible, list(spec.limits),
+            spec.preemptible, list(spec.limits), r.max_cpus, r.max_ram_mb, r.max_gpus,
+            list(r.os_family), list(r.cpu_arch), Json(r.attributes), Json(r.amounts),
         ),
     )  # fmt: skip
     jobID: int = rows[0][0]
@@ -144,6 +147,8 @@ async def insertJob(txn: Transaction, spec: JobSpec, owner: str) -> tuple[int, b
             ),
         )
     layerIDs = await _insertLayers(txn, jobID, spec, parents)
+    if spec.openjd is not None:
+        await _insertOpenJD(txn, jobID, spec, layerIDs)
     waits, edges = _frameEdges(spec, parentTasks)
     blocked = [
         layerIDs[k]
@@ -154,6 +159,19 @@ async def insertJob(txn: Transaction, spec: JobSpec, owner: str) -> tuple[int, b
     await _insertEdges(txn, spec, layerIDs, taskIDs, edges, parents)
     queued = any(layerIDs[k] not in blocked and 0 in waits[k] for k in range(len(spec.layers)))
     return jobID, queued
+
+
+async def _insertOpenJD(txn: Transaction, jobID: int, spec: JobSpec, layerIDs: list[int]) -> None:
+    """
+    What an OpenJD job keeps of its template (jobs.openjd, layers.openjd),
+    written beside the rows just inserted: native jobs never run this.
+    """
+    await txn.execute("UPDATE jobs SET openjd = %s WHERE id = %s", (Json(spec.openjd), jobID))
+    await txn.execute(
+        "UPDATE layers l SET openjd = u.o FROM unnest(%s::bigint[], %s::jsonb[]) AS u (id, o)"
+        " WHERE l.id = u.id",
+        (layerIDs, [Json(layer.openjd) for layer in spec.layers]),
+    )
 
 
 def _blocks(dependency: DependencySpec, parents: dict[int, str]) -> bool:
@@ -175,19 +193,24 @@ async def _insertLayers(
     rows = await txn.query(
         "INSERT INTO layers (job_id, index, name, command, env, cwd, frames, chunk, req_cpus,"
         " req_ram_mb, req_gpus, req_gpu_memory_mb, req_tags, limits, max_running, timeout_s,"
-        " stall_timeout_s, blockers)"
+        " stall_timeout_s, blockers, req_max_cpus, req_max_ram_mb, req_max_gpus, req_os_family,"
+        " req_cpu_arch, req_attributes, req_amounts)"
         " SELECT %s, u.i - 1, u.name,"
         " CASE WHEN jsonb_typeof(u.command) = 'array'"
         " THEN ARRAY(SELECT jsonb_array_elements_text(u.command)) END,"
         " u.env, u.cwd, u.frames, u.chunk, u.cpus, u.ram, u.gpus, u.gpu_mb,"
         " ARRAY(SELECT jsonb_array_elements_text(u.tags)),"
         " ARRAY(SELECT jsonb_array_elements_text(u.limits)), u.max_running, u.timeout_s,"
-        " u.stall_s, u.blockers"
+        " u.stall_s, u.blockers, u.max_cpus, u.max_ram, u.max_gpus,"
+        " ARRAY(SELECT jsonb_array_elements_text(u.os_family)),"
+        " ARRAY(SELECT jsonb_array_elements_text(u.cpu_arch)), u.attributes, u.amounts"
         " FROM unnest(%s::text[], %s::jsonb[], %s::jsonb[], %s::text[], %s::text[], %s::int[],"
         " %s::int[], %s::int[], %s::int[], %s::int[], %s::jsonb[], %s::jsonb[], %s::int[],"
-        " %s::int[], %s::int[], %s::int[]) WITH ORDINALITY AS u (name, command, env, cwd,"
+        " %s::int[], %s::int[], %s::int[], %s::int[], %s::int[], %s::int[], %s::jsonb[],"
+        " %s::jsonb[], %s::jsonb[], %s::jsonb[]) WITH ORDINALITY AS u (name, command, env, cwd,"
         " frames, chunk, cpus, ram, gpus, gpu_mb, tags, limits, max_running, timeout_s,"
-        " stall_s, blockers, i)"
+        " stall_s, blockers, max_cpus, max_ram, max_gpus, os_family, cpu_arch, attributes,"
+        " amounts, i)"
         " ORDER BY u.i RETURNING index, id",
         (
             jobID,
@@ -210,6 +233,13 @@ async def _insertLayers(
                 sum(1 for d in _layerDependencies(spec, layer) if _blocks(d, parents))
                 for layer in layers
             ],
+            [layer.requirements.max_cpus for layer in layers],
+            [layer.requirements.max_ram_mb for layer in layers],
+            [layer.requirements.max_gpus for layer in layers],
+            [Json(list(layer.requirements.os_family)) for layer in layers],
+            [Json(list(layer.requirements.cpu_arch)) for layer in layers],
+            [Json(layer.requirements.attributes) for layer in layers],
+            [Json(layer.requirements.amounts) for layer in layers],
         ),
     )
     return [id_ for _, id_ in sorted(rows)]
@@ -288,6 +318,8 @@ async def _insertTasks(
     layers: list[int] = []
     commands: list[Any] = []
     flat: list[int] = []
+    #: OpenJD parameter sets (JSON without newlines), for an OpenJD job only.
+    parameters: list[bytes] = []
     for k, layer in enumerate(spec.layers):
         for task in layer.tasks:
             frames.extend(task.frames)
@@ -295,6 +327,8 @@ async def _insertTasks(
             counts.append(len(task.frames))
             layers.append(layerIDs[k])
             commands.append(task.command)
+            if spec.openjd is not None:
+                parameters.append(task.parameters or b"{}")
         flat.extend(waits[k])
     explicit = any(c is not None for c in commands)
     command = "NULL"
@@ -307,10 +341,20 @@ async def _insertTasks(
         )
         params.append([Json(list(c) if c is not None else None) for c in commands])
         columns, types = "e, n, l, w, c, i", types + ", %s::jsonb[]"
+    parameterColumn = "NULL"
+    if parameters:
+        # One text, a line per task: far cheaper to send than an array of
+        # 100,000 quoted texts.
+        parameterColumn = "u.p"
+        params.append(b"\n".join(parameters).decode("utf-8"))
+        columns = columns.replace(", i", ", p, i")
+        types += ", string_to_array(%s, E'\\n')::jsonb[]"
     sql = (
-        "INSERT INTO tasks (job_id, layer_id, index, frames, command, wait_count, state)"
+        "INSERT INTO tasks (job_id, layer_id, index, frames, command, wait_count, state,"
+        " parameters)"
         f" SELECT %s, u.l, u.i - 1, (%s::int[])[u.e - u.n + 1 : u.e], {command}, u.w,"
-        " CASE WHEN u.w > 0 OR u.l = ANY (%s::bigint[]) THEN 'waiting' ELSE 'queued' END"
+        " CASE WHEN u.w > 0 OR u.l = ANY (%s::bigint[]) THEN 'waiting' ELSE 'queued' END,"
+        f" {parameterColumn}"
         f" FROM unnest({types}) WITH ORDINALITY AS u ({columns})"
     )
     if not returning:

@@ -10,32 +10,46 @@ from typing import Any
 
 from masterd._time import isoformat, isotime
 
+from .capabilities import Extra
 from .models import (
     AgentRef,
+    AmountRequirementDocument,
     AttemptDocument,
+    AttributeRequirementDocument,
     BlocklistEntry,
     DependencyDocument,
     JobDocument,
     LayerDocument,
+    OpenJDValue,
     Ref,
     Requirements,
     TaskCounts,
     TaskDocument,
 )
 
+#: The requirements beyond the minimums, of a job ("") or a layer ("l.").
+REQUIREMENT_COLUMNS = (
+    "{0}req_max_cpus, {0}req_max_ram_mb, {0}req_max_gpus, {0}req_os_family, {0}req_cpu_arch,"
+    " {0}req_attributes, {0}req_amounts"
+)
+#: How many columns REQUIREMENT_COLUMNS has, and where they are in a layer
+#: row (after its counts).
+_EXTRA = 7
+_LAYER_EXTRA = slice(26, 26 + _EXTRA)
+
 JOB_COLUMNS = (
     "id, title, owner, state, priority, weight, paused, command, env, cwd,"
     " req_cpus, req_ram_mb, req_gpus, req_tags, max_retries, task_timeout_s, metadata,"
     " created_at, updated_at, finished_at, n_total, n_waiting, n_queued, n_assigned,"
     " n_running, n_done, n_failed, n_canceled, project, max_running, preemptible, limits,"
-    " stall_timeout_s, req_gpu_memory_mb"
+    " stall_timeout_s, req_gpu_memory_mb, " + REQUIREMENT_COLUMNS.format("")
 )
 
 LAYER_COLUMNS = (
     "l.job_id, l.id, l.name, l.index, l.command, l.frames, l.chunk, l.env, l.cwd, l.req_cpus,"
     " l.req_ram_mb, l.req_gpus, l.req_gpu_memory_mb, l.req_tags, l.limits, l.max_running,"
     " l.timeout_s, l.stall_timeout_s, l.n_total, l.n_waiting, l.n_queued, l.n_assigned,"
-    " l.n_running, l.n_done, l.n_failed, l.n_canceled"
+    " l.n_running, l.n_done, l.n_failed, l.n_canceled, " + REQUIREMENT_COLUMNS.format("l.")
 )
 
 #: The hostname of the agent a row names (no foreign key: a deleted agent's
@@ -44,11 +58,11 @@ _HOSTNAME = "(SELECT h.hostname FROM agents h WHERE h.id = {}.agent_id)"
 
 TASK_COLUMNS = (
     "t.id, t.job_id, t.index, t.frames, t.command, t.state, t.attempt, t.agent_id,"
-    " t.progress, t.started_at, t.finished_at, t.exit_code, t.error, "
+    " t.progress, t.started_at, t.finished_at, t.exit_code, t.error, t.status_message, "
     + _HOSTNAME.format("t")
     + ", (SELECT l.name FROM layers l WHERE l.id = t.layer_id),"
     " (SELECT a.gpu_devices FROM task_attempts a WHERE a.task_id = t.id"
-    " AND a.attempt = t.attempt)"
+    " AND a.attempt = t.attempt), t.parameters"
 )
 
 #: For C{FROM task_attempts} (not aliased).
@@ -113,11 +127,39 @@ def layerState(canceled: bool, paused: bool, n: Sequence[int]) -> str:
     return "queued" if queued else "waiting"
 
 
+def requirementsDocument(
+    cpus: int, ram: int, gpus: int, tags: Sequence[str], gpuMB: int, extra: Sequence[Any]
+) -> Requirements:
+    """
+    Requirements from their columns (C{extra}: those of REQUIREMENT_COLUMNS).
+    """
+    maxCpus, maxRam, maxGpus, osFamily, cpuArch, attributes, amounts = extra
+    return Requirements(
+        cpus=cpus, ram_mb=ram, gpus=gpus, tags=list(tags), gpu_memory_mb=gpuMB,
+        max_cpus=maxCpus, max_ram_mb=maxRam, max_gpus=maxGpus, os_family=list(osFamily),
+        cpu_arch=list(cpuArch),
+        attributes={k: AttributeRequirementDocument(**v) for k, v in attributes.items()},
+        amounts={k: AmountRequirementDocument(**v) for k, v in amounts.items()},
+    )  # fmt: skip
+
+
+def layerExtra(row: tuple[Any, ...]) -> Extra:
+    """
+    A layer row's requirements beyond the minimums.
+    """
+    return Extra.of(*row[_LAYER_EXTRA])
+
+
 def layerDocument(
-    row: tuple[Any, ...], canceled: bool, paused: bool, dependencies: list[DependencyDocument]
+    row: tuple[Any, ...],
+    canceled: bool,
+    paused: bool,
+    dependencies: list[DependencyDocument],
+    unmet: str | None = None,
 ) -> LayerDocument:
     (jobID, _, name, index, command, frames, chunk, env, cwd, cpus, ram, gpus, gpuMB, tags,
-     limits, maxRunning, timeout, stall, *n) = row  # fmt: skip
+     limits, maxRunning, timeout, stall) = row[:18]  # fmt: skip
+    n = row[18:26]
     return LayerDocument(
         name=name,
         index=index,
@@ -127,15 +169,14 @@ def layerDocument(
         chunk=chunk,
         env=env,
         cwd=cwd,
-        requirements=Requirements(
-            cpus=cpus, ram_mb=ram, gpus=gpus, tags=list(tags), gpu_memory_mb=gpuMB
-        ),
+        requirements=requirementsDocument(cpus, ram, gpus, tags, gpuMB, row[_LAYER_EXTRA]),
         limits=list(limits),
         max_running=maxRunning,
         timeout_s=timeout,
         stall_timeout_s=stall,
         depends_on=dependencies,
         tasks=counts(f"{jobHref(jobID)}/tasks?layer={name}", n),
+        unmet=unmet,
     )
 
 
@@ -181,6 +222,7 @@ def jobDocument(
         limits,
         stall,
         gpuMB,
+        *extra,
     ) = row
     href = jobHref(jobID)
     return JobDocument(
@@ -199,9 +241,7 @@ def jobDocument(
         command=command,
         env=env,
         cwd=cwd,
-        requirements=Requirements(
-            cpus=cpus, ram_mb=ramMB, gpus=gpus, tags=list(tags), gpu_memory_mb=gpuMB
-        ),
+        requirements=requirementsDocument(cpus, ramMB, gpus, tags, gpuMB, extra[:_EXTRA]),
         max_retries=maxRetries,
         task_timeout_s=timeout,
         metadata=metadata,
@@ -243,9 +283,11 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         finishedAt,
         exitCode,
         error,
+        status,
         hostname,
         layer,
         devices,
+        parameters,
     ) = row
     href = taskHref(taskID)
     return TaskDocument(
@@ -263,11 +305,23 @@ def taskDocument(row: tuple[Any, ...]) -> TaskDocument:
         finished_at=isoformat(finishedAt),
         exit_code=exitCode,
         error=error,
+        status=status,
         attempts=f"{href}/attempts",
         log=f"{href}/log",
         layer=layer,
         gpu_devices=list(devices or ()),
+        parameters=openjdValues(parameters),
     )
+
+
+def openjdValues(values: dict[str, Any] | None) -> dict[str, OpenJDValue] | None:
+    """
+    OpenJD parameter values as stored (tasks.parameters), typed; None for
+    a native task.
+    """
+    if values is None:
+        return None
+    return {name: OpenJDValue(type=v["type"], value=v["value"]) for name, v in values.items()}
 
 
 def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:

@@ -36,6 +36,10 @@ from attrs import define, field
 
 from masterd.db import Transaction
 from masterd.jobs import lifecycle
+from masterd.jobs.capabilities import Host
+
+#: An agent that said nothing of what it is.
+NO_HOST = Host()
 
 #: A GPU an agent has free: (index, memory in MB; 0 when not known).
 Device = tuple[int, int]
@@ -57,6 +61,9 @@ class Capacity:
     blocklisted: bool = False
     #: Its free GPUs, when it reported them (else only their number counts).
     devices: tuple[Device, ...] = ()
+    #: What it is (its reported cpus, RAM and GPUs, os family, architecture,
+    #: attributes, amounts): what requirements beyond the minimums match.
+    host: Host = NO_HOST
 
 
 @define
@@ -290,7 +297,7 @@ def _groups(capacities: list[Capacity]) -> dict[tuple[Any, ...], list[Capacity]]
     for c in capacities:
         if c.slots <= 0:
             continue
-        key = (c.cpus, c.ram_mb, c.gpus, c.tags, c.devices,
+        key = (c.cpus, c.ram_mb, c.gpus, c.tags, c.devices, c.host,
                c.agent_id if c.blocklisted else None)  # fmt: skip
         groups.setdefault(key, []).append(c)
     return groups
@@ -314,6 +321,12 @@ _CANDIDATES = (
     " AND NOT j.canceled AND l.n_queued > 0"
     " AND l.req_cpus <= %(cpus)s AND l.req_ram_mb <= %(ram)s AND l.req_gpus <= %(gpus)s"
     " AND l.req_gpu_memory_mb <= %(gpu_mb)s AND l.req_tags <@ %(tags)s::text[]"
+    # Beyond the minimums (maximums, os, architecture, attributes, amounts),
+    # only for the layers that have such requirements (migration 0017).
+    " AND (NOT l.req_extra OR masterd_capabilities_met(l.req_max_cpus, l.req_max_ram_mb,"
+    " l.req_max_gpus, l.req_os_family, l.req_cpu_arch, l.req_attributes, l.req_amounts,"
+    " %(h_cpus)s, %(h_ram)s, %(h_gpus)s, %(h_os)s, %(h_arch)s, %(h_attributes)s::jsonb,"
+    " %(h_amounts)s::jsonb))"
     " AND (j.max_running IS NULL OR j.n_assigned + j.n_running < j.max_running)"
     " AND (l.max_running IS NULL OR l.n_assigned + l.n_running < l.max_running)"
     " AND NOT EXISTS (SELECT 1 FROM job_blocklist b WHERE b.job_id = j.id"
@@ -425,6 +438,7 @@ async def claimAll(
     everyCandidate: dict[int, _Candidate] = {}
     for group in _groups(capacities).values():
         first = group[0]
+        host = first.host
         total = sum(c.slots for c in group)
         rows = await txn.query(
             _CANDIDATES,
@@ -436,6 +450,13 @@ async def claimAll(
                 "tags": list(first.tags),
                 "agents": [c.agent_id for c in group] if first.blocklisted else [],
                 "layers": total,
+                "h_cpus": host.cpus,
+                "h_ram": host.ram_mb,
+                "h_gpus": host.gpus,
+                "h_os": host.os_family,
+                "h_arch": host.cpu_arch,
+                "h_attributes": host.attributesJSON(),
+                "h_amounts": host.amountsJSON(),
             },
         )
         candidates = _candidates(rows, known)

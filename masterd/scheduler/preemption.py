@@ -29,8 +29,9 @@ from twisted.logger import Logger
 from masterd.db import Batcher, DatabaseUnavailable, Transaction
 from masterd.events import EventBus, TaskCanceled
 from masterd.jobs import lifecycle
+from masterd.jobs.capabilities import NONE, Extra, Host, meets
 
-from .claims import Device
+from .claims import NO_HOST, Device
 
 if TYPE_CHECKING:
     from .service import AgentSlots
@@ -80,6 +81,8 @@ class _Waiting:
     #: How many of its tasks may still be placed (queued, within its caps).
     count: int
     limits: tuple[str, ...]
+    #: Its requirements beyond the minimums.
+    extra: Extra = NONE
 
 
 @frozen
@@ -105,6 +108,7 @@ class _Free:
     gpus: int
     tags: frozenset[str]
     devices: tuple[Device, ...]
+    host: Host = NO_HOST
 
     def fits(self, w: _Waiting) -> tuple[Device, ...] | None:
         """
@@ -112,7 +116,8 @@ class _Free:
         them), or None if it does not fit.
         """
         if (self.slots < 1 or w.cpus > self.cpus or w.ram_mb > self.ram_mb
-                or w.gpus > self.gpus or not w.tags <= self.tags):  # fmt: skip
+                or w.gpus > self.gpus or not w.tags <= self.tags
+                or not meets(w.extra, self.host)):  # fmt: skip
             return None
         if w.gpus and self.devices:
             fitting = sorted((d for d in self.devices if d[1] >= w.gpu_memory_mb),
@@ -137,7 +142,7 @@ class _Free:
         return _Free(
             self.agent_id, self.slots + 1, self.cpus + cpus, self.ram_mb + ram,
             self.gpus + gpus, self.tags,
-            tuple(sorted({*self.devices, *((i, memory.get(i, 0)) for i in indexes)})),
+            tuple(sorted({*self.devices, *((i, memory.get(i, 0)) for i in indexes)})), self.host,
         )  # fmt: skip
 
 
@@ -148,7 +153,9 @@ def _ts(seconds: float) -> datetime:
 _WAITING = (
     "SELECT l.id, j.id, j.priority, l.req_cpus, l.req_ram_mb, l.req_gpus, l.req_gpu_memory_mb,"
     " l.req_tags, l.n_queued, least(j.max_running - j.n_assigned - j.n_running,"
-    " l.max_running - l.n_assigned - l.n_running), l.limits"
+    " l.max_running - l.n_assigned - l.n_running), l.limits, l.req_extra, l.req_max_cpus,"
+    " l.req_max_ram_mb, l.req_max_gpus, l.req_os_family, l.req_cpu_arch, l.req_attributes,"
+    " l.req_amounts"
     " FROM jobs j JOIN layers l ON l.job_id = j.id"
     " WHERE j.state IN ('queued', 'running') AND j.n_queued > 0 AND NOT j.paused"
     " AND NOT j.canceled AND l.n_queued > 0 AND j.priority >= %s"
@@ -198,9 +205,10 @@ async def choose(txn: Transaction, now: float, settings: PreemptionSettings) -> 
     gap = settings.priority_gap
     waiting = [
         _Waiting(layerID, jobID, priority, cpus, ram, gpus, gpuMB, frozenset(tags),
-                 queued if room is None else min(queued, room), tuple(limits))
+                 queued if room is None else min(queued, room), tuple(limits),
+                 Extra.of(*extra) if given else NONE)
         for (layerID, jobID, priority, cpus, ram, gpus, gpuMB, tags, queued, room,
-             limits) in await txn.query(_WAITING, (gap, MAX_LAYERS))
+             limits, given, *extra) in await txn.query(_WAITING, (gap, MAX_LAYERS))
     ]  # fmt: skip
     waiting = [w for w in waiting if w.count > 0]
     if not waiting:
@@ -250,7 +258,7 @@ def _decide(
     for agentID, s in slots.items():
         c = s.capacity()
         free[agentID] = _Free(agentID, c.slots, c.cpus, c.ram_mb, c.gpus, frozenset(c.tags),
-                              c.devices)  # fmt: skip
+                              c.devices, c.host)  # fmt: skip
         memory[agentID] = dict(s.devices)
     chosen: list[Preempted] = []
     left = [v for v in victims if v.agent_id in slots and slots[v.agent_id].enabled

@@ -36,11 +36,12 @@ from masterd.events import (
     WorkAvailable,
 )
 from masterd.jobs import lifecycle
+from masterd.jobs.capabilities import Host
 from masterd.service import LoopWatcher, Periodic, StagedService
 from masterd.stats import SchedulingStats
 from masterd.talkback import AgentRegistry
 
-from .claims import Capacity, Claims, Device, claimAll
+from .claims import NO_HOST, Capacity, Claims, Device, claimAll
 from .preemption import PreemptionSettings, sweepPreemption
 from .timeouts import assignTimeouts, stallTimeouts, taskTimeouts
 
@@ -77,6 +78,8 @@ class AgentSlots:
     blocklisted: bool = False
     #: Its GPUs: (index, memory in MB).
     devices: tuple[Device, ...] = ()
+    #: What it is, for the requirements beyond the minimums.
+    host: Host = NO_HOST
 
     def capacity(self) -> Capacity:
         running = self.running.values()
@@ -99,6 +102,7 @@ class AgentSlots:
             tags=self.tags,
             blocklisted=self.blocklisted,
             devices=free,
+            host=self.host,
         )
 
 
@@ -154,7 +158,8 @@ async def loadSlotsMany(txn: Transaction, agentIDs: list[str]) -> list[AgentSlot
     rows = await txn.query(
         "SELECT id, enabled, max_tasks, agent_limits, operator_limits, cpus, ram_mb, gpus,"
         " gpu_devices, tags || extra_tags, EXISTS (SELECT 1 FROM job_blocklist b"
-        " WHERE b.agent_id = a.id AND b.blocked) FROM agents a"
+        " WHERE b.agent_id = a.id AND b.blocked), os_family, cpu_arch, attributes, amounts"
+        " FROM agents a"
         " WHERE id = ANY (%s::uuid[]) AND session IS NOT NULL",
         (agentIDs,),
     )
@@ -172,6 +177,10 @@ async def loadSlotsMany(txn: Transaction, agentIDs: list[str]) -> list[AgentSlot
         gpuDevices,
         tags,
         blocked,
+        osFamily,
+        cpuArch,
+        attributes,
+        amounts,
     ) in rows:
         limits = effectiveLimits(cpus, ram, maxTasks, agentLimits, operatorLimits)
         found[str(agentID)] = AgentSlots(
@@ -186,6 +195,7 @@ async def loadSlotsMany(txn: Transaction, agentIDs: list[str]) -> list[AgentSlot
             tags=tuple(sorted(set(tags))),
             running=running.get(str(agentID), {}),
             devices=agentDevices(gpus, gpuDevices),
+            host=Host.of(cpus, ram, gpus, osFamily, cpuArch, attributes, amounts),
         )
     return [found.get(agentID) for agentID in agentIDs]
 

@@ -36,7 +36,7 @@ _COLUMNS = (
     "a.id, a.hostname, a.os, a.version, a.cpus, a.ram_mb, a.gpus, a.tags, a.extra_tags,"
     " a.software, a.max_tasks, a.agent_limits, a.operator_limits, a.enabled, a.master,"
     " a.connected_at, a.disconnected_at, a.last_seen, a.usage, a.created_at, a.enrolled_at,"
-    " s.state, a.gpu_devices"
+    " s.state, a.gpu_devices, a.os_family, a.cpu_arch, a.attributes, a.amounts"
 )
 _STATE = (
     " CROSS JOIN LATERAL (SELECT CASE WHEN NOT a.enabled THEN 'disabled'"
@@ -72,7 +72,8 @@ def effectiveLimits(
 def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
     (agentID, hostname, os, version, cpus, ramMB, gpus, tags, extraTags, software, maxTasks,
      agentLimits, operatorLimits, enabled, master, connectedAt, disconnectedAt, lastSeen, usage,
-     createdAt, enrolledAt, state, gpuDevices) = row  # fmt: skip
+     createdAt, enrolledAt, state, gpuDevices, osFamily, cpuArch, attributes,
+     amounts) = row  # fmt: skip
     href = agentHref(agentID)
     return AgentDocument(
         id=str(agentID),
@@ -96,6 +97,10 @@ def agentDocument(row: tuple[Any, ...]) -> AgentDocument:
         agent_tags=list(tags),
         operator_tags=list(extraTags),
         software=software,
+        os_family=osFamily,
+        cpu_arch=cpuArch,
+        attributes=attributes,
+        amounts=amounts,
         limits=Limits(**effectiveLimits(cpus, ramMB, maxTasks, agentLimits, operatorLimits)),
         agent_limits=AgentLimits(**{"max_tasks": maxTasks, **_known(agentLimits)}),
         operator_limits=OperatorLimits(**_known(operatorLimits)),

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from masterd.errors import InvalidField
-from masterd.jobs.models import AssignedTask
+from masterd.jobs.models import (
+    Amount,
+    AmountName,
+    AssignedTask,
+    AttributeName,
+    AttributeValue,
+)
 from masterd.schema import (
     DEFAULT_LIMITS,
     MAX_BIGINT,
@@ -31,6 +37,8 @@ from masterd.schema import (
     decode,
 )
 
+#: An os family or an architecture: a short lower-case word.
+_WORD = r"^[A-Za-z0-9_]+$"
 Attempt = Annotated[int, Meta(ge=1, le=MAX_INT)]
 Counter = Annotated[int, Meta(ge=0, le=MAX_BIGINT)]
 Megabytes = Annotated[int, Meta(ge=0, le=2**53 - 1)]
@@ -85,6 +93,38 @@ class AgentInfo(Model):
         list[GpuDevice],
         Meta(max_length=1024, description="Its GPUs; gpus is then their number"),
     ] = []
+    os_family: (
+        Annotated[
+            str,
+            Meta(
+                max_length=32,
+                pattern=_WORD,
+                description="Its operating system's family, as OpenJD names them (linux,"
+                " windows, macos; another is kept but no requirement names it)",
+            ),
+        ]
+        | None
+    ) = None
+    cpu_arch: (
+        Annotated[
+            str,
+            Meta(
+                max_length=32,
+                pattern=_WORD,
+                description="Its CPUs' architecture, as OpenJD names them (x86_64, arm64;"
+                " another is kept but no requirement names it)",
+            ),
+        ]
+        | None
+    ) = None
+    attributes: Annotated[
+        dict[AttributeName, Annotated[list[AttributeValue], Meta(max_length=100)]],
+        Meta(max_length=100, description="Custom OpenJD attributes: full name to its values"),
+    ] = {}
+    amounts: Annotated[
+        dict[AmountName, Amount],
+        Meta(max_length=100, description="Custom OpenJD amounts: full name to a number"),
+    ] = {}
 
     def __post_init__(self) -> None:
         try:
@@ -98,6 +138,18 @@ class AgentInfo(Model):
             if len(set(indexes)) != len(indexes):
                 raise ValueError("gpu_devices: each index once")
             self.gpus = len(self.gpu_devices)
+        # Compared in lower case, as OpenJD says (requirements are stored so).
+        if self.os_family is not None:
+            self.os_family = self.os_family.lower()
+        if self.cpu_arch is not None:
+            self.cpu_arch = self.cpu_arch.lower()
+        if self.attributes:
+            attributes: dict[str, list[str]] = {}
+            for name, values in self.attributes.items():
+                attributes.setdefault(name.lower(), []).extend(v.lower() for v in values)
+            self.attributes = {k: sorted(set(v)) for k, v in sorted(attributes.items())}
+        if self.amounts:
+            self.amounts = {k.lower(): v for k, v in sorted(self.amounts.items())}
 
 
 class Hello(_In, tag="hello"):
@@ -223,6 +275,9 @@ class TaskUpdate(_In, tag="task_update"):
     progress: Annotated[float, Meta(ge=0, le=1)] | None = None
     exit_code: Annotated[int, Meta(ge=-(2**31), le=MAX_INT)] | None = None
     message: Text10K | None = None
+    #: The task's status message (an OpenJD task's latest C{openjd_status});
+    #: None: unchanged.
+    status: Text1K | None = None
 
 
 class Log(_In, tag="log"):

@@ -98,6 +98,14 @@ class AgentDocument(Document):
     failures: str
     jobs: str
     exceptions: str
+    #: What it is, for the requirements beyond the minimums (its hello's;
+    #: names and values in lower case): null when not reported.
+    os_family: str | None = None
+    cpu_arch: str | None = None
+    #: Custom OpenJD attributes (full name: values) and amounts (full name:
+    #: number).
+    attributes: dict[str, list[str]] = {}
+    amounts: dict[str, float] = {}
 
 
 class AgentPage(Document):

@@ -194,9 +194,11 @@ class AgentStore:
         rows = await txn.query(
             "WITH x AS (SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[],"
             " %s::int[], %s::int[], %s::int[], %s::jsonb[], %s::jsonb[], %s::int[], %s::text[],"
-            " %s::uuid[], %s::timestamptz[], %s::bytea[], %s::bytea[], %s::jsonb[])"
+            " %s::uuid[], %s::timestamptz[], %s::bytea[], %s::bytea[], %s::jsonb[], %s::text[],"
+            " %s::text[], %s::jsonb[], %s::jsonb[])"
             " AS x (id, hostname, os, version, cpus, ram_mb, gpus, tags, software, max_tasks,"
-            " master, session, at, presented, fresh, gpu_devices)),"
+            " master, session, at, presented, fresh, gpu_devices, os_family, cpu_arch,"
+            " attributes, amounts)),"
             # The previous session and credential are read under the row's
             # lock, before the upsert replaces them: the upsert takes its
             # rows from this join.
@@ -213,11 +215,12 @@ class AgentStore:
             " prev.credential IS NOT NULL AS enrolled FROM x LEFT JOIN prev ON prev.id = x.id),"
             " up AS (INSERT INTO agents (id, hostname, os, version, cpus, ram_mb, gpus, tags,"
             " software, max_tasks, master, session, connected_at, disconnected_at, last_seen,"
-            " credential_sha256, enrolled_at, gpu_devices)"
+            " credential_sha256, enrolled_at, gpu_devices, os_family, cpu_arch, attributes,"
+            " amounts)"
             " SELECT ok.id, ok.hostname, ok.os, ok.version, ok.cpus, ok.ram_mb, ok.gpus,"
             " ARRAY(SELECT jsonb_array_elements_text(ok.tags)), ok.software, ok.max_tasks,"
             " ok.master, ok.session, ok.at, NULL, ok.at, ok.credential, ok.since,"
-            " ok.gpu_devices"
+            " ok.gpu_devices, ok.os_family, ok.cpu_arch, ok.attributes, ok.amounts"
             " FROM ok WHERE ok.credential IS NOT NULL ORDER BY ok.id"
             " ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,"
             " os = EXCLUDED.os, version = EXCLUDED.version, cpus = EXCLUDED.cpus,"
@@ -226,7 +229,9 @@ class AgentStore:
             " master = EXCLUDED.master, session = EXCLUDED.session,"
             " connected_at = EXCLUDED.connected_at, disconnected_at = NULL,"
             " last_seen = EXCLUDED.last_seen, credential_sha256 = EXCLUDED.credential_sha256,"
-            " enrolled_at = EXCLUDED.enrolled_at, gpu_devices = EXCLUDED.gpu_devices"
+            " enrolled_at = EXCLUDED.enrolled_at, gpu_devices = EXCLUDED.gpu_devices,"
+            " os_family = EXCLUDED.os_family, cpu_arch = EXCLUDED.cpu_arch,"
+            " attributes = EXCLUDED.attributes, amounts = EXCLUDED.amounts"
             # A new id that another transaction enrolled after this one's
             # snapshot (two first hellos at once, on two masters) is not
             # taken over: only the first enrollment counts.
@@ -272,6 +277,10 @@ class AgentStore:
                     )
                     for hello, _, _, _, _ in items
                 ],
+                [hello.agent.os_family for hello, _, _, _, _ in items],
+                [hello.agent.cpu_arch for hello, _, _, _, _ in items],
+                [Json(hello.agent.attributes) for hello, _, _, _, _ in items],
+                [Json(hello.agent.amounts) for hello, _, _, _, _ in items],
             ),
         )
         for kind, agent, enabled, limits, master, session, taskID, attempt, flag in rows:
@@ -470,6 +479,7 @@ class AgentStore:
         """
         outcomes: list[lifecycle.Outcome] = [lifecycle.Outcome.stale] * len(reports)
         jobs: dict[int, int] = {}
+        await self._applyStatuses(txn, reports)
         running = [i for i, r in enumerate(reports) if r[1].state == "running"]
         done = [i for i, r in enumerate(reports) if r[1].state == "done"]
         # A "running" followed by its "done" in the same batch (a short task)
@@ -556,6 +566,36 @@ class AgentStore:
             )
             for i, (agentID, u, _) in enumerate(reports)
         ]
+
+    async def _applyStatuses(
+        self, txn: Transaction, reports: list[tuple[str, TaskUpdate, float | None]]
+    ) -> None:
+        """
+        The status messages the reports carry (an OpenJD task's
+        C{openjd_status}), the latest per attempt, in one statement; before
+        the reports change the tasks' states, while the attempt is still the
+        agent's. Nothing to do, and no statement, when none carries one.
+        """
+        latest: dict[tuple[str, int, int], str] = {}
+        for agentID, update, _ in reports:
+            if update.status is not None:
+                latest[agentID, update.task_id, update.attempt] = update.status
+        if not latest:
+            return
+        # In task id order, as the other statements lock them.
+        keys = sorted(latest, key=lambda k: (k[1], k[2], k[0]))
+        await txn.execute(
+            "UPDATE tasks t SET status_message = x.s"
+            " FROM unnest(%s::uuid[], %s::bigint[], %s::int[], %s::text[]) AS x (g, t, n, s)"
+            " WHERE t.id = x.t AND t.attempt = x.n AND t.agent_id = x.g"
+            " AND t.state IN ('assigned', 'running')",
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [latest[k] for k in keys],
+            ),
+        )
 
     async def reap(self, cutoff: float) -> list[tuple[str, int, int]]:
         """

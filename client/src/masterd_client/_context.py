@@ -12,10 +12,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 from ._client import Client
+from ._compat import UTC
 from ._http import Opener
 from ._output import dump_json
 

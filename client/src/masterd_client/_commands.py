@@ -17,7 +17,8 @@ from typing import TypeVar
 from ._client import Client
 from ._context import Context, UsageError
 from ._farm import layers_table, shows_layers
-from ._jobfile import job_body
+from ._jobfile import job_body, openjd_job_body
+from ._openjd import check_openjd
 from ._output import (
     ago_text,
     cell_text,
@@ -64,7 +65,12 @@ def _list_json(records: Iterable[Job | Task | Agent]) -> str:
 
 
 def submit(context: Context, args: argparse.Namespace) -> int:
-    job = context.client.submit_body(job_body(args, context.runtime.stdin))
+    if args.openjd is not None:
+        body, directory = openjd_job_body(args, context.runtime.stdin)
+        check_openjd(body, directory)  # with openjd-model installed; the master checks anyway
+        job = context.client.submit_body(body)
+    else:
+        job = context.client.submit_body(job_body(args, context.runtime.stdin))
     if args.watch:
         if not context.json:
             context.note(f"submitted job {job.id}")
@@ -247,7 +253,7 @@ def tasks_table(found: list[Task]) -> str:
                "EXIT>", "ERROR"]  # fmt: skip
     if layered:
         headers.insert(1, "LAYER")
-        for row, t in zip(rows, found, strict=True):
+        for row, t in zip(rows, found):
             row.insert(1, t.layer)
     return table(headers, rows)
 
@@ -297,7 +303,7 @@ def attempts_table(found: list[Attempt]) -> str:
     if any(a.gpu_devices for a in found):
         # The devices it was given: CUDA_VISIBLE_DEVICES on the agent.
         headers.insert(4, "GPUS")
-        for row, a in zip(rows, found, strict=True):
+        for row, a in zip(rows, found):
             row.insert(4, ",".join(map(str, a.gpu_devices)))
     return table(headers, rows)
 

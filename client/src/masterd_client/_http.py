@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
-from masterd._version import __version__
-
 from ._errors import MasterdError
+from ._version import __version__
 
 USER_AGENT = f"masterd-client/{__version__}"
 

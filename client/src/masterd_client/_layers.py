@@ -7,7 +7,7 @@ shows of one (L{Layer}), and what a layer or a job waits for
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._base import (
@@ -111,7 +111,7 @@ def dependencies_json(items: Sequence[Any]) -> list[Any]:
     return [dependency_json(item) for item in items]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class LayerSpec:
     """
     One layer of a job to submit: a command over frames, split into tasks
@@ -127,7 +127,6 @@ class LayerSpec:
     """
 
     name: str
-    _: KW_ONLY
     command: Sequence[str] | None = None
     frames: str | Sequence[int] | None = None
     chunk: int | None = None
@@ -139,6 +138,29 @@ class LayerSpec:
     timeout_s: int | None = None
     stall_timeout_s: int | None = None
     depends_on: Sequence[Any] | None = None
+
+    # Everything but the name by keyword only, written out: dataclasses'
+    # KW_ONLY is Python 3.10's, and the client runs on 3.9.
+    def __init__(
+        self,
+        name: str,
+        *,
+        command: Sequence[str] | None = None,
+        frames: str | Sequence[int] | None = None,
+        chunk: int | None = None,
+        requirements: Requirements | Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        limits: Sequence[str] | None = None,
+        max_running: int | None = None,
+        timeout_s: int | None = None,
+        stall_timeout_s: int | None = None,
+        depends_on: Sequence[Any] | None = None,
+    ) -> None:
+        given = dict(locals())
+        del given["self"]
+        for key, value in given.items():
+            object.__setattr__(self, key, value)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"name": self.name}

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 from ._base import Record, Resource, iterate_pages
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's since 3.11
 
 #: The events a webhook may ask for.
 EVENTS = (

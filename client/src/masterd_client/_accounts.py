@@ -4,10 +4,14 @@ Accounts: the master's tokens, and the audit trail of who changed what.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Self
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from ._base import Record, Resource, ref_href, ref_id
+from ._compat import UTC
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's since 3.11
 
 #: The roles a token may have, from the least allowed to the most; C{agent}
 #: is for render nodes' enrollment, not for people.

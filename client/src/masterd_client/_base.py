@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Self, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._compat import UTC, fromisoformat
 from ._errors import MasterdError
 from ._http import Transport
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's since 3.11
 
 T = TypeVar("T")
 
@@ -30,8 +34,7 @@ def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         raise MasterdError(0, "invalid_response", f"a time must be a string, not {value!r}")
     try:
-        # Since Python 3.11 fromisoformat reads the "Z" suffix itself.
-        when = datetime.fromisoformat(value)
+        when = fromisoformat(value)
     except ValueError:
         raise MasterdError(0, "invalid_response", f"not an ISO 8601 time: {value!r}") from None
     if when.tzinfo is None:

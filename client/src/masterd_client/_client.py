@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Union
 from urllib.parse import quote
 
 from ._accounts import AuditEntry, Token, api_time
@@ -15,13 +15,15 @@ from ._base import Requirements, iterate_pages, list_items, requirements_json
 from ._errors import MasterdError
 from ._http import Opener, Transport
 from ._layers import Dependency, LayerSpec, dependencies_json, layer_json
+from ._openjd import Template, _body, check_openjd
 from ._scheduling import Limit, Project, limit_href, project_href
 from ._webhooks import Delivery, Webhook, webhook_changes
 from .models import Agent, Job, Master, Task
 
 #: A C{depends_on} entry: a job id, a L{Job}, a L{Dependency}, or its JSON
 #: (C{{"job": 12, "mode": "frame"}}); in a layer, also a layer's name.
-DependencyEntry = int | str | Job | Dependency | Mapping[str, Any]
+# (Union, not |: the client runs on Python 3.9.)
+DependencyEntry = Union[int, str, Job, Dependency, Mapping[str, Any]]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -191,6 +193,60 @@ class Client:
             max_running=max_running,
             preemptible=preemptible,
         )
+        return self.submit_body(body)
+
+    def submit_openjd(
+        self,
+        template: Template,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        weight: int | None = None,
+        project: str | None = None,
+        paused: bool | None = None,
+        max_retries: int | None = None,
+        limits: Sequence[str] | None = None,
+        max_running: int | None = None,
+        preemptible: bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        validate: bool = True,
+        **job_fields: Any,
+    ) -> Job:
+        """
+        Submit an Open Job Description job template with its parameters'
+        values (C{{"Frames": "1-100", "Scene": "/shots/010.blend"}}): its
+        steps become the job's layers, its formatted name the job's title.
+        C{template} is the template (a mapping), its YAML or JSON text, or
+        the path of a C{.yaml}, C{.yml} or C{.json} file (a C{Path}, or a
+        one-line string ending so). The job fields given go beside it;
+        C{job_fields} are sent as they are (fields this client does not
+        know).
+
+        With C{openjd-model} installed (and C{validate}), the template and
+        values are checked first, as the master checks them, and nothing is
+        sent if they are wrong; without it the master alone checks.
+
+        @raise MasterdError: the template or a value is wrong (400,
+            C{invalid_field}, C{details["field"]} the part at fault, e.g.
+            C{openjd.parameters.Frames}; C{details["local"]} when it was
+            found here), or the master refused the job.
+        @raise OSError: the template's file cannot be read.
+        """
+        fields = {
+            "priority": priority,
+            "weight": weight,
+            "project": project,
+            "paused": paused,
+            "max_retries": max_retries,
+            "limits": limits,
+            "max_running": max_running,
+            "preemptible": preemptible,
+            "metadata": metadata,
+            **job_fields,
+        }
+        body, directory = _body(template, parameters, fields)
+        if validate:
+            check_openjd(body, directory)
         return self.submit_body(body)
 
     def submit_body(self, body: Mapping[str, Any]) -> Job:
@@ -410,7 +466,7 @@ class Client:
     ) -> Webhook:
         """
         Have the master POST the C{events} named (C{job.done},
-        C{job.failed}, ...; see L{masterd.client.EVENTS}) to C{url}, signed
+        C{job.failed}, ...; see L{masterd_client.EVENTS}) to C{url}, signed
         with C{secret} (role admin). The secret is never shown again.
         """
         body = {"url": url, "events": list(events), "secret": secret,

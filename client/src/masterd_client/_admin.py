@@ -12,12 +12,13 @@ import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from ._accounts import ROLES
 from ._commands import MAX_PAGE, _first, _page_size
+from ._compat import UTC, fromisoformat
 from ._context import Context, UsageError
 from ._errors import MasterdError
 from ._output import NONE, RIGHT, cell_text, dump_json, key_values, shorten, table, time_text
@@ -63,7 +64,7 @@ def parse_when(text: str, option: str, now: datetime, *, ahead: bool) -> datetim
         raise UsageError(f"{option}: {text!r} is further than a calendar goes") from None
     example = "30d, 12h" if ahead else "1h, 30m"
     try:
-        when = datetime.fromisoformat(text)
+        when = fromisoformat(text)
     except ValueError:
         raise UsageError(
             f"{option}: {text!r} is neither a duration ({example}) nor an ISO 8601 time"
@@ -243,7 +244,7 @@ class _Aligned:
     def __init__(self, headers: Sequence[str], widths: Sequence[int]) -> None:
         self.names = [h.removesuffix(RIGHT) for h in headers]
         self.right = [h.endswith(RIGHT) for h in headers]
-        self.widths = [max(len(n), w) for n, w in zip(self.names, widths, strict=True)]
+        self.widths = [max(len(n), w) for n, w in zip(self.names, widths)]
 
     def header(self) -> str:
         return self.line(self.names)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from ._base import (
     FINISHED_JOB_STATES,
@@ -27,6 +27,8 @@ from ._follow import LogFollower
 from ._layers import Layer
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's since 3.11
+
     from ._agents import Agent
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ._base import Resource, iterate_pages
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's since 3.11
+
     from ._jobs import Job
 
 

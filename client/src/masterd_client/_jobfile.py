@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Mapping
 from datetime import date
+from pathlib import Path
 from typing import Any, TextIO
 
 from ._context import UsageError
@@ -174,7 +175,7 @@ def _kind(value: Any) -> str:
         return "text"
     if isinstance(value, bool):
         return "true or false"
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return "a number"
     return type(value).__name__
 
@@ -198,7 +199,7 @@ def _check_json(name: str, value: Any, where: str) -> None:
         raise UsageError(f"{name}: {where}: {value} is not a number JSON can carry")
     elif isinstance(value, date):
         raise UsageError(f"{name}: {where}: {value} was read as a date; quote it to make it text")
-    elif not (value is None or isinstance(value, str | int | float | bool)):
+    elif not (value is None or isinstance(value, (str, int, float, bool))):
         raise UsageError(f"{name}: {where}: a {type(value).__name__} is not JSON; quote it")
 
 
@@ -319,3 +320,75 @@ def dependency_arg(text: str) -> int | dict[str, Any]:
             f"must be a job id (12) or a job id and :frame (12:frame), not {text!r}"
         )
     return {"job": job, "mode": "frame"} if sep else job
+
+
+# -- an OpenJD template ---------------------------------------------------------
+
+#: The flags that do not go with --openjd: the template says what its steps
+#: run, over what, with what, needing what; its name is the job's title.
+_NOT_WITH_OPENJD = (
+    ("--file", "file"),
+    ("--title", "title"),
+    ("--frames", "frames"),
+    ("--chunk", "chunk"),
+    ("--cpus", "cpus"),
+    ("--ram-mb", "ram_mb"),
+    ("--gpus", "gpus"),
+    ("--gpu-memory-mb", "gpu_memory_mb"),
+    ("--tag", "tag"),
+    ("--depends-on", "depends_on"),
+    ("--timeout", "timeout"),
+    ("--stall-timeout", "stall_timeout"),
+    ("--env", "env"),
+    ("--cwd", "cwd"),
+)
+
+
+def openjd_job_body(args: argparse.Namespace, stdin: TextIO) -> tuple[dict[str, Any], Path | None]:
+    """
+    The body to submit for C{--openjd TEMPLATE -p NAME=VALUE ...} and the
+    job flags that go with a template, and the directory the template's
+    relative paths are from (C{None}: the current one).
+
+    @raise UsageError: a flag that does not go with a template, a C{-p}
+        that is not C{NAME=VALUE} or names a parameter twice, a template
+        file that cannot be read or is not JSON or YAML.
+    """
+    from ._openjd import TemplateTextError, _body, read_template, template_text
+
+    given = [flag for flag, attribute in _NOT_WITH_OPENJD if getattr(args, attribute, None)]
+    if given:
+        raise UsageError(
+            f"{given[0]} does not go with --openjd: the template says what its steps run and"
+            " need, and its name is the job's title"
+        )
+    parameters: dict[str, str] = {}
+    for item in args.parameter or []:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise UsageError(f"-p: {item!r} is not NAME=VALUE")
+        if name in parameters:
+            raise UsageError(f"-p: the parameter {name} is given twice")
+        parameters[name] = value
+    try:
+        if args.openjd == "-":
+            template, directory = template_text(stdin.read(), "<stdin>", None), None
+        else:
+            template, directory = read_template(Path(args.openjd))
+    except OSError as e:
+        raise UsageError(f"{args.openjd}: {e.strerror or e}") from None
+    except TemplateTextError as e:
+        raise UsageError(str(e)) from None
+    fields: dict[str, Any] = {
+        "priority": args.priority,
+        "weight": args.weight,
+        "project": args.project,
+        "max_retries": args.max_retries,
+        "max_running": args.max_running,
+        "paused": True if args.paused else None,
+        "preemptible": True if args.preemptible else None,
+    }
+    if args.limits:
+        fields["limits"] = [n.strip() for item in args.limits for n in item.split(",") if n.strip()]
+    body, _ = _body(template, parameters, fields)
+    return body, directory

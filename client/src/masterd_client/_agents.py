@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 from ._base import Record, Resource, iterate_pages, list_items, ref_href, ref_id
 from ._jobs import Attempt, Job, Task
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing's since 3.11
 
 
 class Agent(Resource):

@@ -202,7 +202,7 @@ def mib_text(mib: float) -> str:
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
 
@@ -248,7 +248,7 @@ def usage_text(usage: Mapping[str, Any]) -> str:
     if disk := _pair(None, rest.pop("disk_free_mb", None)):
         parts.append(f"disk {disk}")
     for key, value in sorted(rest.items()):
-        shown = value if isinstance(value, str | int | float) else json.dumps(value)
+        shown = value if isinstance(value, (str, int, float)) else json.dumps(value)
         parts.append(f"{key} {shown}")
     return ", ".join(parts)
 
