@@ -16,12 +16,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from masterd.client._output import bytes_text, command_text, usage_text
+from masterd.client._watch import HEARTBEAT_S, progress_line
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from masterd.client import Client, Job, MasterdError
-from masterd.client._output import bytes_text, command_text, usage_text
-from masterd.client._watch import HEARTBEAT_S, progress_line
 from masterd.client.cli import Runtime, run, split_command
 from masterd.client.cli import main as cliMain
 from masterd.client.cli import parse as cliParse

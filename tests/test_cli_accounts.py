@@ -14,12 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from masterd.client._admin import changes_text, parse_duration, parse_when
+from masterd.client._context import UsageError
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from masterd.client import Client
-from masterd.client._admin import changes_text, parse_duration, parse_when
-from masterd.client._context import UsageError
 from masterd.client.cli import Runtime, run
 
 from ._api import API, TOKENS, startAPI

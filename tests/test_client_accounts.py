@@ -390,6 +390,7 @@ class VocabularyTests(SynchronousTestCase):
     def test_eventsAndRoles(self) -> None:
         from masterd.client._accounts import ROLES
         from masterd.client._webhooks import EVENTS
+
         from masterd.config import Role
         from masterd.webhooks.models import EVENT_TYPES
 

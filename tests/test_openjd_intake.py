@@ -839,3 +839,44 @@ class ModelMessageTests(SynchronousTestCase):
                 f"b{i}: &b{i} [{', '.join(['*a' if i == 0 else f'*b{i - 1}'] * 10)}]"
                 for i in range(6)
             ))  # fmt: skip
+
+
+class SingleIntTests(SynchronousTestCase):
+    """
+    A space of one INT parameter is made without the iterator: the same
+    tasks as the iterator's, in its order.
+    """
+
+    def test_sameAsTheIterator(self) -> None:
+        from openjd.model import StepParameterSpaceIterator, create_job, decode_job_template
+
+        from masterd.openjd._mapping import taskParameters
+
+        for rng, combination in [("1-10", None), ("10-1:-1", None), ("1-20:3", None),
+                                 ("-5--1", None), ([3, 1, 2], None), (["3", "1"], None),
+                                 ("1-5,8,10-12", None), ("1-4", "Frame"), ("7", None),
+                                 ("{{Param.R}}", None), ("12,1-3", None)]:  # fmt: skip
+            space: dict[str, Any] = {
+                "taskParameterDefinitions": [{"name": "Frame", "type": "INT", "range": rng}]
+            }
+            if combination:
+                space["combination"] = combination
+            template = {
+                "specificationVersion": "jobtemplate-2023-09", "name": "x",
+                "parameterDefinitions": [{"name": "R", "type": "STRING", "default": "2-4"}],
+                "steps": [{"name": "r", "parameterSpace": space,
+                           "script": {"actions": {"onRun": {"command": "true"}}}}],
+            }  # fmt: skip
+            job = create_job(
+                job_template=decode_job_template(template=template), job_parameter_values={}
+            )
+            step = job.steps[0]
+            expected = [
+                ({"Frame": {"type": "INT", "value": p["Frame"].value}}, (int(p["Frame"].value),))
+                for p in StepParameterSpaceIterator(space=step.parameterSpace)
+            ]
+            made = [
+                (json.loads(text), frames)
+                for text, frames in taskParameters(step, "f", 10**6, 10**6)
+            ]
+            self.assertEqual(made, expected, rng)

@@ -249,6 +249,9 @@ def taskParameters(step: Step, field: str, budget: int, maxValues: int) -> list[
         # Chunks of the default count, in the space's own order: adaptive
         # sizing (targetRuntimeSeconds) is not done at submission.
         override = int(parameter.chunks.defaultTaskCount)
+    single = _singleInt(space) if chunked is None else None
+    if single is not None:
+        return _singleIntTasks(*single, field, budget)
     iterator = StepParameterSpaceIterator(space=space, chunks_task_count_override=override)
     count = len(iterator)
     if count > budget:
@@ -277,6 +280,42 @@ def taskParameters(step: Step, field: str, budget: int, maxValues: int) -> list[
                 frames = (frame,) if -MAX_FRAME <= frame <= MAX_FRAME else ()
         append((_encode(values), frames))
     return out
+
+
+def _singleInt(space: StepParameterSpace | None) -> tuple[str, Any] | None:
+    """
+    The space's parameter when it is its only one, an INT, combined with
+    nothing: the most common space (a frame range), whose tasks are its
+    values in order, made here without the iterator (a third of the time
+    of a submission of 100,000 tasks). The same tasks as the iterator's:
+    tests/test_openjd_intake.py compares them.
+    """
+    if space is None or len(space.taskParameterDefinitions) != 1:
+        return None
+    [(name, parameter)] = space.taskParameterDefinitions.items()
+    if parameter.type != TaskParameterType.INT:
+        return None
+    if space.combination is not None and space.combination.strip() != name:
+        return None
+    return name, parameter.range
+
+
+def _singleIntTasks(name: str, values: Any, field: str, budget: int) -> list[TaskParameters]:
+    # Counted before a value is made: a range of two billion costs nothing
+    # to refuse.
+    if len(values) > budget:
+        raise Unprocessable(
+            join(field, "parameterSpace"),
+            f"makes {len(values)} tasks, more than {budget} (limits.max_frames_per_job, for all"
+            " steps)",
+        )
+    frames = [int(v) for v in values]
+    # One JSON text a task, its constant parts encoded once.
+    head = b"{" + _encode(name) + b':{"type":"INT","value":"'
+    tail = b'"}}'
+    return [
+        (b"%s%d%s" % (head, f, tail), (f,) if -MAX_FRAME <= f <= MAX_FRAME else ()) for f in frames
+    ]
 
 
 def layerFrames(tasks: Sequence[TaskParameters]) -> str:
