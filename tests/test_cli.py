@@ -562,6 +562,23 @@ class ShowTests(Base):
         self.assertIn(f"      1  failed  {AGENT}  node-017  2026-11-28", out)
         self.assertIn("exit status 1", out)
 
+    def test_openjdTask(self) -> None:
+        """
+        An OpenJD task's status (its openjd_status line) and parameter
+        values are shown; a native task has neither line.
+        """
+        doc = taskDoc(
+            status="rendering frame 3",
+            parameters={"Pass": {"type": "STRING", "value": "beauty"},
+                        "Frame": {"type": "INT", "value": "3"}},
+        )  # fmt: skip
+        self.opener.on("GET", "/api/v1/tasks/9001", doc)
+        self.opener.on("GET", "/api/v1/tasks/9001/attempts", page([]))
+        _, out, _ = self.run_("task", "9001")
+        lines = out.splitlines()
+        self.assertIn("status      rendering frame 3", lines)
+        self.assertIn("parameters  Frame=3, Pass=beauty", lines)
+
     def test_taskOwnCommandQuoted(self) -> None:
         self.opener.on(
             "GET", "/api/v1/tasks/9001", taskDoc(command=["render", "a b", "it's"], agent=None)

@@ -133,10 +133,13 @@ async def assignMany(
         " coalesce(%s, now()), devices FROM updated)"
         " SELECT u.id, u.attempt, u.job_id, u.frames, u.command, u.agent_id, j.title, l.command,"
         " l.env, l.cwd, l.timeout_s, l.req_cpus, l.req_ram_mb, l.req_gpus, l.name, u.devices,"
-        # What an OpenJD task runs (migration 0016): read only for one, so
-        # that a native task's row costs three NULLs.
-        " u.parameters, CASE WHEN u.parameters IS NOT NULL THEN j.openjd END,"
-        " CASE WHEN u.parameters IS NOT NULL THEN l.openjd END"
+        # What an OpenJD task runs (migration 0016): its parameter set
+        # (stored, or its frame's value of the layer's frame_parameter), the
+        # job's and the step's; a native task's row costs three NULLs.
+        " coalesce(u.parameters, CASE WHEN l.openjd->>'frame_parameter' IS NOT NULL THEN"
+        " jsonb_build_object(l.openjd->>'frame_parameter', jsonb_build_object('type', 'INT',"
+        " 'value', u.frames[1]::text)) END),"
+        " CASE WHEN l.openjd IS NOT NULL THEN j.openjd END, l.openjd"
         " FROM updated u JOIN jobs j ON j.id = u.job_id JOIN layers l ON l.id = u.layer_id"
         " ORDER BY u.id",
         (

@@ -328,7 +328,8 @@ async def _insertTasks(
             layers.append(layerIDs[k])
             commands.append(task.command)
             if spec.openjd is not None:
-                parameters.append(task.parameters or b"{}")
+                # None: derived from the frame where it is read (SQL NULL).
+                parameters.append(task.parameters if task.parameters is not None else b"null")
         flat.extend(waits[k])
     explicit = any(c is not None for c in commands)
     command = "NULL"
@@ -342,10 +343,10 @@ async def _insertTasks(
         params.append([Json(list(c) if c is not None else None) for c in commands])
         columns, types = "e, n, l, w, c, i", types + ", %s::jsonb[]"
     parameterColumn = "NULL"
-    if parameters:
+    if parameters and any(p != b"null" for p in parameters):
         # One text, a line per task: far cheaper to send than an array of
         # 100,000 quoted texts.
-        parameterColumn = "u.p"
+        parameterColumn = "nullif(u.p, 'null'::jsonb)"
         params.append(b"\n".join(parameters).decode("utf-8"))
         columns = columns.replace(", i", ", p, i")
         types += ", string_to_array(%s, E'\\n')::jsonb[]"

@@ -56,13 +56,21 @@ LAYER_COLUMNS = (
 #: tasks and attempts keep its id, and then have no hostname).
 _HOSTNAME = "(SELECT h.hostname FROM agents h WHERE h.id = {}.agent_id)"
 
+#: An OpenJD task's parameter set: stored (tasks.parameters), or, for a
+#: layer whose one INT parameter is its tasks' frame (its openjd
+#: frame_parameter), derived from the frame; NULL for a native task.
+TASK_PARAMETERS = (
+    "coalesce({t}.parameters, (SELECT jsonb_build_object({l}.openjd->>'frame_parameter',"
+    " jsonb_build_object('type', 'INT', 'value', {t}.frames[1]::text)) FROM layers {l}"
+    " WHERE {l}.id = {t}.layer_id AND {l}.openjd->>'frame_parameter' IS NOT NULL))"
+)
 TASK_COLUMNS = (
     "t.id, t.job_id, t.index, t.frames, t.command, t.state, t.attempt, t.agent_id,"
     " t.progress, t.started_at, t.finished_at, t.exit_code, t.error, t.status_message, "
     + _HOSTNAME.format("t")
     + ", (SELECT l.name FROM layers l WHERE l.id = t.layer_id),"
     " (SELECT a.gpu_devices FROM task_attempts a WHERE a.task_id = t.id"
-    " AND a.attempt = t.attempt), t.parameters"
+    " AND a.attempt = t.attempt), " + TASK_PARAMETERS.format(t="t", l="l")
 )
 
 #: For C{FROM task_attempts} (not aliased).

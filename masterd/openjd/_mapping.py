@@ -159,7 +159,10 @@ def hostRequirements(requirements: HostRequirements | None, field: str) -> dict[
 
 #: What a task of a layer is: its parameter set (JSON text, as stored in
 #: tasks.parameters) and its frames.
-TaskParameters = tuple[bytes, tuple[int, ...]]
+#: A task's parameter set as JSON, or None where it is its frame's value of
+#: the layer's C{frame_parameter} (not stored: derived where it is read),
+#: and its frames.
+TaskParameters = tuple[bytes | None, tuple[int, ...]]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -310,7 +313,12 @@ def _singleIntTasks(name: str, values: Any, field: str, budget: int) -> list[Tas
             " steps)",
         )
     frames = [int(v) for v in values]
-    # One JSON text a task, its constant parts encoded once.
+    if all(-MAX_FRAME <= f <= MAX_FRAME for f in frames):
+        # Each task's set is its frame's value of the layer's frame_parameter,
+        # derived where it is read: 100,000 jsonb values cost PostgreSQL half
+        # a second to store.
+        return [(None, (f,)) for f in frames]
+    # A value beyond what a frame may be: every set stored, as JSON.
     head = b"{" + _encode(name) + b':{"type":"INT","value":"'
     tail = b'"}}'
     return [
@@ -332,8 +340,12 @@ def stepOpenJD(step: Step) -> dict[str, Any]:
     layers.openjd: what an agent needs of the step (besides its task's
     parameters), each model as model_to_object writes it.
     """
+    single = _singleInt(step.parameterSpace) if _chunked(step.parameterSpace) is None else None
     return {
         "script": model_to_object(model=step.script),
         "environments": [model_to_object(model=e) for e in step.stepEnvironments or ()],
         "chunks": chunksOf(step),
+        # A task of this layer with no stored parameter set has this INT
+        # parameter, of its frame's value (masterd.jobs.views.TASK_PARAMETERS).
+        "frame_parameter": single[0] if single is not None else None,
     }

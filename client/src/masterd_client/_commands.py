@@ -287,7 +287,27 @@ def task_details(found: Task) -> str:
             ("finished", time_text(found.finished_at)),
             ("exit code", found.exit_code),
             ("error", found.error),
+            *_openjd_rows(found.raw),
         ]
+    )
+
+
+def _openjd_rows(raw: dict) -> list:  # type: ignore[type-arg]
+    """
+    An OpenJD task's status (its openjd_status line) and parameter values.
+    """
+    rows: list = []  # type: ignore[type-arg]
+    if raw.get("status"):
+        rows.append(("status", raw["status"]))
+    if raw.get("parameters"):
+        rows.append(("parameters", _parameters_text(raw["parameters"])))
+    return rows
+
+
+def _parameters_text(parameters: dict) -> str:  # type: ignore[type-arg]
+    return ", ".join(
+        f"{name}={value.get('value')}" if isinstance(value, dict) else f"{name}={value}"
+        for name, value in sorted(dict(parameters).items())
     )
 
 
