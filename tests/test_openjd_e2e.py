@@ -6,20 +6,16 @@ embedded database.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-import treq
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from . import test_e2e
 from ._process import MasterProcess
-from .test_e2e import ADMIN, AGENT, AGENT_TOKEN, farmConfig
+from .test_e2e import AGENT, AGENT_TOKEN, farmConfig
 
 RENDER = """\
 specificationVersion: jobtemplate-2023-09
@@ -119,30 +115,10 @@ class OpenJDEndToEndTests(TestCase):
                 self.agent.wait()
         self._agentLog.close()
 
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {} if body is None else {"json": body}
-        response = await treq.request(
-            method, self.base + path, headers={"Authorization": [f"Bearer {ADMIN}"]},
-            persistent=False, **kwargs,
-        )  # fmt: skip
-        content = await response.content()
-        try:
-            return response.code, json.loads(content)
-        except ValueError:
-            return response.code, content
-
-    async def waitFor(self, fetch: Any, done: Any, timeout: float = 60.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = await fetch()
-            if done(result):
-                return result
-            if time.monotonic() > deadline:
-                agentLog = (self.directory / "agent" / "agent.log").read_text(errors="replace")
-                raise AssertionError(
-                    f"timed out; last: {result}\n{self.master.log()[-3000:]}\n{agentLog[-3000:]}"
-                )
-            await deferLater(reactor, 0.2)
+    # The end-to-end suite's: the admin's requests, and polls that show
+    # the master's log when they time out.
+    call = test_e2e.EndToEndTests.call
+    waitFor = test_e2e.EndToEndTests.waitFor
 
     async def test_renderAndEncode(self) -> None:
         """
