@@ -359,6 +359,36 @@ def inReactor(f: Any) -> Any:
     return blockingCallFromThread(reactor, lambda: Deferred.fromCoroutine(f()))
 
 
+class OpenJDTaskTests(BrowserCase):
+    async def test_parametersShown(self) -> None:
+        """
+        An OpenJD task's page shows its parameter values (issue 16).
+        """
+        api: API = await startAPI(self)
+        template = {
+            "specificationVersion": "jobtemplate-2023-09", "name": "ojd shot",
+            "steps": [{"name": "render", "parameterSpace": {"taskParameterDefinitions": [
+                {"name": "Frame", "type": "INT", "range": "3-4"},
+                {"name": "Pass", "type": "STRING", "range": ["beauty"]}],
+                "combination": "Frame * Pass"},
+                "script": {"actions": {"onRun": {"command": "true"}}}}],
+        }  # fmt: skip
+        job = await api.ok("POST", "/api/v1/jobs", {"openjd": {"template": template}}, 201)
+        [(taskID,)] = await api.pool.query(
+            "SELECT id FROM tasks WHERE job_id = %s AND index = 1", (job["id"],)
+        )
+
+        def steps(page: Any) -> str:
+            page.goto(f"/tasks/{taskID}")
+            page.get_by_label("Token").fill(TOKENS["viewer"])
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("heading", name=f"Task {taskID}").wait_for()
+            return str(page.locator("#task-openjd").inner_text())
+
+        shown = await self.drive(api.base, steps)
+        self.assertEqual(shown.split(), ["Parameters", "Frame=4,", "Pass=beauty"])
+
+
 class StatesTests(TestCase):
     timeout = 60
 

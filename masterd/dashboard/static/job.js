@@ -191,7 +191,7 @@ function attemptsTable(attempts) {
 export async function taskView(view, id, app) {
   let task = await api("GET", `/api/v1/tasks/${id}`);
   const job = await api("GET", task.job.href);
-  const facts = el("p", { id: "task-facts" });
+  const facts = el("div", { id: "task-facts" });
   const actions = el("div", {});
   const attempts = el("div", {});
   const log = el("pre", { id: "task-log", tabindex: "0", "aria-label": "Log" });
@@ -206,7 +206,8 @@ export async function taskView(view, id, app) {
     facts.replaceChildren(el("span", {}, el("span", { class: `badge ${task.state}` }, task.state),
       `, layer ${task.layer}, frames ${frameText(task.frames)}, attempt ${task.attempt}, job `,
       link(`/jobs/${task.job.id}`, `${task.job.id}: ${job.title}`),
-      task.agent ? [", on ", link(`/agents/${task.agent.id}`, task.agent.hostname || task.agent.id)] : ""));
+      task.agent ? [", on ", link(`/agents/${task.agent.id}`, task.agent.hostname || task.agent.id)] : ""),
+      openjdFacts(task));
     actions.replaceChildren(taskButtons(task, job, async () => { task = await api("GET", task.href); await show(); follow(); }) || "");
     attempts.replaceChildren(attemptsTable(list.items));
   }
@@ -276,6 +277,16 @@ export async function taskView(view, id, app) {
     },
     stop() { stopped = true; clearTimeout(timer); clearTimeout(pending); },
   };
+}
+
+// An OpenJD task's parameter values and its last openjd_status line.
+function openjdFacts(task) {
+  const parameters = Object.entries(task.parameters || {}).sort(([a], [b]) => a.localeCompare(b));
+  if (!parameters.length && !task.status) return "";
+  return el("dl", { class: "facts", id: "task-openjd" },
+    parameters.length ? [el("dt", {}, "Parameters"), el("dd", {},
+      parameters.map(([name, v]) => `${name}=${v && typeof v === "object" ? v.value : v}`).join(", "))] : "",
+    task.status ? [el("dt", {}, "Status"), el("dd", {}, task.status)] : "");
 }
 
 export function frameText(frames) {
