@@ -667,6 +667,19 @@ class BadInputTests(Base):
             api, {"openjd": {"template": chunked}}, "openjd.template.steps[0].parameterSpace",
             "more than 1000000", code=422,
         )  # fmt: skip
+        # A range to a parameter past 64 bits: too large even to count.
+        beyond = {
+            "specificationVersion": "jobtemplate-2023-09", "name": "x",
+            "parameterDefinitions": [{"name": "N", "type": "INT"}],
+            "steps": [{"name": "r", "parameterSpace": {"taskParameterDefinitions": [
+                {"name": "F", "type": "INT", "range": "1-{{Param.N}}"}]},
+                "script": {"actions": {"onRun": {"command": "true"}}}}],
+        }  # fmt: skip
+        for n in (2**63, 10**30):
+            await self.refused(
+                api, {"openjd": {"template": beyond, "parameters": {"N": n}}},
+                "openjd.parameters", "too large to count", code=422,
+            )  # fmt: skip
         self.assertLess(time.monotonic() - started, 30)
         self.assertEqual(await api.count("jobs"), 0)
 

@@ -30,7 +30,7 @@ from openjd.model import (
     preprocess_job_parameters,
 )
 
-from masterd.errors import InvalidField
+from masterd.errors import InvalidField, Unprocessable
 from masterd.schema._paths import badString, join
 
 #: The extensions of jobtemplate-2023-09 a template may use: those the
@@ -273,6 +273,12 @@ def instantiate(
         job = create_job(job_template=decoded, job_parameter_values=values)
     except DecodeValidationError as e:
         raise modelError(str(e)) from None
+    except OverflowError:
+        # openjd-model counts a range's values with len(): values that make
+        # one of more than 2**63 (a range to a huge parameter) overflow it.
+        raise Unprocessable(
+            PARAMETERS, "these values make a parameter space too large to count (over 2**63 tasks)"
+        ) from None
     except Exception as e:
         raise InvalidField(TEMPLATE, str(e) or type(e).__name__) from None
     return decoded, values, job
