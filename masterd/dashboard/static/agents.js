@@ -103,11 +103,13 @@ export async function agentsView(view, _arg, app) {
     on: {
       agent(event) {
         const row = body.querySelector(`tr[data-agent="${event.id}"]`);
-        if (!row) { if (!after) app.refreshSoon(); return; }
+        // Reading the page again reads every current assignment: at most
+        // every 5 s, however busy the farm; the state changes at once.
+        if (!row) { if (!after) app.refreshSoon(5000); return; }
         const badge = row.querySelector(".state .badge");
         badge.textContent = event.state;
         badge.className = `badge ${event.state}`;
-        app.refreshSoon();  // its tasks and usage
+        app.refreshSoon(5000);  // its tasks and usage
       },
     },
   };
