@@ -75,6 +75,27 @@ steps:
           cancelation: {mode: NOTIFY_THEN_TERMINATE, notifyPeriodInSeconds: 5}
 """
 
+CHUNKED = """\
+specificationVersion: jobtemplate-2023-09
+extensions: [TASK_CHUNKING]
+name: chunked
+parameterDefinitions:
+  - {name: Out, type: PATH}
+steps:
+  - name: render
+    parameterSpace:
+      taskParameterDefinitions:
+        - name: Frame
+          type: CHUNK[INT]
+          range: "1-12"
+          chunks: {defaultTaskCount: 1, rangeConstraint: CONTIGUOUS, targetRuntimeSeconds: 1}
+    script:
+      actions:
+        onRun:
+          command: sh
+          args: ["-c", "echo {{Task.Param.Frame}} >> {{Param.Out}}/chunks.log; sleep 0.2"]
+"""
+
 
 class OpenJDEndToEndTests(TestCase):
     timeout = 240
@@ -153,6 +174,35 @@ class OpenJDEndToEndTests(TestCase):
                          ["enter-job", "enter-render", "exit-render", "exit-job"])  # fmt: skip
         _, first = await self.call("GET", f"/api/v1/tasks/{tasks['items'][0]['id']}")
         self.assertEqual(first["status"], "rendering 1")
+
+    async def test_adaptiveChunks(self) -> None:
+        """
+        Chunks of one frame with a target of a second, run by the real
+        agent: once the first has finished the next ones are sized larger
+        from its runtime; every frame runs exactly once, each chunk's
+        script sees its range, and the tasks say what ran.
+        """
+        out = self.directory / "chunks"
+        out.mkdir()
+        code, job = await self.call("POST", "/api/v1/jobs", {
+            "openjd": {"template": CHUNKED, "parameters": {"Out": str(out)}}})  # fmt: skip
+        self.assertEqual(code, 201, job)
+        await self.waitFor(lambda: self.call("GET", job["href"]),
+                           lambda r: r[1]["state"] == "done", timeout=90)  # fmt: skip
+        ran = (out / "chunks.log").read_text().split()
+        frames = []
+        for value in ran:
+            first, last = value.split("-")
+            frames.extend(range(int(first), int(last) + 1))
+        self.assertEqual(sorted(frames), list(range(1, 13)))
+        self.assertEqual(ran[0], "1-1")
+        self.assertLess(len(ran), 12)
+        _, tasks = await self.call("GET", f"{job['href']}/tasks")
+        self.assertEqual(
+            sorted(t["parameters"]["Frame"]["value"] for t in tasks["items"]), sorted(ran)
+        )
+        _, document = await self.call("GET", job["href"])
+        self.assertEqual(document["tasks"]["total"], len(ran))
 
     async def test_refused(self) -> None:
         """

@@ -419,12 +419,14 @@ class SubmitTests(Base):
                     "default_count": 4,
                     "target_runtime_s": 120,
                     "contiguous": True,
+                    "adaptive": True,
                 },
                 [1, 2, 3, 4],
             ),
         )
         self.assertEqual(rows[-1][1:], (3, {"parameter": "Frame", "default_count": 3,
-                                            "target_runtime_s": None, "contiguous": False},
+                                            "target_runtime_s": None, "contiguous": False,
+                                            "adaptive": False},
                                         [7, 8, 20]))  # fmt: skip
         [(stored,)] = await api.pool.query("SELECT openjd FROM jobs WHERE id = %s", (job["id"],))
         self.assertEqual(stored["extensions"], ["TASK_CHUNKING"])

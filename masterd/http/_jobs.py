@@ -161,7 +161,7 @@ class JobRoutes:
                "character a task (the dashboard's frame grid)", role=Role.viewer, params=JOB,
                response=TaskStates, tag="jobs",
                description="states: one character a task in index order (legend); ids: runs "
-               "of [first index, its task's id, count].")  # fmt: skip
+               "of [first position (from 0, in index order), its task's id, count].")  # fmt: skip
     async def taskStates(self, request: IRequest, jobID: int) -> TaskStates:
         assert self.pool is not None
         return await taskStates(self.pool, jobID)

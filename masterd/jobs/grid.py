@@ -23,9 +23,10 @@ class TaskStates(Document):
     #: One character a task, in index order (see legend).
     states: str
     legend: dict[str, str]
-    #: Runs of [first index, its task's id, count]: tasks with consecutive
-    #: indexes and ids. The task at index i has id + (i - first index), in
-    #: the run that holds i.
+    #: Runs of [first position, its task's id, count]: tasks with
+    #: consecutive positions (in index order, from 0) and ids. The task at
+    #: position i has id + (i - first position), in the run that holds i.
+    #: (Positions, not indexes: an adaptive layer's indexes have gaps.)
     ids: list[list[int]]
 
 
@@ -35,8 +36,9 @@ async def taskStates(pool: Pool, jobID: int) -> TaskStates:
         " WHEN 'assigned' THEN 'A' WHEN 'running' THEN 'R' WHEN 'done' THEN 'D'"
         " WHEN 'failed' THEN 'F' ELSE 'C' END, '' ORDER BY t.index), ''),"
         " (SELECT coalesce(json_agg(json_build_array(r.i, r.id, r.n) ORDER BY r.i), '[]')"
-        "  FROM (SELECT min(index) AS i, min(id) AS id, count(*) AS n"
-        "   FROM tasks WHERE job_id = j.id GROUP BY id - index) r)"
+        "  FROM (SELECT min(p) AS i, min(id) AS id, count(*) AS n"
+        "   FROM (SELECT id, row_number() OVER (ORDER BY index) - 1 AS p"
+        "    FROM tasks WHERE job_id = j.id) q GROUP BY id - p) r)"
         " FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id WHERE j.id = %s GROUP BY j.id",
         (jobID,),
     )

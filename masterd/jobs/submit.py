@@ -320,8 +320,19 @@ async def _insertTasks(
     flat: list[int] = []
     #: OpenJD parameter sets (JSON without newlines), for an OpenJD job only.
     parameters: list[bytes] = []
+    #: Each task's index, where a layer's chunks are resized as they are
+    #: claimed (migration 0019: the offset of the task's first value);
+    #: otherwise its position in the job.
+    indexes: list[int] = []
+    nextIndex = 0
+    spaced = False
     for k, layer in enumerate(spec.layers):
+        chunks = (layer.openjd or {}).get("chunks") or {}
+        adaptive = bool(chunks.get("adaptive"))
+        spaced = spaced or adaptive
         for task in layer.tasks:
+            indexes.append(nextIndex)
+            nextIndex += len(task.frames) if adaptive else 1
             frames.extend(task.frames)
             ends.append(len(frames))
             counts.append(len(task.frames))
@@ -342,6 +353,12 @@ async def _insertTasks(
         )
         params.append([Json(list(c) if c is not None else None) for c in commands])
         columns, types = "e, n, l, w, c, i", types + ", %s::jsonb[]"
+    index = "u.i - 1"
+    if spaced:
+        index = "u.x"
+        params.append(indexes)
+        columns = columns.replace(", i", ", x, i")
+        types += ", %s::int[]"
     parameterColumn = "NULL"
     if parameters and any(p != b"null" for p in parameters):
         # One text, a line per task: far cheaper to send than an array of
@@ -353,7 +370,7 @@ async def _insertTasks(
     sql = (
         "INSERT INTO tasks (job_id, layer_id, index, frames, command, wait_count, state,"
         " parameters)"
-        f" SELECT %s, u.l, u.i - 1, (%s::int[])[u.e - u.n + 1 : u.e], {command}, u.w,"
+        f" SELECT %s, u.l, {index}, (%s::int[])[u.e - u.n + 1 : u.e], {command}, u.w,"
         " CASE WHEN u.w > 0 OR u.l = ANY (%s::bigint[]) THEN 'waiting' ELSE 'queued' END,"
         f" {parameterColumn}"
         f" FROM unnest({types}) WITH ORDINALITY AS u ({columns})"

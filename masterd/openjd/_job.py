@@ -27,7 +27,7 @@ from masterd.jobs.spec import (
 )
 from masterd.schema._paths import join
 
-from ._mapping import hostRequirements, layerFrames, stepOpenJD, taskParameters
+from ._mapping import adaptive, hostRequirements, layerFrames, stepOpenJD, taskParameters
 from ._template import TEMPLATE, instantiate
 
 #: The job fields an OpenJD submission cannot have: the template says them.
@@ -76,9 +76,11 @@ def openjdJobSpec(job: JobSubmission, maxFrames: int = 1_000_000) -> JobSpec:
     for i, step in enumerate(created.steps):
         where = join(join(TEMPLATE, "steps"), i)
         tasks = taskParameters(step, where, budget, maxFrames)
-        budget -= len(tasks)
         mapped = hostRequirements(step.hostRequirements, join(where, "hostRequirements"))
         chunks = stepOpenJD(step)
+        if chunks["chunks"] is not None:
+            chunks["chunks"]["adaptive"] = adaptive(chunks["chunks"], tasks, budget)
+        budget -= len(tasks)
         layers.append(
             LayerSpec(
                 name=step.name,

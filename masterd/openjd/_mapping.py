@@ -326,6 +326,23 @@ def _singleIntTasks(name: str, values: Any, field: str, budget: int) -> list[Tas
     ]
 
 
+def adaptive(chunks: dict[str, Any], tasks: Sequence[TaskParameters], budget: int) -> bool:
+    """
+    Whether a chunked layer's chunks are resized as they are claimed
+    (masterd.scheduler.chunking): when its step sets a target runtime, every
+    chunk's values are frames, and one task per value would still be within
+    the job's C{budget} of tasks (the most a layer can be split into).
+    """
+    if chunks.get("target_runtime_s") is None:
+        return False
+    values = 0
+    for _, frames in tasks:
+        if not frames:
+            return False
+        values += len(frames)
+    return values <= budget
+
+
 def layerFrames(tasks: Sequence[TaskParameters]) -> str:
     """
     The layer's frames (for its document), in masterd's frame spec: every

@@ -38,6 +38,8 @@ from masterd.db import Transaction
 from masterd.jobs import lifecycle
 from masterd.jobs.capabilities import Host
 
+from .chunking import sizeChunks
+
 #: An agent that said nothing of what it is.
 NO_HOST = Host()
 
@@ -336,8 +338,12 @@ _CANDIDATES = (
     " LIMIT %(layers)s"
 )
 
+# Each row says too whether the task's layer sizes its chunks (migration
+# 0019): those are resized before they are handed out (chunking.py).
 _LOCK = (
-    "SELECT n.layer_id, t.id FROM unnest(%s::bigint[], %s::int[]) AS n (layer_id, k)"
+    "SELECT n.layer_id, t.id, l.chunk_target_s IS NOT NULL"
+    " FROM unnest(%s::bigint[], %s::int[]) AS n (layer_id, k)"
+    " JOIN layers l ON l.id = n.layer_id"
     " CROSS JOIN LATERAL (SELECT id, index FROM tasks WHERE layer_id = n.layer_id"
     " AND state = 'queued' ORDER BY index LIMIT n.k FOR UPDATE SKIP LOCKED) t"
     " ORDER BY n.layer_id, t.index"
@@ -478,8 +484,13 @@ async def claimAll(
     need = Counter(layerID for _, layerID, _ in picks)
     layerIDs = sorted(need)
     locked: dict[int, list[int]] = {}
-    for layerID, taskID in await txn.query(_LOCK, (layerIDs, [need[k] for k in layerIDs])):
+    sized: list[int] = []
+    for layerID, taskID, chunked in await txn.query(_LOCK, (layerIDs, [need[k] for k in layerIDs])):
         locked.setdefault(layerID, []).append(taskID)
+        if chunked:
+            sized.append(taskID)
+    if sized:
+        await sizeChunks(txn, sized, [t for tasks in locked.values() for t in tasks])
     pairs: list[tuple[int, str]] = []
     devices: dict[int, tuple[int, ...]] = {}
     for agentID, layerID, given in picks:

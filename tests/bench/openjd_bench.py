@@ -13,7 +13,12 @@ agents:
     licence checkout, a tool's start-up): the wall time from submission to
     done with environments entered once per OpenJD session (the agents'
     default linger), then with the agents started with
-    C{--openjd-linger-s 0}, which enters them for every task.
+    C{--openjd-linger-s 0}, which enters them for every task;
+ 3. adaptive chunks: C{--frames} frames of C{--frame-s} each (a sleep, for
+    a render) on the same agents, in chunks of C{--chunk} values, with a
+    C{targetRuntimeSeconds} of C{--target-s} and without one: the wall time
+    of each, and the runtimes of the adaptive job's chunks (median and
+    spread, against the target) and their sizes.
 
 A benchmark, not a test: it prints figures and asserts nothing on timing.
 Exit status 0 once measured, 1 if the master or an agent fails.
@@ -75,6 +80,92 @@ def sessions(count: int, enter: float) -> dict[str, Any]:
             "script": {"actions": {"onRun": {"command": "true"}}},
         }],
     }  # fmt: skip
+
+
+#: An action that sleeps --frame-s for each value of its chunk ("a-b").
+SLEEPER = (
+    "import sys, time; a, b = sys.argv[2].split('-');"
+    " time.sleep(float(sys.argv[1]) * (int(b) - int(a) + 1))"
+)
+
+
+def chunked(frames: int, chunk: int, frameS: float, target: int | None) -> dict[str, Any]:
+    chunks: dict[str, Any] = {"defaultTaskCount": chunk, "rangeConstraint": "CONTIGUOUS"}
+    if target is not None:
+        chunks["targetRuntimeSeconds"] = target
+    return {
+        "specificationVersion": "jobtemplate-2023-09",
+        "extensions": ["TASK_CHUNKING"],
+        "name": f"{frames} frames, target {target}",
+        "steps": [{
+            "name": "render",
+            "parameterSpace": {"taskParameterDefinitions": [
+                {"name": "Frame", "type": "CHUNK[INT]", "range": f"1-{frames}",
+                 "chunks": chunks}]},
+            "script": {"actions": {"onRun": {"command": sys.executable, "args": [
+                "-c", SLEEPER, str(frameS), "{{Task.Param.Frame}}"]}}},
+        }],
+    }  # fmt: skip
+
+
+def benchChunks(tmp: Path, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    print(f"3. {args.frames} frames of {args.frame_s} s on {args.agents} agents, chunks of"
+          f" {args.chunk}: a target of {args.target_s} s, and none")  # fmt: skip
+    results: dict[str, Any] = {}
+    agents = startAgents(tmp, port, args.agents, None)
+    try:
+        waitIdle(port, args.agents)
+        for label, target in [("adaptive", args.target_s), ("fixed", None)]:
+            client = Client(port)
+            started = time.perf_counter()
+            tpl = chunked(args.frames, args.chunk, args.frame_s, target)
+            document = client.request("POST", "/api/v1/jobs", {"openjd": {"template": tpl}}, 201)
+            while document["state"] not in ("done", "failed", "canceled"):
+                time.sleep(0.2)
+                document = client.request("GET", document["href"])
+            wall = time.perf_counter() - started
+            if document["state"] != "done":
+                raise BenchFailure(f"the job ended {document['state']}: {document['tasks']}")
+            runtimes, sizes = [], []
+            page = client.request("GET", f"{document['href']}/tasks?limit=500")
+            while True:
+                for task in page["items"]:
+                    sizes.append(len(task["frames"]))
+                    runtimes.append(_seconds(task["finished_at"]) - _seconds(task["started_at"]))
+                if not page.get("next"):
+                    break
+                page = client.request("GET", page["next"])
+            # The chunks after the first round (sized from finished ones).
+            later = runtimes[args.agents :] or runtimes
+            results[label] = {"wall_s": wall, "tasks": len(sizes),
+                              "size_median": statistics.median(sizes), "size_max": max(sizes),
+                              "runtime_median_s": statistics.median(later),
+                              "runtime_p10_s": _quantile(later, 0.1),
+                              "runtime_p90_s": _quantile(later, 0.9)}  # fmt: skip
+            print(f"   {label}: {wall:.1f} s, {len(sizes)} tasks (sizes {min(sizes)}-"
+                  f"{max(sizes)}, median {statistics.median(sizes):g}); runtimes after the"
+                  f" first {args.agents}: median {statistics.median(later):.2f} s,"
+                  f" p10 {_quantile(later, 0.1):.2f} s,"
+                  f" p90 {_quantile(later, 0.9):.2f} s")  # fmt: skip
+    finally:
+        for process, log in agents:
+            stop(process)
+            log.close()
+    waitGone(port)
+    print(f"   fixed / adaptive (wall): "
+          f"{results['fixed']['wall_s'] / results['adaptive']['wall_s']:.2f}\n")  # fmt: skip
+    return results
+
+
+def _seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def benchSubmit(port: int, runs: int) -> dict[str, list[float]]:
@@ -183,8 +274,9 @@ def run(args: argparse.Namespace) -> int:
             )  # fmt: skip
         waitFor(f"http://127.0.0.1:{port}/readyz", master, 60.0)
         submitted = benchSubmit(port, args.runs) if args.runs else {}
-        ran = benchSessions(tmp, port, args) if args.agents else {}
-        print("JSON " + json.dumps({"submit_s": submitted, "sessions_s": ran}))
+        ran = benchSessions(tmp, port, args) if args.agents and args.tasks else {}
+        chunks = benchChunks(tmp, port, args) if args.agents and args.frames else {}
+        print("JSON " + json.dumps({"submit_s": submitted, "sessions_s": ran, "chunks": chunks}))
         return 0
     except (BenchFailure, RuntimeError, OSError) as e:
         print(f"FAIL: {e.__class__.__name__}: {e}")
@@ -202,6 +294,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--agents", type=int, default=10, help="agents (10; 0 skips part 2)")
     parser.add_argument("--tasks", type=int, default=1000, help="short tasks (1000)")
     parser.add_argument("--enter-s", type=float, default=0.2, help="job environment enter (0.2)")
+    parser.add_argument("--frames", type=int, default=2000, help="frames of part 3 (2000; 0 skips)")
+    parser.add_argument("--frame-s", type=float, default=0.1, help="a frame's time (0.1)")
+    parser.add_argument("--chunk", type=int, default=1, help="defaultTaskCount (1)")
+    parser.add_argument("--target-s", type=int, default=2, help="targetRuntimeSeconds (2)")
     return run(parser.parse_args(argv))
 
 
