@@ -23,6 +23,7 @@ from ._model import (
     MasterConfig,
     PoolConfig,
     PreemptionConfig,
+    RetentionConfig,
     Role,
     SchedulerConfig,
     TalkbackConfig,
@@ -102,6 +103,7 @@ def parseConfig(
     talkback = _talkback(top.section("talkback"))
     scheduler = _scheduler(top.section("scheduler"))
     webhooks = _webhooks(top.section("webhooks"))
+    retention = _retention(top.section("retention"), base or Path.cwd())
     top.finish()
     if problems:
         raise ConfigError([f"{source}: {key}: {message}" for key, message in problems.items])
@@ -115,8 +117,32 @@ def parseConfig(
         talkback=talkback,
         scheduler=scheduler,
         webhooks=webhooks,
+        retention=retention,
         auth_cache_s=cacheS,
         auth_session_s=sessionHours * 3600.0,
+    )
+
+
+def _retention(s: Section, base: Path) -> RetentionConfig:
+    d = RetentionConfig()
+    logs = s.number("logs_days", None, positive=True)
+    jobs = s.number("jobs_days", None, positive=True)
+    archive = s.string("archive_dir", None)
+    archiveLogs = s.boolean("archive_logs", d.archive_logs)
+    compress = s.boolean("compress_logs", d.compress_logs)
+    interval = s.number("interval_s", d.interval_s, positive=True)
+    lock = s.integer("max_lock_ms", d.max_lock_ms, minimum=10, maximum=60_000)
+    batch = s.integer("batch_tasks", d.batch_tasks, minimum=1, maximum=100_000)
+    s.finish()
+    return RetentionConfig(
+        logs_days=None if logs is None else float(logs),
+        jobs_days=None if jobs is None else float(jobs),
+        archive_dir=None if not archive else Path(os.path.normpath(base / archive)),
+        archive_logs=archiveLogs,
+        compress_logs=compress,
+        interval_s=float(interval),
+        max_lock_ms=lock,
+        batch_tasks=batch,
     )
 
 
@@ -144,10 +170,11 @@ def _scheduler(s: Section) -> SchedulerConfig:
     blocklist = s.integer("blocklist_after", d.blocklist_after, minimum=0)
     batch = s.integer("max_batch", d.max_batch, minimum=1, maximum=100_000)
     preemption = _preemption(s.section("preemption"))
+    learn = s.boolean("learn_requirements", d.learn_requirements)
     s.finish()
     return SchedulerConfig(
         sweep_s=sweep, assign_timeout_s=assign, blocklist_after=blocklist, max_batch=batch,
-        preemption=preemption,
+        preemption=preemption, learn_requirements=learn,
     )  # fmt: skip
 
 

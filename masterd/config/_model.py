@@ -93,6 +93,9 @@ class SchedulerConfig:
     blocklist_after: int = 3
     max_batch: int = 500
     preemption: PreemptionConfig = PreemptionConfig()
+    #: Place a layer's tasks by the 95th percentile of the memory its
+    #: attempts used, not by its requirements.ram_mb (docs/scheduler.md).
+    learn_requirements: bool = False
 
 
 @frozen
@@ -102,6 +105,29 @@ class WebhooksConfig:
     concurrency: int = 4
     max_backoff_s: float = 600.0
     poll_s: float = 1.0
+
+
+@frozen
+class RetentionConfig:
+    #: Delete the logs of attempts ended this many days ago (None: keep).
+    logs_days: float | None = None
+    #: Delete finished jobs (with their tasks, attempts and logs) this many
+    #: days after they finished (None: keep).
+    jobs_days: float | None = None
+    #: Write each job to this directory as one JSON document before
+    #: retention deletes it (None: no archive).
+    archive_dir: Path | None = None
+    #: Whether the archive written before deletion carries the logs.
+    archive_logs: bool = False
+    #: Compress an attempt's log once the attempt has ended.
+    compress_logs: bool = True
+    #: How often retention and log compression run.
+    interval_s: float = 60.0
+    #: The most one retention statement may hold its locks (lock_timeout and
+    #: the size of its batches are set from it).
+    max_lock_ms: int = 200
+    #: Tasks deleted by one statement.
+    batch_tasks: int = 2000
 
 
 @frozen
@@ -122,6 +148,7 @@ class Config:
     talkback: TalkbackConfig = TalkbackConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    retention: RetentionConfig = RetentionConfig()
     #: How long a master trusts what it read of a database token.
     auth_cache_s: float = 5.0
     #: How long a dashboard session lasts (auth.session_hours).

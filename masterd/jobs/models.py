@@ -30,6 +30,7 @@ from masterd.schema import (
 
 from .command import ARGUMENT_PATTERN
 from .frames import MAX_FRAME, SPEC_PATTERN
+from .usage import AttemptUsage, UsageTotals
 
 MAX_TASKS_PER_JOB = 1_000_000
 
@@ -571,6 +572,9 @@ class LayerDocument(Document):
     #: Null, or a sentence naming the requirement no known agent meets (for
     #: a layer with tasks still to run; see docs/jobs.md).
     unmet: str | None = None
+    #: What its attempts used (in a job's own document; null in lists and
+    #: before any attempt reported it).
+    usage: UsageTotals | None = None
 
 
 class BlocklistEntry(Document):
@@ -608,6 +612,9 @@ class JobDocument(Document):
     limits: list[str] = []
     stall_timeout_s: int | None = None
     layers: list[LayerDocument] = []
+    #: What its attempts used (in a job's own document; null in lists and
+    #: before any attempt reported it).
+    usage: UsageTotals | None = None
 
 
 class OpenJDValue(Document):
@@ -660,6 +667,8 @@ class AttemptDocument(Document):
     exit_code: int | None
     error: str | None
     gpu_devices: list[int] = []
+    #: What the attempt used, as its agent measured it (null when not).
+    usage: AttemptUsage | None = None
 
 
 class JobPage(Document):

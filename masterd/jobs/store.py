@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from psycopg2.extras import Json
 
 from masterd.audit import Actor, record
@@ -34,6 +35,7 @@ from .models import (
 from .spec import JobSpec
 from .states import ACTIVE, UNFINISHED, TaskState
 from .submit import insertJob
+from .usage import jobUsage
 from .views import (
     ATTEMPT_COLUMNS,
     BLOCKLIST_COLUMNS,
@@ -265,7 +267,20 @@ class JobStore:
         rows = await txn.query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (jobID,))
         if not rows:
             raise NoSuchResource("job", jobID)
-        return (await self._documents(txn, rows))[0]
+        document = (await self._documents(txn, rows))[0]
+        # A job's own document says what its attempts used (lists do not:
+        # it is read from every attempt of the job).
+        total, layers = await jobUsage(txn, jobID)
+        if total is None:
+            return document
+        return msgspec.structs.replace(
+            document,
+            usage=total,
+            layers=[
+                msgspec.structs.replace(layer, usage=layers.get(layer.index))
+                for layer in document.layers
+            ],
+        )
 
     async def getJob(self, jobID: int) -> JobDocument:
         return await self._pool.transaction(lambda txn: self._getJob(txn, jobID))

@@ -26,6 +26,7 @@ from .models import (
     TaskCounts,
     TaskDocument,
 )
+from .usage import USAGE_COLUMNS, attemptUsage
 
 #: The requirements beyond the minimums, of a job ("") or a layer ("l.").
 REQUIREMENT_COLUMNS = (
@@ -77,7 +78,8 @@ TASK_COLUMNS = (
 ATTEMPT_COLUMNS = (
     "task_id, attempt, job_id, agent_id, state, started_at, finished_at, exit_code, error, "
     + _HOSTNAME.format("task_attempts")
-    + ", gpu_devices"
+    + ", gpu_devices, "
+    + USAGE_COLUMNS
 )
 
 #: For C{FROM job_blocklist} (not aliased).
@@ -334,7 +336,7 @@ def openjdValues(values: dict[str, Any] | None) -> dict[str, OpenJDValue] | None
 
 def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:
     (taskID, attempt, jobID, agentID, state, startedAt, finishedAt, exitCode, error, hostname,
-     devices) = row  # fmt: skip
+     devices) = row[:11]  # fmt: skip
     return AttemptDocument(
         task=Ref(id=taskID, href=taskHref(taskID)),
         job=jobRef(jobID),
@@ -346,4 +348,5 @@ def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:
         exit_code=exitCode,
         error=error,
         gpu_devices=list(devices),
+        usage=attemptUsage(row[11:16]),
     )

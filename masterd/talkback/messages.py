@@ -264,6 +264,24 @@ class Limits(_In, tag="limits"):
         return {k: v for k, v in values.items() if v is not None}
 
 
+#: Seconds of a task's usage: up to about 31 years.
+Seconds = Annotated[float, Meta(ge=0, le=1e9)]
+
+
+class TaskUsage(Model, kw_only=True):
+    """
+    What a task's attempt used, measured by the agent for the task's own
+    process tree (docs/agent.md, "Usage of each task").
+    """
+
+    wall_s: Seconds
+    cpu_user_s: Seconds = 0.0
+    cpu_system_s: Seconds = 0.0
+    peak_rss_kb: Annotated[int, Meta(ge=0, le=2**53 - 1)] = 0
+    #: Null where the agent could not tell (no nvidia-smi, or no GPU use).
+    gpu_memory_mb: Annotated[int, Meta(ge=0, le=MAX_INT)] | None = None
+
+
 class TaskUpdate(_In, tag="task_update"):
     """
     A task's attempt is running, or has ended (done, failed, rejected).
@@ -278,6 +296,8 @@ class TaskUpdate(_In, tag="task_update"):
     #: The task's status message (an OpenJD task's latest C{openjd_status});
     #: None: unchanged.
     status: Text1K | None = None
+    #: What the attempt used (a final report's; kept on the attempt).
+    usage: TaskUsage | None = None
 
 
 class Log(_In, tag="log"):

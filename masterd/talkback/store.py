@@ -531,6 +531,7 @@ class AgentStore:
                 outcomes[i] = await lifecycle.requeue(
                     txn, agentID, t, a, "rejected", update.message or "rejected by the agent", at
                 )
+        await self._applyUsage(txn, reports)
         released: set[int] = set()
         if jobs:
             released = {
@@ -566,6 +567,44 @@ class AgentStore:
             )
             for i, (agentID, u, _) in enumerate(reports)
         ]
+
+    async def _applyUsage(
+        self, txn: Transaction, reports: list[tuple[str, TaskUpdate, float | None]]
+    ) -> None:
+        """
+        What the final reports say their attempts used, on the attempts, in
+        one statement (none when no report carries usage). Written whatever
+        the report's outcome, as long as the attempt is the reporting agent's:
+        a canceled or late attempt used the farm as much as a done one.
+        """
+        found = {
+            (update.task_id, update.attempt, agentID): update.usage
+            for agentID, update, _ in reports
+            if update.usage is not None and update.state in ("done", "failed")
+        }
+        if not found:
+            return
+        # In task id order, after the reports' own statements (which lock
+        # the tasks, then their attempts, in that order).
+        keys = sorted(found)
+        usages = [found[k] for k in keys]
+        await txn.execute(
+            "UPDATE task_attempts a SET wall_s = x.w, cpu_user_s = x.u, cpu_system_s = x.s,"
+            " peak_rss_kb = x.r, gpu_memory_mb = x.g"
+            " FROM unnest(%s::bigint[], %s::int[], %s::uuid[], %s::float8[], %s::float8[],"
+            " %s::float8[], %s::bigint[], %s::int[]) AS x (t, n, agent, w, u, s, r, g)"
+            " WHERE a.task_id = x.t AND a.attempt = x.n AND a.agent_id = x.agent",
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [u.wall_s for u in usages if u is not None],
+                [u.cpu_user_s for u in usages if u is not None],
+                [u.cpu_system_s for u in usages if u is not None],
+                [u.peak_rss_kb for u in usages if u is not None],
+                [u.gpu_memory_mb for u in usages if u is not None],
+            ),
+        )
 
     async def _applyStatuses(
         self, txn: Transaction, reports: list[tuple[str, TaskUpdate, float | None]]

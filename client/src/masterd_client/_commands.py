@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import islice
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._client import Client
 from ._context import Context, UsageError
@@ -28,6 +28,7 @@ from ._output import (
     frames_text,
     io_text,
     key_values,
+    mib_text,
     percent,
     shell_word,
     shorten,
@@ -177,11 +178,41 @@ def job_details(found: Job) -> str:
             ("updated", time_text(found.updated_at)),
             ("finished", time_text(found.finished_at)),
             ("metadata", metadata),
+            ("usage", job_usage_text(found.usage)),
         ]
     )
     if shows_layers(layers):
         text += "\nlayers:\n" + layers_table(layers)
+        used = [(layer.name, job_usage_text(layer.usage)) for layer in layers if layer.usage]
+        if used:
+            text += "\nusage by layer:\n" + key_values(used)
+    for layer in layers:
+        exceeded = (layer.usage or {}).get("ram_exceeded")
+        if exceeded:
+            text += f"\nwarning: layer {layer.name}: {exceeded}"
     return text
+
+
+def job_usage_text(usage: dict[str, Any] | None) -> str | None:
+    """
+    C{1.25 core-hours, peak 3.9 GiB (p95 3.1 GiB), tasks 2m05s mean, 3m10s
+    p95, 40 attempts}: what a job's or a layer's attempts used.
+    """
+    if not usage:
+        return None
+    parts = [f"{usage.get('core_hours', 0):.2f} core-hours"]
+    if usage.get("peak_rss_mb") is not None:
+        peak = f"peak {mib_text(usage['peak_rss_mb'])}"
+        if usage.get("peak_rss_p95_mb") is not None:
+            peak += f" (p95 {mib_text(usage['peak_rss_p95_mb'])})"
+        parts.append(peak)
+    if usage.get("gpu_memory_mb") is not None:
+        parts.append(f"gpu memory {mib_text(usage['gpu_memory_mb'])}")
+    if usage.get("task_s_mean") is not None:
+        parts.append(f"tasks {duration_text(usage['task_s_mean'])} mean,"
+                     f" {duration_text(usage.get('task_s_p95'))} p95")  # fmt: skip
+    parts.append(f"{usage.get('attempts', 0)} attempts")
+    return ", ".join(parts)
 
 
 TASK_COUNTS = ("waiting", "queued", "assigned", "running", "done", "failed", "canceled")

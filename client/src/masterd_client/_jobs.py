@@ -201,6 +201,17 @@ class Job(Resource):
         raise KeyError(f"job {self.raw.get('id')} has no layer {name!r}")
 
     @property
+    def usage(self) -> dict[str, Any] | None:
+        """
+        What its attempts used (the document's C{usage}: C{attempts},
+        C{core_hours}, C{wall_hours}, C{peak_rss_mb}, C{peak_rss_p95_mb},
+        C{gpu_memory_mb}, C{task_s_mean}, C{task_s_p95}); None in a listing,
+        before any attempt reported it, or from a master that does not say.
+        """
+        usage = self.raw.get("usage")
+        return dict(usage) if usage else None
+
+    @property
     def task_counts(self) -> TaskCounts:
         """
         The number of tasks in each state (the document's C{tasks} object).

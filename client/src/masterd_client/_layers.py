@@ -285,6 +285,15 @@ class Layer(Record):
         return TaskCounts.from_json(self.raw.get("tasks"))
 
     @property
+    def usage(self) -> dict[str, Any] | None:
+        """
+        What its attempts used, as L{Job.usage} says, and C{ram_exceeded}: a
+        sentence when attempts peaked above the memory it asks for.
+        """
+        usage = self.raw.get("usage")
+        return dict(usage) if usage else None
+
+    @property
     def progress(self) -> float:
         """
         Done tasks over all its tasks, 0 to 1.
