@@ -19,13 +19,15 @@ from twisted.python import usage
 from masterd.accounts import SessionStore, TokenStore
 from masterd.audit import AuditLog
 from masterd.cluster import MasterRegistry, Notifier
-from masterd.config import Config, ConfigError, loadConfig
-from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService
+from masterd.config import Config, ConfigError, RetentionConfig, loadConfig
+from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService, Pool
 from masterd.events import EventBus, TokensChanged
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.http._events import EventsService, EventStreams, JobFeed
 from masterd.jobs import JobStore
+from masterd.retention.service import Archiver, Retention, RetentionService
 from masterd.scheduler import Scheduler, SchedulerSettings
+from masterd.scheduler.learning import RequirementLearner
 from masterd.scheduler.preemption import PreemptionSettings
 from masterd.scheduler.resources import SchedulingStore
 from masterd.schema import InputLimits
@@ -234,7 +236,32 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     )  # fmt: skip
     webhooks.setServiceParent(root)
     api.webhookStats = webhooks.stats
+    RequirementLearner(
+        database.pool, config.scheduler.learn_requirements, reactor, stats
+    ).setServiceParent(root)
+    r = config.retention
+    if r.logs_days is not None or r.jobs_days is not None or r.compress_logs:
+        RetentionService(
+            Retention(database.pool, r, events, config.master.name, _archiver(database.pool, r)),
+            r.interval_s, reactor, stats,
+        ).setServiceParent(root)  # fmt: skip
     return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
+
+
+def _archiver(pool: Pool, r: RetentionConfig) -> Archiver | None:
+    """
+    What writes a job's archive before retention deletes it, where
+    retention.archive_dir is set.
+    """
+    directory = r.archive_dir
+    if directory is None:
+        return None
+    from masterd.retention.archive import writeArchive
+
+    async def archive(jobID: int) -> None:
+        await writeArchive(pool, jobID, directory, r.archive_logs)
+
+    return archive
 
 
 def raiseFileLimit() -> int:

@@ -132,7 +132,8 @@ async def assignMany(
         " started_at, gpu_devices) SELECT id, attempt, job_id, agent_id, 'assigned',"
         " coalesce(%s, now()), devices FROM updated)"
         " SELECT u.id, u.attempt, u.job_id, u.frames, u.command, u.agent_id, j.title, l.command,"
-        " l.env, l.cwd, l.timeout_s, l.req_cpus, l.req_ram_mb, l.req_gpus, l.name, u.devices,"
+        " l.env, l.cwd, l.timeout_s, l.req_cpus,"
+        " coalesce(l.learned_ram_mb, l.req_ram_mb), l.req_gpus, l.name, u.devices,"
         # What an OpenJD task runs (migration 0016): its parameter set
         # (stored, or its frame's value of the layer's frame_parameter), the
         # job's and the step's; a native task's row costs three NULLs.

@@ -669,6 +669,9 @@ class AttemptDocument(Document):
     gpu_devices: list[int] = []
     #: What the attempt used, as its agent measured it (null when not).
     usage: AttemptUsage | None = None
+    #: Its job's title, in an agent's failures (where the job may have been
+    #: deleted since); null elsewhere.
+    job_title: str | None = None
 
 
 class JobPage(Document):

@@ -32,6 +32,7 @@ from .models import (
     LayerDocument,
     TaskDocument,
 )
+from .retire import retireJob
 from .spec import JobSpec
 from .states import ACTIVE, UNFINISHED, TaskState
 from .submit import insertJob
@@ -453,9 +454,11 @@ class JobStore:
         """
         The job's state, once the actor is known to be allowed to change it.
         """
-        rows = await txn.query("SELECT state, owner FROM jobs WHERE id = %s", (jobID,))
+        rows = await txn.query("SELECT state, owner, deleting FROM jobs WHERE id = %s", (jobID,))
         if not rows:
             raise NoSuchResource("job", jobID)
+        if rows[0][2]:
+            raise Conflict(f"job {jobID} is being deleted by retention", state="deleting")
         state: str = rows[0][0]
         if actor is not None:
             actor.checkOwner("job", jobID, rows[0][1])
@@ -648,30 +651,11 @@ class JobStore:
                     " deleted",
                     state=rows[0][0],
                 )
-            # What waits on this job (as a whole, or frame by frame) waits
-            # no more: it is as if done (the release announces the work to
-            # every master; this one hears it at once too).
-            children = [
-                r[0]
-                for r in await txn.query(
-                    "SELECT l.job_id FROM layer_dependencies d JOIN layers l ON l.id = d.child"
-                    " WHERE d.parent_job = %s UNION SELECT c.job_id FROM tasks p"
-                    " JOIN task_dependencies d ON d.parent = p.id JOIN tasks c ON c.id = d.child"
-                    " WHERE p.job_id = %s AND p.has_children ORDER BY 1",
-                    (jobID, jobID),
-                )
-            ]
-            await txn.execute("SELECT masterd_satisfy_whole(NULL, ARRAY[%s]::bigint[])", (jobID,))
-            await txn.execute(
-                "SELECT masterd_frame_dependencies(ARRAY(SELECT id FROM tasks WHERE job_id = %s"
-                " AND has_children), NULL, NULL, ARRAY(SELECT id FROM layers WHERE job_id = %s),"
-                " ARRAY[%s]::bigint[])",
-                (jobID, jobID, jobID),
-            )
+            # What waits on it is released, its history and its agents'
+            # kept (retire.py), then its rows go.
+            await retireJob(txn, self._events, jobID)
             await txn.execute("DELETE FROM jobs WHERE id = %s", (jobID,))
             record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
-            if children:
-                await self._events.announce(txn, WorkAvailable(tuple(children)))
 
         await self._pool.transaction(work)
 
@@ -679,12 +663,16 @@ class JobStore:
         self, txn: Transaction, taskID: int, actor: Actor | None = None
     ) -> tuple[int, str]:
         rows = await txn.query(
-            "SELECT t.job_id, t.state, j.owner FROM tasks t JOIN jobs j ON j.id = t.job_id"
-            " WHERE t.id = %s",
+            "SELECT t.job_id, t.state, j.owner, j.deleting FROM tasks t"
+            " JOIN jobs j ON j.id = t.job_id WHERE t.id = %s",
             (taskID,),
         )
         if not rows:
             raise NoSuchResource("task", taskID)
+        if rows[0][3]:
+            raise Conflict(
+                f"task {taskID}'s job {rows[0][0]} is being deleted by retention", state="deleting"
+            )
         if actor is not None:
             actor.checkOwner(f"task {taskID} of job", rows[0][0], rows[0][2])
         return rows[0][0], rows[0][1]

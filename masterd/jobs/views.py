@@ -74,13 +74,23 @@ TASK_COLUMNS = (
     " AND a.attempt = t.attempt), " + TASK_PARAMETERS.format(t="t", l="l")
 )
 
+
+def attemptColumns(table: str) -> str:
+    """
+    An attempt's columns, as L{attemptDocument} reads them, for C{FROM
+    table} (not aliased): task_attempts, or agent_failure_history (the
+    failed attempts of deleted jobs, migration 0022).
+    """
+    return (
+        "task_id, attempt, job_id, agent_id, state, started_at, finished_at, exit_code, error, "
+        + _HOSTNAME.format(table)
+        + ", gpu_devices, "
+        + USAGE_COLUMNS
+    )
+
+
 #: For C{FROM task_attempts} (not aliased).
-ATTEMPT_COLUMNS = (
-    "task_id, attempt, job_id, agent_id, state, started_at, finished_at, exit_code, error, "
-    + _HOSTNAME.format("task_attempts")
-    + ", gpu_devices, "
-    + USAGE_COLUMNS
-)
+ATTEMPT_COLUMNS = attemptColumns("task_attempts")
 
 #: For C{FROM job_blocklist} (not aliased).
 BLOCKLIST_COLUMNS = "job_id, agent_id, failures, " + _HOSTNAME.format("job_blocklist")
@@ -349,4 +359,5 @@ def attemptDocument(row: tuple[Any, ...]) -> AttemptDocument:
         error=error,
         gpu_devices=list(devices),
         usage=attemptUsage(row[11:16]),
+        job_title=row[16] if len(row) > 16 else None,
     )

@@ -315,13 +315,15 @@ _CANDIDATES = (
     " WHERE state IN ('queued', 'running') GROUP BY project)"
     " SELECT l.id, l.index, j.id, j.priority, j.project, coalesce(p.active, 0),"
     " coalesce(w.weight, 1), j.n_assigned + j.n_running, j.weight, j.max_running,"
-    " l.req_cpus, l.req_ram_mb, l.req_gpus, l.req_gpu_memory_mb, l.n_queued, l.max_running,"
+    " l.req_cpus, coalesce(l.learned_ram_mb, l.req_ram_mb), l.req_gpus, l.req_gpu_memory_mb,"
+    " l.n_queued, l.max_running,"
     " l.n_assigned + l.n_running, l.limits"
     " FROM jobs j JOIN layers l ON l.job_id = j.id"
     " LEFT JOIN p ON p.project = j.project LEFT JOIN projects w ON w.name = j.project"
     " WHERE j.state IN ('queued', 'running') AND j.n_queued > 0 AND NOT j.paused"
     " AND NOT j.canceled AND l.n_queued > 0"
-    " AND l.req_cpus <= %(cpus)s AND l.req_ram_mb <= %(ram)s AND l.req_gpus <= %(gpus)s"
+    " AND l.req_cpus <= %(cpus)s AND coalesce(l.learned_ram_mb, l.req_ram_mb) <= %(ram)s"
+    " AND l.req_gpus <= %(gpus)s"
     " AND l.req_gpu_memory_mb <= %(gpu_mb)s AND l.req_tags <@ %(tags)s::text[]"
     # Beyond the minimums (maximums, os, architecture, attributes, amounts),
     # only for the layers that have such requirements (migration 0017).

@@ -151,7 +151,8 @@ def _ts(seconds: float) -> datetime:
 
 
 _WAITING = (
-    "SELECT l.id, j.id, j.priority, l.req_cpus, l.req_ram_mb, l.req_gpus, l.req_gpu_memory_mb,"
+    "SELECT l.id, j.id, j.priority, l.req_cpus, coalesce(l.learned_ram_mb, l.req_ram_mb),"
+    " l.req_gpus, l.req_gpu_memory_mb,"
     " l.req_tags, l.n_queued, least(j.max_running - j.n_assigned - j.n_running,"
     " l.max_running - l.n_assigned - l.n_running), l.limits, l.req_extra, l.req_max_cpus,"
     " l.req_max_ram_mb, l.req_max_gpus, l.req_os_family, l.req_cpu_arch, l.req_attributes,"

@@ -120,7 +120,8 @@ async def activeTasks(txn: Transaction, agentIDs: list[str]) -> dict[str, dict[i
     requirements of each task's layer and the GPUs its attempt was given.
     """
     rows = await txn.query(
-        "SELECT t.agent_id, t.id, l.req_cpus, l.req_ram_mb, l.req_gpus, a.gpu_devices"
+        "SELECT t.agent_id, t.id, l.req_cpus, coalesce(l.learned_ram_mb, l.req_ram_mb),"
+        " l.req_gpus, a.gpu_devices"
         " FROM tasks t JOIN layers l ON l.id = t.layer_id"
         " LEFT JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt"
         " WHERE t.agent_id = ANY (%s::uuid[]) AND t.state IN ('assigned', 'running')",

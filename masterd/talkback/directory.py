@@ -16,7 +16,8 @@ from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, NoSuchResource
 from masterd.events import AgentChanged, EventBus
 from masterd.jobs.models import AttemptDocument
-from masterd.jobs.views import ATTEMPT_COLUMNS, attemptDocument, jobRef
+from masterd.jobs.logs import packedLines
+from masterd.jobs.views import ATTEMPT_COLUMNS, attemptColumns, attemptDocument, jobRef
 
 from .models import (
     AgentDocument,
@@ -287,14 +288,35 @@ class AgentDirectory:
 
         async def work(txn: Transaction) -> list[AttemptDocument]:
             await self._exists(txn, agentID)
+            cursor: tuple[Any, ...] | None = None
+            if after is not None:
+                # The attempt the page follows, live or of a deleted job.
+                found = await txn.query(
+                    "SELECT finished_at, task_id, attempt FROM task_attempts"
+                    " WHERE task_id = %(t)s AND attempt = %(n)s UNION ALL"
+                    " SELECT finished_at, task_id, attempt FROM agent_failure_history"
+                    " WHERE task_id = %(t)s AND attempt = %(n)s",
+                    {"t": after[0], "n": after[1]},
+                )
+                cursor = tuple(found[0]) if found else (None, after[0], after[1])
+            # Its failed attempts, and those of its jobs deleted since
+            # (migration 0022), each side read by its index up to a page.
+            where = (
+                ""
+                if cursor is None
+                else " AND (finished_at, task_id, attempt) < (%(f)s, %(t)s, %(n)s)"
+            )
+            order = " ORDER BY finished_at DESC, task_id DESC, attempt DESC LIMIT %(limit)s"
             rows = await txn.query(
-                f"SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE agent_id = %(agent)s"
-                " AND state = 'failed' AND (%(task)s::bigint IS NULL"
-                " OR (finished_at, task_id, attempt) < (SELECT finished_at, task_id, attempt"
-                " FROM task_attempts WHERE task_id = %(task)s AND attempt = %(attempt)s))"
+                f"SELECT * FROM ((SELECT {ATTEMPT_COLUMNS}, (SELECT j.title FROM jobs j"
+                " WHERE j.id = task_attempts.job_id) FROM task_attempts"
+                f" WHERE agent_id = %(agent)s AND state = 'failed'{where}{order})"
+                f" UNION ALL (SELECT {attemptColumns('agent_failure_history')}, title"
+                f" FROM agent_failure_history WHERE agent_id = %(agent)s{where}{order})) x"
                 " ORDER BY finished_at DESC, task_id DESC, attempt DESC LIMIT %(limit)s",
-                {"agent": agentID, "task": after[0] if after else None,
-                 "attempt": after[1] if after else None, "limit": limit + 1},
+                {"agent": agentID, "f": cursor[0] if cursor else None,
+                 "t": cursor[1] if cursor else None, "n": cursor[2] if cursor else None,
+                 "limit": limit + 1},
             )  # fmt: skip
             return [attemptDocument(r) for r in rows]
 
@@ -310,20 +332,25 @@ class AgentDirectory:
 
         async def work(txn: Transaction) -> list[AgentJob]:
             await self._exists(txn, agentID)
+            # Its jobs from their attempts, and what was kept of those
+            # deleted since (migration 0022).
             rows = await txn.query(
-                "SELECT job_id, count(*), count(*) FILTER (WHERE state = 'done'),"
-                " count(*) FILTER (WHERE state = 'failed'), max(started_at)"
-                " FROM task_attempts WHERE agent_id = %(agent)s GROUP BY job_id"
-                " HAVING %(after)s::bigint IS NULL OR (max(started_at), job_id) <"
-                " (SELECT max(started_at), %(after)s::bigint FROM task_attempts"
-                " WHERE agent_id = %(agent)s AND job_id = %(after)s)"
-                " ORDER BY max(started_at) DESC, job_id DESC LIMIT %(limit)s",
+                "WITH x AS (SELECT job_id, count(*) AS n, count(*) FILTER (WHERE state = 'done')"
+                " AS d, count(*) FILTER (WHERE state = 'failed') AS f, max(started_at) AS last,"
+                " (SELECT j.title FROM jobs j WHERE j.id = a.job_id) AS title, false AS deleted"
+                " FROM task_attempts a WHERE agent_id = %(agent)s GROUP BY job_id"
+                " UNION ALL SELECT job_id, attempts, done, failed, last_started_at, title, true"
+                " FROM agent_job_history WHERE agent_id = %(agent)s)"
+                " SELECT job_id, n, d, f, last, title, deleted FROM x"
+                " WHERE %(after)s::bigint IS NULL OR (last, job_id) <"
+                " (SELECT last, job_id FROM x WHERE job_id = %(after)s LIMIT 1)"
+                " ORDER BY last DESC NULLS LAST, job_id DESC LIMIT %(limit)s",
                 {"agent": agentID, "after": after, "limit": limit + 1},
             )
             return [
                 AgentJob(job=jobRef(j), attempts=n, done=d, failed=f,
-                         last_started_at=isoformat(last))
-                for j, n, d, f, last in rows
+                         last_started_at=isoformat(last), title=title, deleted=deleted)
+                for j, n, d, f, last, title, deleted in rows
             ]  # fmt: skip
 
         return _page(await self._pool.transaction(work), limit)
@@ -362,6 +389,9 @@ class AgentDirectory:
             lines: list[str] = []
             for first, chunk in chunks:
                 lines.extend(chunk[max(0, after - first) :])
+            if not chunks:
+                # An ended attempt's log may be compressed (migration 0022).
+                lines = await packedLines(txn, taskID, chosen, after)
             return chosen, lines
 
         return await self._pool.transaction(work)

@@ -119,6 +119,11 @@ class AgentJob(Document):
     done: int
     failed: int
     last_started_at: Time | None
+    #: The job's title, kept after it is deleted.
+    title: str | None = None
+    #: The job was deleted (by hand or by retention): its href is gone, and
+    #: these are the figures kept of it (docs/retention.md).
+    deleted: bool = False
 
 
 class AgentJobPage(Document):
