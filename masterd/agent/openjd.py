@@ -18,11 +18,19 @@ them; its own calls (which write embedded files and start processes, and
 clean up working directories) are made in the reactor's thread pool. What
 comes back (the callback's action status, the session's log lines) is
 marshalled to the reactor thread with C{callFromThread}, in order.
+
+A task's usage (docs/agent.md, "Usage of each task"): openjd-sessions starts
+and reaps the action's process itself, so there is no rusage of it to read;
+its pid, which the session logs as the process starts, is the root of a
+L{TreeSampler} from then until the action ends, and the wall time is that of
+the run action.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -48,6 +56,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from .accounting import TreeSampler, usageReport
 from .gpus import taskEnvironment
 
 log = Logger()
@@ -78,6 +87,10 @@ MAX_STATUS = 1000
 MAX_MESSAGE = 10_000
 
 _RULE_KEYS = {"source_path_format", "source_path", "destination_path"}
+
+#: What openjd-sessions logs as it starts an action's process (the
+#: process's own output comes after it, under "Output:").
+_STARTED = re.compile(r"^Command started as pid: (\d+)$", re.MULTILINE)
 
 
 def pathMappingRules(raw: Any) -> list[PathMappingRule]:
@@ -169,6 +182,11 @@ class _Task:
         self.stopping = False
         #: Its own action (not an environment's) is the one running.
         self.running = False
+        #: When its run action started and ended (time.monotonic), and the
+        #: sampler of the action's process tree, once its pid is known.
+        self.runStarted: float | None = None
+        self.runEnded: float | None = None
+        self.sampler: TreeSampler | None = None
         self.lines: list[str] = []
         self.progress: float | None = None
         self.status: str | None = None
@@ -478,6 +496,7 @@ class OpenJDRunner:
             else:
                 assert session.session is not None
                 task.running = True
+                task.runStarted = time.monotonic()
                 status = await self._action(
                     session,
                     session.session.run_task,
@@ -486,6 +505,7 @@ class OpenJDRunner:
                     os_env_vars=task.task_env,
                     step_name=task.step_name,
                 )
+                task.runEnded = time.monotonic()
                 task.running = False
                 self._ended(task, status)
         except Exception as e:
@@ -618,6 +638,12 @@ class OpenJDRunner:
                 if line.strip("=- "):
                     log.info("OpenJD session {id}: {line}", id=sessionID, line=line)
             return
+        if task.running and task.sampler is None and task.runEnded is None:
+            # The first such line of its run action is the session's own:
+            # it comes before anything the process prints.
+            started = _STARTED.search(text)
+            if started is not None:
+                task.sampler = TreeSampler.watch(int(started[1]))
         task.lines.extend(text.split("\n"))
         self._soon(task)
 
@@ -661,6 +687,7 @@ class OpenJDRunner:
         if task.timeoutCall is not None and task.timeoutCall.active():
             task.timeoutCall.cancel()
         del self.tasks[task.task_id]
+        usage = self._usage(task)
         if task.stopping:
             # The agent stops: handed back, not counted as a failure.
             state, message = "rejected", "the agent stopped while it ran"
@@ -673,7 +700,23 @@ class OpenJDRunner:
         }
         if message:
             update["message"] = _clean(message, MAX_MESSAGE)
+        if usage is not None and state in ("done", "failed"):
+            update["usage"] = usage
         self._final(update)
+
+    def _usage(self, task: _Task) -> dict[str, Any] | None:
+        """
+        What the task's run action used (its sampler stopped), or None if it
+        never started one.
+        """
+        sampler, task.sampler = task.sampler, None
+        if sampler is not None:
+            sampler.stop()
+        if task.runStarted is None:
+            return None
+        ended = time.monotonic() if task.runEnded is None else task.runEnded
+        wallS = ended - task.runStarted
+        return usageReport(wallS) if sampler is None else sampler.report(wallS)
 
 
 def _why(status: ActionStatus) -> str:

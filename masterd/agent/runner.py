@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from masterd._process import processAlive
 from masterd.service import Periodic
 
+from .accounting import cleanUsage
 from .gpus import taskEnvironment
 from .openjd import DEFAULT_LINGER_S, OpenJDRunner
 
@@ -300,19 +301,33 @@ class Runner:
                 self._tail(run, final=True)
                 self._ended.discard(run.task_id)
                 self._spawned.discard(run.task_id)
-                status = self._status(run)
+                status, usage = self._status(run)
                 if run.canceled:
-                    self._finish(run, "failed", status, f"stopped: {run.reason}")
+                    self._finish(run, "failed", status, f"stopped: {run.reason}", usage)
                 elif status == 0:
-                    self._finish(run, "done", 0, None)
+                    self._finish(run, "done", 0, None, usage)
                 else:
-                    self._finish(run, "failed", status, f"exited with status {status}")
+                    self._finish(run, "failed", status, f"exited with status {status}", usage)
 
-    def _status(self, run: Run) -> int | None:
+    def _status(self, run: Run) -> tuple[int | None, dict[str, Any] | None]:
+        """
+        How the task ended, as its shim wrote it in the exit file: its exit
+        status (None: the shim wrote none, it was killed) and what it used
+        (None: not known). The file is JSON, C{{"status": N, "usage":
+        {...}}}, or, from the shim of an agent before usage (adopted after
+        an upgrade), the status alone as plain text.
+        """
         try:
-            return int(Path(run.exit_path).read_text().strip())
+            ended = json.loads(Path(run.exit_path).read_text())
         except (OSError, ValueError):
-            return None
+            return None, None
+        if isinstance(ended, dict):
+            status, usage = ended.get("status"), cleanUsage(ended.get("usage"))
+        else:
+            status, usage = ended, None
+        if not isinstance(status, int) or isinstance(status, bool):
+            return None, usage
+        return status, usage
 
     def _tail(self, run: Run, final: bool = False) -> None:
         try:
@@ -336,7 +351,14 @@ class Runner:
                           "lines": lines[i : i + LOG_BATCH_LINES]})  # fmt: skip
         self._save()
 
-    def _finish(self, run: Run, state: str, status: int | None, message: str | None) -> None:
+    def _finish(
+        self,
+        run: Run,
+        state: str,
+        status: int | None,
+        message: str | None,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
         update: dict[str, Any] = {
             "type": "task_update",
             "task_id": run.task_id,
@@ -346,6 +368,8 @@ class Runner:
         }
         if message:
             update["message"] = message
+        if usage is not None:
+            update["usage"] = usage
         self.runs.pop(run.task_id, None)
         self._cancelCalls(run.task_id)
         self._final(update)

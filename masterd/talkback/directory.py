@@ -15,8 +15,8 @@ from masterd.audit import Actor, record
 from masterd.db import Pool, Transaction
 from masterd.errors import Conflict, NoSuchResource
 from masterd.events import AgentChanged, EventBus
-from masterd.jobs.models import AttemptDocument
 from masterd.jobs.logs import packedLines
+from masterd.jobs.models import AttemptDocument
 from masterd.jobs.views import ATTEMPT_COLUMNS, attemptColumns, attemptDocument, jobRef
 
 from .models import (
