@@ -22,6 +22,7 @@ from masterd.cluster import MasterRegistry, Notifier
 from masterd.config import Config, ConfigError, RetentionConfig, loadConfig
 from masterd.db import Batcher, DatabaseService, EmbeddedPostgresService, Pool
 from masterd.events import EventBus, TokensChanged
+from masterd.history import HistoryMetrics, HistoryService
 from masterd.http import Authenticator, HTTPService, MasterAPI, MasterSite
 from masterd.http._events import EventsService, EventStreams, JobFeed
 from masterd.jobs import JobStore
@@ -166,6 +167,8 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         sessionLifetime_s=config.auth_session_s,
         events=events,
         streams=streams,
+        archiveDir=config.retention.archive_dir,
+        archiveLogs=config.retention.archive_logs,
     )
     site = MasterSite(api.app.resource(), stats, config.limits.max_body_bytes, reactor)
     site.accessLog.enabled = config.http.access_log
@@ -226,6 +229,9 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     # the database was away, as while the listening connection was.
     database.onReady.append(resync)
     cluster.setServiceParent(root)
+    # The farm's hourly history: every master tries, one at a time rolls up.
+    HistoryService(database.pool, reactor, stats).setServiceParent(root)
+    api.history = HistoryMetrics(database.pool, reactor)
     w = config.webhooks
     # Last in the tree, so first to stop: its leases go back while the pool
     # is still open.

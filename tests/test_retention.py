@@ -23,7 +23,11 @@ from masterd.scheduler.service import loadSlotsMany
 from .test_talkback import AGENT, Base, update
 
 
-class RetentionTests(Base):
+class RanJobs(Base):
+    """
+    Jobs run on an agent over talkback, for the tests of what is kept.
+    """
+
     def retention(self, master: str = "test", archiver: Any = None, **config: Any) -> Retention:
         return Retention(
             self.api.pool, RetentionConfig(**config), self.api.events, master, archiver
@@ -66,6 +70,8 @@ class RetentionTests(Base):
         self.assertEqual(reply.code, 200, reply.body)
         return reply.body.decode("utf-8").splitlines()
 
+
+class RetentionTests(RanJobs):
     async def test_compressLogs(self) -> None:
         """
         An ended attempt's log is compressed into one row and read back the

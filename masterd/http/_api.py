@@ -5,6 +5,7 @@ under C{/api/v1}, and the documents that describe it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from masterd.config import Role
 from masterd.db import Pool
 from masterd.errors import NoSuchResource
 from masterd.events import EventBus
+from masterd.history import HistoryCollector
 from masterd.jobs import JobStore
 from masterd.schema import DEFAULT_LIMITS, InputLimits
 from masterd.stats import MasterStats, prometheusRegistry, renderPrometheus
@@ -29,11 +31,13 @@ from masterd.talkback import AgentDirectory, TalkbackFactory
 from ._accounts import AccountRoutes
 from ._agents import AgentRoutes
 from ._app import app
+from ._archive import ArchiveRoutes
 from ._auth import Authenticator, actorOf, authorized
 from ._dashboard import DashboardRoutes
 from ._errors import installErrorHandlers
 from ._events import EventRoutes, EventStreams
 from ._farm import FarmRoutes
+from ._history import HistoryRoutes
 from ._jobs import JobRoutes
 from ._json import APIError, errorResponse
 from ._openapi import asyncAPIDocument, openAPIDocument
@@ -49,6 +53,7 @@ MASTER = (PathParam("name", "name", "master", "A master's name"),)
 @define(slots=False)
 class MasterAPI(
     JobRoutes,
+    ArchiveRoutes,
     AgentRoutes,
     AccountRoutes,
     SessionRoutes,
@@ -57,6 +62,7 @@ class MasterAPI(
     DashboardRoutes,
     EventRoutes,
     FarmRoutes,
+    HistoryRoutes,
 ):
     """
     Holds what the routes need; C{app} is the one Klein application, whose
@@ -89,6 +95,11 @@ class MasterAPI(
     events: EventBus | None = None
     #: The open event streams (GET /api/v1/events).
     streams: EventStreams | None = None
+    #: The farm's history totals for /metrics (masterd.history.HistoryMetrics).
+    history: Any = None
+    #: Where POST /api/v1/jobs/{id}/archive writes (retention.archive_dir).
+    archiveDir: Path | None = None
+    archiveLogs: bool = False
     version: str = __version__
     _registry: Any = field(init=False, default=None)
     _documents: dict[str, bytes] = field(init=False, factory=dict)
@@ -103,6 +114,7 @@ class MasterAPI(
             lambda: self.database.ready,
             lambda: self.talkback.registry.stats if self.talkback is not None else None,
         )
+        self._registry.register(HistoryCollector(lambda: self.history))
 
     def actor(self, request: IRequest) -> Actor:
         """

@@ -285,6 +285,27 @@ class Client:
     def job(self, job_id: int) -> Job:
         return Job(self._transport, self._transport.get_json(f"/api/v1/jobs/{int(job_id)}"))
 
+    def archive(self, job_id: int, logs: bool = False) -> dict[str, Any]:
+        """
+        A finished job as one document (its job, tasks and attempts, and with
+        C{logs} every attempt's log): what C{masterctl archive} saves.
+        """
+        query = {"logs": "true"} if logs else None
+        found: dict[str, Any] = self._transport.get_json(
+            f"/api/v1/jobs/{int(job_id)}/archive", query
+        )
+        return found
+
+    def write_archive(self, job_id: int) -> dict[str, Any]:
+        """
+        Have the master write a finished job's archive to its
+        retention.archive_dir: C{{"path", "bytes", "job"}}.
+        """
+        found: dict[str, Any] = self._transport.send_json(
+            "POST", f"/api/v1/jobs/{int(job_id)}/archive"
+        )
+        return found
+
     def task(self, task_id: int) -> Task:
         return Task(self._transport, self._transport.get_json(f"/api/v1/tasks/{int(task_id)}"))
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -119,10 +121,66 @@ def jobs_table(found: list[Job]) -> str:
 
 
 def job(context: Context, args: argparse.Namespace) -> int:
+    if args.archived is not None:
+        return archived_job(context, args.archived)
+    if args.job_id is None:
+        raise UsageError("job: give a JOB_ID, or --archived FILE")
     found = context.client.job(args.job_id)
     if args.watch:
         return _watch_to_end(context, found, args.interval)
     context.emit(found.raw, lambda: job_details(found))
+    return 0
+
+
+def archived_job(context: Context, path: str) -> int:
+    """
+    masterctl job --archived FILE: the job of an archive, as masterctl job
+    shows a live one, and what else the archive holds.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise UsageError(f"{path}: cannot read an archive: {reason}") from None
+    if not isinstance(document, dict) or document.get("format") != "masterd-archive/1":
+        raise UsageError(f"{path}: not a masterd archive (no format masterd-archive/1)")
+    found = Job(context.client._transport, document.get("job") or {})
+    tasks, attempts = document.get("tasks") or [], document.get("attempts") or []
+    logs = document.get("logs")
+    summary = (
+        f"archived {document.get('archived_at')}: {len(tasks)} tasks, {len(attempts)} attempts"
+        + (f", logs of {len(logs)} attempts" if logs else ", no logs")
+    )
+    context.emit(found.raw, lambda: job_details(found) + "\n" + summary + "\n")
+    return 0
+
+
+def archive(context: Context, args: argparse.Namespace) -> int:
+    """
+    masterctl archive JOB: save a finished job's archive, here or (with
+    --on-master) in the master's retention.archive_dir.
+    """
+    if args.on_master:
+        written = context.client.write_archive(args.job_id)
+        context.emit(written, lambda: f"{written['path']} ({written['bytes']} bytes)\n")
+        return 0
+    document = context.client.archive(args.job_id, logs=args.logs)
+    data = json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+    target = args.output or f"job-{args.job_id}.json"
+    if target == "-":
+        context.write(data)
+        return 0
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".masterctl-", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(data)
+        os.replace(temporary, target)
+    except OSError as e:
+        raise UsageError(f"{target}: cannot write the archive: {e.strerror or e}") from None
+    count = len(document.get("tasks") or [])
+    context.note(f"job {args.job_id}: {count} tasks written to {target}")
     return 0
 
 

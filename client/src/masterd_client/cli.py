@@ -149,8 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     job = command("job", "show a job, or watch it to its end", _commands.job)
-    job.add_argument("job_id", type=positive_int, metavar="JOB_ID")
+    job.add_argument("job_id", type=positive_int, metavar="JOB_ID", nargs="?")
+    job.add_argument(
+        "--archived", metavar="FILE", help="show the job of an archive (masterctl archive)"
+    )
     _watch_options(job)
+
+    archive = command("archive", "save a finished job as one JSON document", _commands.archive)
+    archive.add_argument("job_id", type=positive_int, metavar="JOB_ID")
+    archive.add_argument(
+        "-o", "--output", metavar="FILE", help="where to write it (default job-ID.json; - stdout)"
+    )
+    archive.add_argument("--logs", action="store_true", help="with every attempt's log")
+    archive.add_argument(
+        "--on-master",
+        action="store_true",
+        help="have the master write it to its retention.archive_dir instead",
+    )
 
     tasks = command("tasks", "list a job's tasks in order", _commands.tasks)
     tasks.add_argument("job_id", type=positive_int, metavar="JOB_ID")
