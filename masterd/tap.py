@@ -232,6 +232,15 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     # The farm's hourly history: every master tries, one at a time rolls up.
     HistoryService(database.pool, reactor, stats).setServiceParent(root)
     api.history = HistoryMetrics(database.pool, reactor)
+    RequirementLearner(
+        database.pool, config.scheduler.learn_requirements, reactor, stats
+    ).setServiceParent(root)
+    r = config.retention
+    if r.logs_days is not None or r.jobs_days is not None or r.compress_logs:
+        RetentionService(
+            Retention(database.pool, r, events, config.master.name, _archiver(database.pool, r)),
+            r.interval_s, reactor, stats,
+        ).setServiceParent(root)  # fmt: skip
     w = config.webhooks
     # Last in the tree, so first to stop: its leases go back while the pool
     # is still open.
@@ -242,15 +251,6 @@ def buildMaster(config: Config, reactor: Any) -> Master:
     )  # fmt: skip
     webhooks.setServiceParent(root)
     api.webhookStats = webhooks.stats
-    RequirementLearner(
-        database.pool, config.scheduler.learn_requirements, reactor, stats
-    ).setServiceParent(root)
-    r = config.retention
-    if r.logs_days is not None or r.jobs_days is not None or r.compress_logs:
-        RetentionService(
-            Retention(database.pool, r, events, config.master.name, _archiver(database.pool, r)),
-            r.interval_s, reactor, stats,
-        ).setServiceParent(root)  # fmt: skip
     return Master(root, stats, database, http, api, events, jobs, registry, scheduler, embedded)
 
 

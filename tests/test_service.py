@@ -114,6 +114,9 @@ class TreeTests(SynchronousTestCase):
                 "scheduler",
                 "notifier",
                 "cluster",
+                "history",
+                "scheduler.learn",
+                "retention",
                 "webhooks",
             ],
         )
@@ -130,6 +133,9 @@ class TreeTests(SynchronousTestCase):
                 "scheduler",
                 "notifier",
                 "cluster",
+                "history",
+                "scheduler.learn",
+                "retention",
                 "webhooks",
             ],
         )
