@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
+from masterd.history import rollUp
 from masterd.http._events import EventsService, JobFeed
 from masterd.jobs import lifecycle
 from masterd.service import Periodic
@@ -203,6 +204,51 @@ class BrowserTests(BrowserCase):
             "SELECT id FROM tasks WHERE job_id = %s AND index = 0", (seen["job"]["id"],)
         )
         self.assertEqual(seen["task"], f"Task {first[0]}")
+
+    async def test_history(self) -> None:
+        """
+        The overview's chart of the last 7 days shows the work that
+        finished once it is rolled up (the test rolls up at once, with no
+        lag), with its figures said to screen readers and day by day.
+        """
+        api: API = await startAPI(self)
+        job = await api.submit(title="history job", frames="1-3", max_retries=0)
+        rows = await api.pool.query("SELECT id FROM tasks WHERE job_id = %s ORDER BY index",
+                                    (job["id"],))  # fmt: skip
+        for n, (taskID,) in enumerate(rows):
+            [a] = await api.pool.transaction(
+                lambda txn, t=taskID: lifecycle.assign(txn, AGENT, [t])
+            )
+            if n == 0:
+                await api.pool.transaction(
+                    lambda txn, a=a: lifecycle.failed(txn, AGENT, a.task_id, a.attempt, 1, "x")
+                )
+            else:
+                await api.pool.transaction(
+                    lambda txn, a=a: lifecycle.done(txn, AGENT, a.task_id, a.attempt)
+                )
+        await rollUp(api.pool, lag_s=0)
+
+        def steps(page: Any) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            page.goto("/")
+            page.get_by_label("Token").fill(TOKENS["viewer"])
+            page.get_by_role("button", name="Sign in").click()
+            chart = page.get_by_role("img", name=re.compile("over the last 7 days"))
+            chart.wait_for()
+            seen["label"] = chart.get_attribute("aria-label")
+            seen["bars"] = chart.locator("rect.done").count()
+            page.get_by_text("Day by day").click()
+            table = page.get_by_role("table", name="Farm history by day")
+            seen["done"] = sum(int(t) for t in table.locator("td:nth-child(2)").all_inner_texts())
+            return seen
+
+        seen = await self.drive(api.base, steps)
+        self.assertEqual(
+            seen["label"],
+            "Tasks finished each hour over the last 7 days: 2 done, 1 failed, 0 core-hours",
+        )
+        self.assertEqual((seen["bars"], seen["done"]), (7 * 24, 2))
 
 
 ACTIONS = re.compile(r"^(Pause|Resume|Cancel|Retry|Delete|Disable|Enable)$")

@@ -110,8 +110,9 @@ class MasterLoopTests(SynchronousTestCase):
         names = sorted(loop.name for loop in master.stats.loops)
         self.assertEqual(
             names,
-            ["cluster.heartbeat", "events.jobs", "scheduler.sweep", "talkback.flush",
-             "talkback.ping", "talkback.reap", "webhooks.deliver"],
+            ["cluster.heartbeat", "events.jobs", "history.rollup", "retention",
+             "scheduler.learn", "scheduler.sweep", "talkback.flush", "talkback.ping",
+             "talkback.reap", "webhooks.deliver"],
         )  # fmt: skip
         for loop in master.stats.loops:
             calls: list[str] = []

@@ -1,6 +1,6 @@
 // The farm at a glance (jobs and agents by state, tasks finished a minute
-// over the last hour, limits in use, masters), the masters' own figures,
-// and the audit trail for those who may read it.
+// over the last hour, the last 7 days by hour, limits in use, masters), the
+// masters' own figures, and the audit trail for those who may read it.
 
 import { api, may } from "./api.js";
 import { el, link, meter, svg, table, time } from "./ui.js";
@@ -35,6 +35,69 @@ function throughput(minutes) {
   return chart;
 }
 
+const HOUR_MS = 3600 * 1000;
+const HOURS = 7 * 24;
+// The history changes once a roll-up (every 30 s, a minute behind): the
+// overview, drawn again on every job event, reads it at most this often.
+const HISTORY_MS = 60 * 1000;
+
+// The first of the HOURS hours (UTC) up to the current one.
+function historySince(now) {
+  return new Date((Math.floor(now / HOUR_MS) - (HOURS - 1)) * HOUR_MS);
+}
+
+const hoursText = (h) => h.toLocaleString(undefined, { maximumFractionDigits: 1 });
+
+// The last 7 days by hour, from GET /api/v1/history: bars of tasks done
+// (and failed) each hour, core-hours as a line on a scale of its own. Each
+// bar says its figures on hover; the chart says its totals to screen
+// readers, and a table under it gives them day by day.
+function historyChart(doc) {
+  const first = Date.parse(doc.since);
+  const hours = Array.from({ length: HOURS }, (_, i) => ({ at: first + i * HOUR_MS, done: 0, failed: 0, core: 0 }));
+  for (const item of doc.items) {
+    const h = hours[Math.round((Date.parse(item.hour) - first) / HOUR_MS)];
+    if (h) { h.done += item.tasks_done; h.failed += item.tasks_failed; h.core += item.core_hours; }
+  }
+  const W = 672, H = 120, bar = W / HOURS;
+  const top = Math.max(1, ...hours.map((h) => h.done + h.failed));
+  const topCore = Math.max(...hours.map((h) => h.core)) || 1;
+  const done = hours.reduce((n, h) => n + h.done, 0);
+  const failed = hours.reduce((n, h) => n + h.failed, 0);
+  const core = hours.reduce((n, h) => n + h.core, 0);
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H + 14}`, class: "chart", role: "img", id: "history-chart",
+    "aria-label": `Tasks finished each hour over the last 7 days: ${done} done, ${failed} failed, ${hoursText(core)} core-hours` });
+  hours.forEach((h, i) => {
+    const hd = (h.done / top) * H, hf = (h.failed / top) * H;
+    const g = svg("g", {}, svg("title", {}, `${new Date(h.at).toLocaleString()}: ${h.done} done, ${h.failed} failed, ${hoursText(h.core)} core-hours`));
+    g.append(svg("rect", { x: i * bar, y: H - hd, width: Math.max(1, bar - 1), height: hd, class: "done" }),
+      svg("rect", { x: i * bar, y: H - hd - hf, width: Math.max(1, bar - 1), height: hf, class: "failed" }));
+    chart.append(g);
+  });
+  chart.append(svg("polyline", { class: "core", points: hours.map((h, i) =>
+    `${(i + 0.5) * bar},${H - (h.core / topCore) * H}`).join(" ") }));
+  chart.append(svg("text", { x: 0, y: H + 12, class: "axis" }, "7 days ago"),
+    svg("text", { x: W, y: H + 12, class: "axis", "text-anchor": "end" }, "now"));
+  const days = new Map();
+  for (const h of hours) {
+    const day = new Date(h.at).toLocaleDateString(undefined, { weekday: "short", month: "short", day: "numeric" });
+    const d = days.get(day) || { done: 0, failed: 0, core: 0 };
+    d.done += h.done; d.failed += h.failed; d.core += h.core;
+    days.set(day, d);
+  }
+  const byDay = table("Farm history by day", ["Day", "Done", "Failed", "Core-hours"],
+    [...days].map(([day, d]) => el("tr", {}, el("td", {}, day), el("td", { class: "num" }, d.done.toLocaleString()),
+      el("td", { class: "num" }, d.failed.toLocaleString()), el("td", { class: "num" }, hoursText(d.core)))));
+  return [
+    el("ul", { class: "legend", "aria-label": "Legend" },
+      ["done", "failed"].map((name) => el("li", {}, el("span", { class: `swatch ${name}`, "aria-hidden": "true" }), `tasks ${name}`)),
+      el("li", {}, el("span", { class: "swatch running", "aria-hidden": "true" }), "core-hours (the line)")),
+    chart,
+    el("p", { class: "muted" }, "Kept after jobs are deleted; complete up to ", time(doc.rolled_to), "."),
+    el("details", {}, el("summary", {}, "Day by day"), byDay),
+  ];
+}
+
 function limitsTable(limits) {
   return table("Limits", ["Limit", "In use", "Description"], limits.map((l) => el("tr", { "data-limit": l.name },
     el("td", {}, l.name),
@@ -48,13 +111,28 @@ function mastersList(masters) {
 }
 
 export async function overviewView(view, _arg, app) {
+  let past = null, pastAt = 0;
+  async function farmHistory() {
+    if (past === null || Date.now() - pastAt >= HISTORY_MS) {
+      const since = historySince(Date.now()).toISOString();
+      // A master without the route (an older one behind the same address)
+      // leaves the chart out, not the overview.
+      past = await api("GET", `/api/v1/history?since=${encodeURIComponent(since)}`).catch(() => null);
+      pastAt = Date.now();
+    }
+    return past;
+  }
   async function render() {
-    const [farm, limits, masters] = await Promise.all([
-      api("GET", "/api/v1/farm"), api("GET", "/api/v1/limits"), api("GET", "/api/v1/masters")]);
+    const [farm, limits, masters, history] = await Promise.all([
+      api("GET", "/api/v1/farm"), api("GET", "/api/v1/limits"), api("GET", "/api/v1/masters"),
+      farmHistory()]);
     view.replaceChildren(el("h1", {}, "Overview"),
       el("h2", {}, "Jobs"), cards("Jobs by state", farm.jobs, JOB_STATES, (s) => `/jobs?state=${s}`),
       el("h2", {}, "Agents"), cards("Agents by state", farm.agents, AGENT_STATES, (s) => `/agents?state=${s}`),
       el("h2", {}, "Tasks finished a minute"), throughput(farm.finished_per_minute),
+      el("h2", {}, "The last 7 days"),
+      el("section", { id: "history" }, history ? historyChart(history)
+        : el("p", { class: "muted" }, "No history from this master.")),
       el("h2", {}, "Limits"), limits.items.length ? limitsTable(limits.items) : el("p", { class: "muted" }, "No limits."),
       el("h2", {}, "Masters"), mastersList(masters.items));
   }
