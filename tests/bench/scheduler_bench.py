@@ -517,6 +517,9 @@ def runCase(args: argparse.Namespace, case: str) -> bool:
         pg = Postgres(tmp / "pgdata")
         with closing(psycopg2.connect(pg.dsn)) as db:
             db.autocommit = True
+            hook = getattr(args, "before_measure", None)
+            if hook is not None:  # e.g. retention_bench.py's old job
+                hook(port, pg, db)
             if args.sql_profile:
                 startSQLProfile(db)
             if case == "latency":
