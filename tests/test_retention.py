@@ -268,3 +268,27 @@ class RetentionTests(RanJobs):
 
         found: int = await self.api.pool.transaction(run)
         return found
+
+
+class ResumeTests(RanJobs):
+    async def test_resumedNotArchivedAgain(self) -> None:
+        """
+        A job whose deletion began (a master killed midway) is finished
+        without writing its archive again over the whole one.
+        """
+        await self.setUpTalkback()
+        jobID, _ = await self.ranJob(frames="1-3")
+        await self.sql(
+            "UPDATE jobs SET finished_at = now() - interval '3 days', deleting = true"
+            " WHERE id = %s",
+            (jobID,),
+        )
+        archived: list[int] = []
+
+        async def archive(job: int) -> None:
+            archived.append(job)
+
+        retention = self.retention(jobs_days=2, archiver=archive)
+        self.assertTrue(await retention.deleteJob(jobID))
+        self.assertEqual(archived, [])
+        self.assertEqual((await self.api.call("GET", f"/api/v1/jobs/{jobID}")).code, 404)

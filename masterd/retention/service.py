@@ -261,7 +261,11 @@ class Retention:
         Archive, retire, then delete one finished job; False when it could
         not be (its archive failed, or it changed meanwhile).
         """
-        if self._archiver is not None:
+        # A job whose deletion began (a run killed midway) is archived
+        # already, whole: its remaining tasks must not overwrite that.
+        rows = await self._pool.query("SELECT deleting FROM jobs WHERE id = %s", (jobID,))
+        resuming = bool(rows and rows[0][0])
+        if self._archiver is not None and not resuming:
             try:
                 await self._archiver(jobID)
             except Exception:
