@@ -236,11 +236,13 @@ def buildMaster(config: Config, reactor: Any) -> Master:
         database.pool, config.scheduler.learn_requirements, reactor, stats
     ).setServiceParent(root)
     r = config.retention
-    if r.logs_days is not None or r.jobs_days is not None or r.compress_logs:
-        RetentionService(
-            Retention(database.pool, r, events, config.master.name, _archiver(database.pool, r)),
-            r.interval_s, reactor, stats,
-        ).setServiceParent(root)  # fmt: skip
+    # Always: with nothing to keep or compress it still finishes the
+    # deletions by hand that a master left midway.
+    RetentionService(
+        Retention(database.pool, r, events, config.master.name, _archiver(database.pool, r),
+                  clock=reactor),
+        r.interval_s, reactor, stats,
+    ).setServiceParent(root)  # fmt: skip
     w = config.webhooks
     # Last in the tree, so first to stop: its leases go back while the pool
     # is still open.

@@ -24,6 +24,7 @@ from masterd.db import (
     DatabaseUnavailable,
     Migration,
     Pool,
+    StatementCanceled,
     Transaction,
     migrate,
     packagedMigrations,
@@ -131,6 +132,29 @@ class PoolTests(TestCase):
             self.assertEqual(await pool.transaction(insert), 2)
             self.assertEqual(await pool.query("SELECT x FROM t ORDER BY x"), [(2,), (3,)])
             self.assertGreater(len(queries), 5)
+            self.assertEqual(pool.inUse, 0)
+
+        return d(run())
+
+    def test_statementTimeout(self) -> Deferred[None]:
+        """
+        A statement the database cancels (its statement_timeout) raises
+        StatementCanceled, a DatabaseUnavailable (txpostgres would make it a
+        CancelledError, as if the caller had cancelled); its transaction is
+        rolled back and the connection serves the next.
+        """
+
+        async def run() -> None:
+            pool = await self.openPool([], "CREATE TABLE t (x int)")
+
+            async def slow(txn: Transaction) -> None:
+                await txn.execute("INSERT INTO t VALUES (1)")
+                await txn.execute("SET LOCAL statement_timeout = 10; SELECT pg_sleep(5)")
+
+            with self.assertRaises(StatementCanceled) as caught:
+                await pool.transaction(slow)
+            self.assertIsInstance(caught.exception, DatabaseUnavailable)
+            self.assertEqual(await pool.query("SELECT count(*) FROM t"), [(0,)])
             self.assertEqual(pool.inUse, 0)
 
         return d(run())

@@ -22,8 +22,8 @@ from masterd.history import (
     HistoryMetrics,
     HistoryService,
     Run,
+    retire,
     rollUp,
-    rollUpJob,
     rollUpStep,
 )
 from masterd.history.metrics import bounded
@@ -240,8 +240,7 @@ class HistoryTests(TestCase):
         """
         Deleting the jobs changes nothing, and the attempts the watermark
         had not passed yet (finished within the lag) are rolled up by the
-        deletion. rollUpJob is called here before each delete as deletion
-        calls it: a second call for a job adds nothing.
+        deletion, batch by batch (masterd.jobs.retire).
         """
         a, b = await self.work.run()
         recent, [r1] = await self.work.job("shot030", "1")
@@ -251,7 +250,6 @@ class HistoryTests(TestCase):
         # The recent attempt is after the watermark: not counted yet.
         self.assertEqual([i["key"] for i in (await self.history("by=project"))["items"]], [])
         for jobID in (a, b, recent):
-            await self.pool.transaction(lambda txn, j=jobID: rollUpJob(txn, j))
             await self.api.ok("DELETE", f"/api/v1/jobs/{jobID}", status=204)
         self.assertEqual(await self.api.count("task_attempts"), 0)
         self.assertEqual(await self.history(f"by=project&{RANGE}"), before)
@@ -269,19 +267,19 @@ class HistoryTests(TestCase):
 
     async def test_retiredBeforeDeletion(self) -> None:
         """
-        Retention retires a job (rollUpJob), then deletes its tasks in
-        batches, each its own transaction: a periodic roll-up in between
-        leaves the job's attempts alone, and a retired job is rolled up once
-        however often it is retired.
+        A deletion retires a job (retire), then deletes its tasks in
+        batches, each its own transaction folding its attempts: a periodic
+        roll-up in between leaves the job's attempts alone, and a retired
+        job is rolled up once however often it is retired (the first
+        watermark is kept).
         """
         await self.work.agents()
         jobID, [t] = await self.work.job("shot040", "1")
         await self.work.end(GPU, t, "done", None, (1, 1), 3)
         for _ in range(2):
-            await self.pool.transaction(lambda txn: rollUpJob(txn, jobID))
+            await self.pool.transaction(lambda txn: retire(txn, jobID))
         await rollUp(self.pool, lag_s=0)
-        rows = await self.pool.query("SELECT sum(tasks_done), sum(attempts) FROM farm_history")
-        self.assertEqual(rows, [(1, 1)])
+        self.assertEqual(await self.api.count("farm_history"), 0)
         self.assertEqual(await self.api.count("farm_history_retired"), 1)
         await self.api.ok("DELETE", f"/api/v1/jobs/{jobID}", status=204)
         await rollUp(self.pool, lag_s=0)
@@ -343,9 +341,9 @@ class HistoryTests(TestCase):
 
     async def test_jobWaitsForAStep(self) -> None:
         """
-        rollUpJob waits for a periodic step under way and reads the
-        watermark it moved: the job's attempts that step folded are not
-        folded again.
+        retire waits for a periodic step under way and keeps the watermark
+        it moved: the job's attempts that step folded are not folded again
+        when the job's deletion folds the rest.
         """
         a, _ = await self.work.run()
         stepped: Deferred[None] = Deferred()
@@ -360,17 +358,19 @@ class HistoryTests(TestCase):
         await stepped
         order: list[str] = []
 
-        async def retire(txn: Transaction) -> None:
-            await rollUpJob(txn, a)
+        async def retireA(txn: Transaction) -> None:
+            await retire(txn, a)
             order.append("job")
 
-        retiring = Deferred.fromCoroutine(self.pool.transaction(retire))
+        retiring = Deferred.fromCoroutine(self.pool.transaction(retireA))
         await self.api.ok("GET", "/api/v1/farm")  # a round trip: the job waits
         self.assertEqual(order, [])
         order.append("step")
         release.callback(None)
         await gatherResults([stepping, retiring])
         self.assertEqual(order, ["step", "job"])
+        await rollUp(self.pool)
+        await self.api.ok("DELETE", f"/api/v1/jobs/{a}", status=204)
         await rollUp(self.pool)
         await self.assertFigures()
 

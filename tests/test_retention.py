@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg2.errors
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock
 
 from masterd.config import RetentionConfig
 from masterd.jobs import lifecycle
-from masterd.retention.service import Retention
+from masterd.jobs.retire import beginRetirement, retireTasks
+from masterd.retention.service import LOCK_RETRIES, Retention
 from masterd.scheduler.claims import claimAll
 from masterd.scheduler.service import loadSlotsMany
 
@@ -233,6 +236,21 @@ class RetentionTests(RanJobs):
             "UPDATE tasks SET state = 'done', attempt = 1, finished_at = now() WHERE job_id = %s",
             (big["id"],),
         )
+        # Each task with a done attempt on the agent (its usage reported) and
+        # a log: what the deletion must fold into the histories, batch by
+        # batch, is there.
+        await self.sql(
+            "INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state, started_at,"
+            " finished_at, exit_code, wall_s, cpu_user_s, cpu_system_s) SELECT id, 1, job_id,"
+            " %s, 'done', now() - interval '1 minute', now(), 0, 60, 50, 2 FROM tasks"
+            " WHERE job_id = %s",
+            (AGENT, big["id"]),
+        )
+        await self.sql(
+            "INSERT INTO task_logs (task_id, attempt, first_line, lines) SELECT id, 1, 0,"
+            " ARRAY['Fra:1 | Sample 1/128', 'Saved'] FROM tasks WHERE job_id = %s",
+            (big["id"],),
+        )
         await self.sql(
             "UPDATE jobs SET finished_at = now() - interval '3 days' WHERE id = %s", (big["id"],)
         )
@@ -255,6 +273,16 @@ class RetentionTests(RanJobs):
         )
         done = (await self.api.ok("GET", f"/api/v1/jobs/{work['id']}"))["tasks"]["done"]
         self.assertEqual(done, claimed)
+        # Every attempt folded once, batch by batch, into the agent's share.
+        rows = await self.api.pool.query(
+            "SELECT attempts, done, cpu_s FROM agent_job_history WHERE job_id = %s", (big["id"],)
+        )
+        self.assertEqual(rows, [(100_000, 100_000, 5_200_000.0)])
+        rows = await self.api.pool.query(
+            "SELECT sum(attempts), sum(cpu_s) FROM farm_history WHERE project = %s",
+            (big["project"],),
+        )
+        self.assertEqual(rows, [(100_000, 5_200_000.0)])
 
     async def claimAndFinish(self) -> int:
         async def run(txn: Any) -> int:
@@ -292,3 +320,120 @@ class ResumeTests(RanJobs):
         self.assertTrue(await retention.deleteJob(jobID))
         self.assertEqual(archived, [])
         self.assertEqual((await self.api.call("GET", f"/api/v1/jobs/{jobID}")).code, 404)
+
+    async def test_byHandResumed(self) -> None:
+        """
+        A deletion by hand that a master left midway (the job C{deleting},
+        some of its tasks gone) is finished by retention, even with no
+        jobs_days, and counts what was left once; a second DELETE of a job
+        whose deletion began finishes it too.
+        """
+        await self.setUpTalkback()
+        jobID, _ = await self.ranJob(frames="1-4")
+        otherID, _ = await self.ranJob(frames="5-6")
+        events = self.api.events
+
+        async def begin(txn: Any, job: int) -> None:
+            await beginRetirement(txn, events, job)
+            await retireTasks(txn, events, job, 1)
+
+        for job in (jobID, otherID):
+            await self.api.pool.transaction(lambda txn, j=job: begin(txn, j))
+        await self.api.ok("DELETE", f"/api/v1/jobs/{otherID}", status=204)
+        self.assertEqual((await self.api.call("GET", f"/api/v1/jobs/{otherID}")).code, 404)
+        self.assertEqual(await self.retention().deleteJobs(None), 1)
+        self.assertEqual((await self.api.call("GET", f"/api/v1/jobs/{jobID}")).code, 404)
+        rows = await self.api.pool.query(
+            "SELECT job_id, attempts, done, failed FROM agent_job_history ORDER BY job_id"
+        )
+        self.assertEqual(rows, [(jobID, 4, 3, 1), (otherID, 2, 1, 1)])
+        self.assertEqual(await self.api.count("agent_failure_history"), 2)
+
+    async def test_twoDeletionsShare(self) -> None:
+        """
+        Two deletions of one job at once (retention, and by hand) share its
+        tasks: each attempt is counted once, and the job goes.
+        """
+        await self.setUpTalkback()
+        jobID, _ = await self.ranJob(frames="1-9")
+        await self.sql(
+            "UPDATE jobs SET finished_at = now() - interval '3 days' WHERE id = %s", (jobID,)
+        )
+        retention = self.retention(jobs_days=2, batch_tasks=1)
+        both = [
+            Deferred.fromCoroutine(retention.deleteJob(jobID)),
+            Deferred.fromCoroutine(self.api.ok("DELETE", f"/api/v1/jobs/{jobID}", status=204)),
+        ]
+        await gatherResults(both)
+        self.assertEqual((await self.api.call("GET", f"/api/v1/jobs/{jobID}")).code, 404)
+        rows = await self.api.pool.query("SELECT attempts, done, failed FROM agent_job_history")
+        self.assertEqual(rows, [(9, 8, 1)])
+        rows = await self.api.pool.query("SELECT sum(attempts) FROM farm_history")
+        self.assertEqual(rows, [(9,)])
+
+    async def test_lockHeldElsewhere(self) -> None:
+        """
+        A deletion whose statement waits on a lock held elsewhere (here the
+        roll-up's, as a long periodic step would hold it) gives up after
+        max_lock_ms, is tried again a few times, then ends the run with
+        nothing changed; the next run deletes the job.
+        """
+        await self.setUpTalkback()
+        jobID, _ = await self.ranJob(frames="1-2")
+        await self.sql(
+            "UPDATE jobs SET finished_at = now() - interval '3 days' WHERE id = %s", (jobID,)
+        )
+        holding: Deferred[None] = Deferred()
+        release: Deferred[None] = Deferred()
+
+        async def hold(txn: Any) -> None:
+            await txn.execute("SELECT pg_advisory_xact_lock(hashtextextended('history', 0))")
+            holding.callback(None)
+            await release
+
+        held = Deferred.fromCoroutine(self.api.pool.transaction(hold))
+        await holding
+        retention = self.retention(jobs_days=2, max_lock_ms=20)
+        with self.assertRaises(psycopg2.errors.LockNotAvailable):
+            await retention.deleteJob(jobID)
+        self.assertEqual(retention.cutShort, LOCK_RETRIES + 1)
+        rows = await self.api.pool.query("SELECT deleting FROM jobs WHERE id = %s", (jobID,))
+        self.assertEqual(rows, [(False,)])
+        release.callback(None)
+        await held
+        self.assertTrue(await retention.deleteJob(jobID))
+        self.assertEqual((await self.api.call("GET", f"/api/v1/jobs/{jobID}")).code, 404)
+
+
+class DutyTests(RanJobs):
+    async def test_pauses(self) -> None:
+        """
+        After each of a deletion's transactions it waits on its clock for
+        (1 - duty) / duty of the time that transaction took: with duty 0.25,
+        three times as long.
+        """
+        await self.setUpTalkback()
+        jobID, _ = await self.ranJob(frames="1-3")
+        clock = Clock()
+        ticks = iter(range(10_000))
+
+        def now() -> float:
+            # Each reading 10 ms after the last: every transaction "takes"
+            # the readings it spans.
+            return next(ticks) / 100
+
+        retention = Retention(
+            self.api.pool, RetentionConfig(duty=0.25, batch_tasks=2), self.api.events, "test",
+            now=now, clock=clock,
+        )  # fmt: skip
+        deleting = Deferred.fromCoroutine(retention.deleteJob(jobID))
+        pauses: list[float] = []
+        while not deleting.called:
+            await task.deferLater(reactor, 0.001, lambda: None)
+            for call in clock.getDelayedCalls():
+                pauses.append(round(call.getTime() - clock.seconds(), 6))
+                clock.advance(call.getTime() - clock.seconds())
+        self.assertTrue(await deleting)
+        # begin, two batches (2 tasks, then 1), the empty one, the job.
+        self.assertEqual(len(pauses), 5)
+        self.assertEqual(set(pauses), {0.09})

@@ -133,6 +133,7 @@ def _retention(s: Section, base: Path) -> RetentionConfig:
     interval = s.number("interval_s", d.interval_s, positive=True)
     lock = s.integer("max_lock_ms", d.max_lock_ms, minimum=10, maximum=60_000)
     batch = s.integer("batch_tasks", d.batch_tasks, minimum=1, maximum=100_000)
+    duty = s.number("duty", d.duty, minimum=0.05, maximum=1)
     s.finish()
     return RetentionConfig(
         logs_days=None if logs is None else float(logs),
@@ -143,6 +144,7 @@ def _retention(s: Section, base: Path) -> RetentionConfig:
         interval_s=float(interval),
         max_lock_ms=lock,
         batch_tasks=batch,
+        duty=float(duty),
     )
 
 

@@ -128,6 +128,10 @@ class RetentionConfig:
     max_lock_ms: int = 200
     #: Tasks deleted by one statement.
     batch_tasks: int = 2000
+    #: The share of its time a job's deletion spends in its transactions:
+    #: after each it waits so long that it holds the database this share of
+    #: the time, leaving the rest to the scheduler (1: no pause).
+    duty: float = 0.5
 
 
 @frozen

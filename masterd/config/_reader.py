@@ -9,6 +9,7 @@ the key as known, and L{Section.finish} reports whatever was left unread.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -136,9 +137,12 @@ class Section:
             lambda v: isinstance(v, int | float) and not isinstance(v, bool),
             "a number",
         )
+        if isinstance(value, float) and not math.isfinite(value) and self.has(name):
+            self.problems.add(self.key(name), f"must be a finite number, not {value}")
+            return None if default is _MISSING else default
         if positive and isinstance(value, int | float) and value <= 0 and self.has(name):
             self.problems.add(self.key(name), "must be greater than 0")
-            return default
+            return None if default is _MISSING else default
         value = self._bounded(name, value, minimum, maximum)
         return float(value) if isinstance(value, int | float) else value
 

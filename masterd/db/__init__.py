@@ -7,7 +7,7 @@ from ._batch import Batcher
 from ._connect import ConnectFailed, connect, forget
 from ._embedded import EmbeddedPostgresService
 from ._migrate import MIGRATION_LOCK, Migration, migrate, packagedMigrations
-from ._pool import DatabaseUnavailable, Pool, Transaction
+from ._pool import DatabaseUnavailable, Pool, StatementCanceled, Transaction
 from ._service import DatabaseService
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "EmbeddedPostgresService",
     "Migration",
     "Pool",
+    "StatementCanceled",
     "Transaction",
     "connect",
     "forget",

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg2
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -33,6 +33,15 @@ log = Logger()
 class DatabaseUnavailable(Exception):
     """
     The database cannot be used right now; the caller should answer 503.
+    """
+
+
+class StatementCanceled(DatabaseUnavailable):
+    """
+    The database cancelled a statement: its C{statement_timeout} ran out
+    (C{database.statement_timeout_s}, or a C{SET LOCAL} of the caller's), or
+    an operator cancelled it. Nothing of its transaction is kept; over HTTP
+    it is a 503, like any other moment the database cannot serve.
     """
 
 
@@ -134,6 +143,14 @@ class Transaction:
         started = time.perf_counter()
         try:
             await self._cursor.execute(sql, params)
+        except CancelledError:
+            # txpostgres turns the server's QueryCanceledError into a
+            # CancelledError, as if the Deferred had been cancelled; masterd
+            # never cancels a query (masterd.http shields its routes' work),
+            # so this is the server's.
+            raise StatementCanceled(
+                "the database cancelled a statement that ran too long"
+            ) from None
         finally:
             self._onQuery(time.perf_counter() - started)
 

@@ -3,13 +3,23 @@ The farm's history (issue 17; docs/history.md): finished attempts folded
 into hourly rollups by project, owner and agent tags (migration 0021),
 which outlive the jobs: the periodic roll-up on one master at a time
 (rollup, service), a job's attempts folded just before its deletion
-(rollUpJob), the route's reading (store, models), and the totals on
+(retire, foldRetired), the route's reading (store, models), and the totals on
 /metrics (metrics).
 """
 
 from .metrics import MAX_PROJECTS, HistoryCollector, HistoryMetrics
 from .models import HistoryBy, HistoryDocument, HistoryQuery
-from .rollup import DEFAULT_LAG_S, LOCK_KEY, MAX_STEPS, Run, Step, rollUp, rollUpJob, rollUpStep
+from .rollup import (
+    DEFAULT_LAG_S,
+    LOCK_KEY,
+    MAX_STEPS,
+    Run,
+    Step,
+    foldRetired,
+    retire,
+    rollUp,
+    rollUpStep,
+)
 from .service import DEFAULT_INTERVAL_S, HistoryService, HistoryStats
 from .store import historyRange, projectTotals, readHistory
 
@@ -28,10 +38,11 @@ __all__ = [
     "HistoryStats",
     "Run",
     "Step",
+    "foldRetired",
     "historyRange",
     "projectTotals",
     "readHistory",
+    "retire",
     "rollUp",
-    "rollUpJob",
     "rollUpStep",
 ]

@@ -2,20 +2,21 @@
 Folding finished attempts into the farm's hourly history (migration 0021;
 docs/history.md).
 
-Two ways in, under one advisory lock (L{LOCK_KEY}) so that they never count
-an attempt twice:
+Two ways in, which never count an attempt twice:
 
-    - L{rollUpStep}, run periodically by L{HistoryService}: the attempts that
-      finished since the watermark, at most up to the end of that clock hour
-      and never later than the database's now minus a lag, added to the
-      rollups, and the watermark moved past them, in one transaction. It
-      only tries the lock: a master that does not get it skips the step
-      (another master is rolling up, or a job is being deleted).
-    - L{rollUpJob}, called by job deletion (masterd.jobs.retire) in the
-      deleting transaction: the job's attempts the watermark has not passed
-      yet, added at once, because they will not be there when it does. It
-      waits for the lock, so that a periodic step under way commits (and
-      moves the watermark) first.
+    - L{rollUpStep}, run periodically by L{HistoryService} under an
+      advisory lock (L{LOCK_KEY}): the attempts that finished since the
+      watermark, at most up to the end of that clock hour and never later
+      than the database's now minus a lag, added to the rollups, and the
+      watermark moved past them, in one transaction. It only tries the
+      lock: a master that does not get it skips the step (another master is
+      rolling up, or a job's deletion is beginning). It leaves alone the
+      attempts of retired jobs (farm_history_retired).
+    - Job deletion (masterd.jobs.retire): L{retire} records the job as
+      retired with the watermark of then, under the same lock (waiting for
+      it); then L{foldRetired}, in the transaction that deletes each batch
+      of its tasks, folds the batch's attempts that watermark had not
+      passed, because they will not be there when it does.
 """
 
 from __future__ import annotations
@@ -123,7 +124,13 @@ _PERIODIC = (
     "a.finished_at >= %(lo)s AND a.finished_at < %(hi)s"
     " AND NOT EXISTS (SELECT 1 FROM farm_history_retired r WHERE r.job_id = a.job_id)"
 )
-_ONE_JOB = "a.job_id = %(job)s AND a.finished_at >= (SELECT rolled_to FROM farm_history_mark)"
+# A retired job's attempts of one batch of its tasks, those its watermark had
+# not passed (NULL, for a job retired before migration 0023: it was folded
+# whole then).
+_RETIRED_TASKS = (
+    "a.task_id = ANY (%(tasks)s) AND a.finished_at >= (SELECT r.folded_from"
+    " FROM farm_history_retired r WHERE r.job_id = %(job)s)"
+)
 
 
 @frozen
@@ -206,28 +213,38 @@ async def rollUp(pool: Pool, lag_s: float = DEFAULT_LAG_S, maxSteps: int = MAX_S
             return Run(steps, attempts, busy=False, behind=True)
 
 
-async def rollUpJob(txn: Transaction, jobID: int) -> None:
+async def retire(txn: Transaction, jobID: int) -> None:
     """
-    Fold the attempts of job C{jobID} that the watermark has not passed
-    (finished at or after it) into the rollups, in the caller's
-    transaction, just before the job's attempts are deleted: nothing of it
-    is lost from the history. Waits for the roll-up lock (a periodic step
-    under way commits first; none starts until C{txn} ends), and records
-    the job as retired, so that no periodic step folds what is left of its
-    attempts while retention deletes them batch by batch. Once per job: a
-    second call (a retried deletion) adds nothing. C{txn} must be READ
-    COMMITTED (the pool's), so that the watermark is read after the lock.
+    Take job C{jobID} out of the periodic roll-up, in the caller's
+    transaction, as its deletion begins (masterd.jobs.retire): it is
+    recorded in farm_history_retired with the watermark of now, so that no
+    periodic step folds its attempts while its tasks are deleted batch by
+    batch, and L{foldRetired} folds, batch by batch, those the watermark
+    had not passed. Waits for the roll-up lock, so that a periodic step
+    under way commits (and moves the watermark) first; none starts until
+    C{txn} ends. Once per job: a second call keeps the first watermark.
+    C{txn} must be READ COMMITTED (the pool's), so that the watermark is
+    read after the lock.
     """
     await _lock(txn, wait=True)
-    first = await txn.query(
-        "INSERT INTO farm_history_retired (job_id) VALUES (%s) ON CONFLICT DO NOTHING"
-        " RETURNING job_id",
+    await txn.execute(
+        "INSERT INTO farm_history_retired (job_id, folded_from)"
+        " SELECT %s, rolled_to FROM farm_history_mark ON CONFLICT DO NOTHING",
         (jobID,),
     )
-    if not first:
-        return
-    rows = await txn.query(_FOLD.format(where=_ONE_JOB), {"job": jobID})
+
+
+async def foldRetired(txn: Transaction, jobID: int, tasks: list[int]) -> int:
+    """
+    Fold the attempts of C{tasks}, of job C{jobID} retired by L{retire},
+    that finished at or after the watermark it was retired with, in the
+    caller's transaction, which deletes those tasks: nothing of them is
+    lost from the history, nor counted twice. No lock: the periodic steps
+    leave a retired job's attempts alone. Returns how many were folded.
+    """
+    rows = await txn.query(_FOLD.format(where=_RETIRED_TASKS), {"job": jobID, "tasks": tasks})
     folded = int(rows[0][0])
     if folded:
-        log.debug("rolled up {attempts} attempts of job {jobId} before its deletion",
+        log.debug("rolled up {attempts} attempts of job {jobId} before their deletion",
                   attempts=folded, jobId=jobID)  # fmt: skip
+    return folded

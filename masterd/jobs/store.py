@@ -32,7 +32,7 @@ from .models import (
     LayerDocument,
     TaskDocument,
 )
-from .retire import retireJob
+from .retire import beginRetirement, finishRetirement, retireTasks
 from .spec import JobSpec
 from .states import ACTIVE, UNFINISHED, TaskState
 from .submit import insertJob
@@ -54,6 +54,10 @@ from .views import (
 
 _UNFINISHED = [s.value for s in UNFINISHED]
 _FINISHED_JOB = ("done", "failed", "canceled")
+#: Tasks a deletion by hand deletes a transaction (masterd.jobs.retire):
+#: tens of milliseconds each, so that a job of any size never holds its
+#: locks long.
+DELETE_BATCH = 1000
 
 
 def _auditable(changes: dict[str, Any]) -> dict[str, Any]:
@@ -458,7 +462,7 @@ class JobStore:
         if not rows:
             raise NoSuchResource("job", jobID)
         if rows[0][2]:
-            raise Conflict(f"job {jobID} is being deleted by retention", state="deleting")
+            raise Conflict(f"job {jobID} is being deleted", state="deleting")
         state: str = rows[0][0]
         if actor is not None:
             actor.checkOwner("job", jobID, rows[0][1])
@@ -639,25 +643,46 @@ class JobStore:
         return await self._pool.transaction(work)
 
     async def deleteJob(self, jobID: int, actor: Actor | None = None) -> None:
-        async def work(txn: Transaction) -> None:
-            if actor is not None:
-                await self._jobState(txn, jobID, actor)
-            rows = await txn.query("SELECT state FROM jobs WHERE id = %s FOR UPDATE", (jobID,))
+        """
+        Delete a finished job as retention does (masterd.jobs.retire): one
+        transaction checks and retires it, then its tasks go in batches of
+        L{DELETE_BATCH}, each its own transaction, then the job. A job
+        whose deletion began already (a request cut short, retention) is
+        deleted to its end, the batches shared with any other deletion of
+        it; one left unfinished by a master that stopped is finished by
+        retention.
+        """
+
+        async def begin(txn: Transaction) -> None:
+            rows = await txn.query(
+                "SELECT state, owner, deleting FROM jobs WHERE id = %s FOR UPDATE", (jobID,)
+            )
             if not rows:
                 raise NoSuchResource("job", jobID)
-            if rows[0][0] not in _FINISHED_JOB:
+            state, owner, deleting = rows[0]
+            if actor is not None:
+                actor.checkOwner("job", jobID, owner)
+            if state not in _FINISHED_JOB:
                 raise Conflict(
-                    f"job {jobID} is {rows[0][0]}; cancel it first, only finished jobs can be"
-                    " deleted",
-                    state=rows[0][0],
+                    f"job {jobID} is {state}; cancel it first, only finished jobs can be deleted",
+                    state=state,
                 )
-            # What waits on it is released, its history and its agents'
-            # kept (retire.py), then its rows go.
-            await retireJob(txn, self._events, jobID)
-            await txn.execute("DELETE FROM jobs WHERE id = %s", (jobID,))
-            record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
+            if not deleting:
+                await beginRetirement(txn, self._events, jobID)
+                record(txn, actor, "job.delete", f"/api/v1/jobs/{jobID}")
 
-        await self._pool.transaction(work)
+        await self._pool.transaction(begin)
+
+        async def batch(txn: Transaction) -> int:
+            return await retireTasks(txn, self._events, jobID, DELETE_BATCH)
+
+        while await self._pool.transaction(batch):
+            pass
+
+        async def finish(txn: Transaction) -> bool:
+            return await finishRetirement(txn, jobID)
+
+        await self._pool.transaction(finish)
 
     async def _taskJob(
         self, txn: Transaction, taskID: int, actor: Actor | None = None
@@ -670,9 +695,7 @@ class JobStore:
         if not rows:
             raise NoSuchResource("task", taskID)
         if rows[0][3]:
-            raise Conflict(
-                f"task {taskID}'s job {rows[0][0]} is being deleted by retention", state="deleting"
-            )
+            raise Conflict(f"task {taskID}'s job {rows[0][0]} is being deleted", state="deleting")
         if actor is not None:
             actor.checkOwner(f"task {taskID} of job", rows[0][0], rows[0][2])
         return rows[0][0], rows[0][1]

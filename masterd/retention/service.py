@@ -28,13 +28,14 @@ from typing import Any
 
 import psycopg2.errors
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from masterd.config import RetentionConfig
-from masterd.db import DatabaseUnavailable, Pool, Transaction
+from masterd.db import DatabaseUnavailable, Pool, StatementCanceled, Transaction
 from masterd.events import EventBus
 from masterd.jobs.logs import packAttempts
-from masterd.jobs.retire import retireJob
+from masterd.jobs.retire import beginRetirement, finishRetirement, retireTasks
 from masterd.service import LoopWatcher, Periodic, StagedService
 
 log = Logger()
@@ -48,7 +49,9 @@ PACK_BATCH = 200
 #: retention gets its turn in a run however much is due.
 RUN_BUDGET_S = 5.0
 
-_CUT_SHORT = (psycopg2.errors.QueryCanceled, psycopg2.errors.LockNotAvailable)
+#: How many times in a row a transaction cut short by its lock timeout is
+#: tried again (after pauses of one, two, ... limits) before the run ends.
+LOCK_RETRIES = 5
 
 #: Archives a finished job (pool, job id): what masterd.retention.archive's
 #: writeArchive does for retention.archive_dir.
@@ -68,6 +71,7 @@ class Retention:
         master: str,
         archiver: Archiver | None = None,
         now: Callable[[], float] = time.monotonic,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._pool = pool
         self._config = config
@@ -75,6 +79,8 @@ class Retention:
         self._master = master
         self._archiver = archiver
         self._now = now
+        #: What the pauses between batches wait on (None: no pause).
+        self._clock = clock
         self.batch = config.batch_tasks
         #: The longest any deleting statement took, in ms, and how many were
         #: cut short (figures for the benchmark and the tests).
@@ -108,8 +114,9 @@ class Retention:
             await self.compressLogs()
         if self._config.logs_days is not None:
             await self.deleteLogs(self._config.logs_days)
-        if self._config.jobs_days is not None:
-            await self.deleteJobs(self._config.jobs_days)
+        # Also without jobs_days: a deletion by hand that a master left
+        # unfinished is finished here.
+        await self.deleteJobs(self._config.jobs_days)
 
     # -- bounded statements --------------------------------------------------
 
@@ -121,8 +128,11 @@ class Retention:
         limit = self._config.max_lock_ms
 
         async def bounded(txn: Transaction) -> Any:
+            # A wait for a lock gives up at half the limit, so that it is
+            # told apart from a statement too long for it (a smaller batch).
             await txn.execute(
-                f"SET LOCAL lock_timeout = {int(limit)}; SET LOCAL statement_timeout = {int(limit)}"
+                f"SET LOCAL lock_timeout = {max(1, int(limit) // 2)};"
+                f" SET LOCAL statement_timeout = {int(limit)}"
             )
             return await work(txn)
 
@@ -132,16 +142,23 @@ class Retention:
         finally:
             self.longestMs = max(self.longestMs, (self._now() - started) * 1000)
 
-    async def _adaptive(self, delete: Callable[[Transaction, int], Awaitable[int]]) -> int:
+    async def _adaptive(
+        self, delete: Callable[[Transaction, int], Awaitable[int]], batched: bool = True
+    ) -> int:
         """
-        One batch of C{delete(txn, size)}, its size halved when the batch
-        was cut short (and tried again) or ran past half the limit, doubled
-        back (up to batch_tasks) while it stays under an eighth. Returns
-        how many it deleted.
+        One bounded transaction of C{delete(txn, size)}; returns what it
+        returned. When C{batched}, its size is halved when it was cut short
+        by its statement timeout (and it is tried again) or ran past half
+        the limit, and doubled back (up to batch_tasks) while it stays under
+        an eighth. One cut short by its lock timeout (another transaction
+        held what it needed: a claim, the roll-up) is tried again at the
+        same size after a pause, up to L{LOCK_RETRIES} times. After each
+        one, a pause that keeps deletion to C{retention.duty} of the time.
         """
         limit = self._config.max_lock_ms
+        waits = 0
         while True:
-            size = self.batch
+            size = self.batch if batched else 1
             started = self._now()
             try:
 
@@ -149,18 +166,33 @@ class Retention:
                     return await delete(txn, size)
 
                 done: int = await self._bounded(batch)
-            except _CUT_SHORT:
+            except psycopg2.errors.LockNotAvailable:
+                self.cutShort += 1
+                waits += 1
+                if waits > LOCK_RETRIES:
+                    raise
+                await self._pause(limit / 1000 * waits)
+                continue
+            except StatementCanceled:
                 self.cutShort += 1
                 if size == 1:
                     raise
                 self.batch = max(1, size // 2)
                 continue
-            took = (self._now() - started) * 1000
-            if took > limit / 2:
-                self.batch = max(1, size // 2)
-            elif took < limit / 8:
-                self.batch = min(self._config.batch_tasks, size * 2)
+            took = self._now() - started
+            if batched:
+                if took * 1000 > limit / 2:
+                    self.batch = max(1, size // 2)
+                elif took * 1000 < limit / 8:
+                    self.batch = min(self._config.batch_tasks, size * 2)
+            duty = self._config.duty
+            if duty < 1:
+                await self._pause(took * (1 - duty) / duty)
             return done
+
+    async def _pause(self, seconds: float) -> None:
+        if self._clock is not None and seconds > 0:
+            await deferLater(self._clock, seconds)
 
     # -- logs ----------------------------------------------------------------
 
@@ -236,33 +268,48 @@ class Retention:
 
     # -- jobs ----------------------------------------------------------------
 
-    async def deleteJobs(self, days: float) -> int:
+    async def deleteJobs(self, days: float | None) -> int:
         """
-        Delete the finished jobs due, oldest first, each to its end.
+        Delete the jobs whose deletion began (by hand, on a master that
+        stopped midway), then the finished jobs due (none with C{days}
+        None), oldest first, each to its end.
         """
         gone = 0
         began = self._now()
-        while self._now() - began < RUN_BUDGET_S:
-            due = await self._pool.query(
-                "SELECT id FROM jobs WHERE finished_at < now() - %s * interval '1 day'"
-                " AND state IN ('done', 'failed', 'canceled') ORDER BY deleting DESC,"
-                " finished_at LIMIT 10",
-                (days,),
+        due = "deleting"
+        if days is not None:
+            due += (
+                f" OR (finished_at < now() - {float(days) * 86400:.0f} * interval '1 second'"
+                " AND state IN ('done', 'failed', 'canceled'))"
             )
-            if not due:
+        # A job is tried once a run: one still there after (another
+        # deletion of it holds its last batch) is for the next run.
+        tried: list[int] = []
+        while self._now() - began < RUN_BUDGET_S:
+            rows = await self._pool.query(
+                f"SELECT id FROM jobs WHERE ({due}) AND id <> ALL (%s)"
+                " ORDER BY deleting DESC, finished_at LIMIT 10",
+                (tried,),
+            )
+            if not rows:
                 break
-            for (jobID,) in due:
+            for (jobID,) in rows:
+                tried.append(jobID)
                 if await self.deleteJob(jobID):
                     gone += 1
+                else:
+                    return gone  # kept (its archive failed): tried again next run
         return gone
 
     async def deleteJob(self, jobID: int) -> bool:
         """
-        Archive, retire, then delete one finished job; False when it could
-        not be (its archive failed, or it changed meanwhile).
+        Archive, retire, then delete one finished job (masterd.jobs.retire);
+        False when it could not be (its archive failed, or it changed
+        meanwhile).
         """
-        # A job whose deletion began (a run killed midway) is archived
-        # already, whole: its remaining tasks must not overwrite that.
+        # A job whose deletion began (a run killed midway, a deletion by
+        # hand) was archived whole before: its remaining tasks must not
+        # overwrite that.
         rows = await self._pool.query("SELECT deleting FROM jobs WHERE id = %s", (jobID,))
         resuming = bool(rows and rows[0][0])
         if self._archiver is not None and not resuming:
@@ -272,29 +319,23 @@ class Retention:
                 log.failure("retention: job {jobId} could not be archived; it is kept", jobId=jobID)
                 return False
 
-        async def retire(txn: Transaction) -> bool:
+        async def begin(txn: Transaction, size: int) -> int:
             rows = await txn.query(
                 "SELECT deleting FROM jobs WHERE id = %s AND state IN ('done', 'failed',"
                 " 'canceled') FOR UPDATE",
                 (jobID,),
             )
             if not rows:
-                return False
+                return 0
             if not rows[0][0]:
-                await retireJob(txn, self._events, jobID)
-                await txn.execute("UPDATE jobs SET deleting = true WHERE id = %s", (jobID,))
-            return True
+                await beginRetirement(txn, self._events, jobID)
+            return 1
 
-        if not await self._pool.transaction(retire):
+        if not await self._adaptive(begin, batched=False):
             return False
 
         async def tasks(txn: Transaction, size: int) -> int:
-            rows = await txn.query(
-                "WITH gone AS (DELETE FROM tasks WHERE id IN (SELECT id FROM tasks"
-                " WHERE job_id = %s ORDER BY id LIMIT %s) RETURNING 1) SELECT count(*) FROM gone",
-                (jobID, size),
-            )
-            return int(rows[0][0])
+            return await retireTasks(txn, self._events, jobID, size)
 
         while True:
             deleted = await self._adaptive(tasks)
@@ -302,13 +343,12 @@ class Retention:
             if deleted == 0:
                 break
 
-        async def job(txn: Transaction) -> int:
-            await txn.execute("DELETE FROM jobs WHERE id = %s AND deleting", (jobID,))
-            return 0
+        async def job(txn: Transaction, size: int) -> int:
+            return int(await finishRetirement(txn, jobID))
 
-        await self._bounded(job)
-        self.deletedJobs += 1
-        log.info("retention: deleted job {jobId}", jobId=jobID)
+        if await self._adaptive(job, batched=False):
+            self.deletedJobs += 1
+            log.info("retention: deleted job {jobId}", jobId=jobID)
         return True
 
 

@@ -9,7 +9,7 @@ Run it from the repository root::
     python tests/bench/retention_bench.py [--part {growth,deletion,all}]
         [--tasks 1000000] [--job-frames 100000] [--compress-timeout 1800]
         [--delete-tasks 100000] [--rounds 2] [--due {warmup,insert}]
-        [--log-ms 20] [--scheduler-args="--duration 30 ..."] [--keep]
+        [--log-ms 20] [--duty 0.5] [--scheduler-args="--duration 30 ..."] [--keep]
 
 Part C{growth}: a master (embedded PostgreSQL; helpers of talkback_bench.py
 and http_bench.py) with C{retention: {compress_logs: false}}, so that no
@@ -35,27 +35,28 @@ through GET /api/v1/tasks/{id}/log before and after. With fewer than
 
 Part C{deletion}: scheduler_bench.py's throughput case (its own parser and
 defaults; C{--scheduler-args} adds to them; the pgbench ceiling runs are
-left out by default) run C{--rounds} times as a pair: a baseline, then a run
-with C{retention: {jobs_days: 1, interval_s: 1, max_lock_ms: 200,
-compress_logs: false}} where, through scheduler_bench's C{before_measure}
-hook (once the master is up, before the agents connect), a finished job of
-C{--delete-tasks} tasks (one attempt and 20 log lines each, finished 3 days
-ago) is inserted. With C{--due warmup} (the default) the job's own
-finished_at is set 3 days back once the throughput job has committed
-scheduler_bench's C{--warmup} lifecycles, i.e. as its steady window opens,
-so that the deletion overlaps the measurement; with C{--due insert} it is
-due at once. A thread polls the old job's task count every 0.5 s: deletion
-rate = tasks / (first poll with none left - last poll with all of them), and
-the throughput job's committed lifecycles/s meanwhile. PostgreSQL logs every
-statement of C{--log-ms} or more (log_min_duration_statement): the longest
-of retention's statements is printed (statements, not transactions; a
-shorter one is not seen). Then the steady lifecycles/s of each run and the
-ratio with / without retention (target: within 10 %, >= 0.9); and, since the
-deletion may cover only part of the window, the committed lifecycles/s over
-the very seconds each deletion took (from the window's opening) against the
-baselines' over the same seconds (each baseline runs the same watch, without
-a job). The defaults take about 8 to 9 minutes on a 2-core machine (growth
-6, deletion 2).
+left out by default) run C{--rounds} times as a pair: a baseline, then a
+run with C{retention: {jobs_days: 1, interval_s: 1, max_lock_ms: 200,
+compress_logs: false, duty: DUTY}} (C{--duty}, 0.5) where, through
+scheduler_bench's C{before_measure} hook (once the master is up, before the
+agents connect), a finished job of C{--delete-tasks} tasks (one attempt and
+20 log lines each, finished 3 days ago) is inserted. With C{--due warmup}
+(the default) the job's own finished_at is set 3 days back once the
+throughput job has committed scheduler_bench's C{--warmup} lifecycles, i.e.
+as its steady window opens, so that the deletion overlaps the measurement;
+with C{--due insert} it is due at once. A thread polls the old job's task
+count every 0.5 s: deletion rate = tasks / (first poll with none left -
+last poll with all of them), and the throughput job's committed
+lifecycles/s meanwhile. PostgreSQL logs every statement of C{--log-ms} or
+more (log_min_duration_statement): the longest of retention's statements is
+printed (statements, not transactions; a shorter one is not seen). Then the
+steady lifecycles/s of each run and the ratio with / without retention
+(target: within 10 %, >= 0.9); and, since the deletion may cover only part
+of the window, the committed lifecycles/s over the very seconds each
+deletion took (from the window's opening) against the baselines' over the
+same seconds (each baseline runs the same watch, without a job). The
+defaults take about 8 to 9 minutes on a 2-core machine (growth 6, deletion
+2).
 
 A benchmark, not a test: trial does not collect it, and it asserts nothing
 on timing. Exit status: 0 once measured (whatever the figures), 1 if the
@@ -106,7 +107,10 @@ RATIO_TARGET = 0.9
 TABLES = ("tasks", "task_attempts", "task_logs", "task_logs_packed")
 NO_RETENTION = "retention: {compress_logs: false}\n"
 COMPRESS = "retention: {compress_logs: true, interval_s: 1}\n"
-DELETE = "retention: {jobs_days: 1, interval_s: 1, max_lock_ms: 200, compress_logs: false}\n"
+DELETE = (
+    "retention: {{jobs_days: 1, interval_s: 1, max_lock_ms: 200, compress_logs: false,"
+    " duty: {duty}}}\n"
+)
 SCHEDULER_ARGS = "--duration 30 --pgbench-clients= --pgbench-batch 1"
 LINES = 20
 
@@ -580,14 +584,17 @@ class OldJob:
             rf"|masterd_satisfy_whole\(NULL, ARRAY\[{job}|masterd_frame_dependencies\(ARRAY"
             rf"\(SELECT id FROM tasks WHERE job_id = {job}|a\.job_id = {job}"
             rf"|FROM jobs WHERE id = {job} AND state IN|UPDATE jobs SET deleting"
-            rf"|FROM jobs WHERE finished_at < now\(\)"
+            rf"|FROM jobs WHERE finished_at < now\(\)|FROM jobs WHERE \(deleting"
+            rf"|FROM tasks WHERE job_id = {job} ORDER BY state|DELETE FROM tasks WHERE id = ANY"
+            rf"|farm_history_retired|DELETE FROM jobs j WHERE j\.id = {job}|a\.task_id = ANY"
+            rf"|task_dependencies d JOIN tasks c ON c\.id = d\.child WHERE d\.parent = ANY"
             rf"|JOIN layers l ON l\.id = d\.child WHERE d\.parent_job = {job}"
         )  # fmt: skip
         mine = ("SELECT (SELECT count(*) FROM tasks WHERE job_id", "UPDATE jobs SET finished_at")
         logged = [(ms, t) for ms, t in self.statements if not t.startswith(mine)]
         ours = [(ms, t) for ms, t in logged if retention.search(t)]
         others = [(ms, t) for ms, t in logged if not retention.search(t)]
-        batches = [ms for ms, t in ours if t.startswith("WITH gone AS (DELETE FROM tasks")]
+        batches = [ms for ms, t in ours if t.startswith("DELETE FROM tasks WHERE id = ANY")]
         r["longest"] = max(ours, default=None)
         kinds: dict[str, list[float]] = {}
         for ms, t in ours:
@@ -616,9 +623,10 @@ def deletion(args: argparse.Namespace) -> bool:
             hook = OldJob(args.delete_tasks if retention else 0, args.due, a.warmup, args.log_ms)
             a.before_measure = hook
             if retention:
-                a.config = sargs.config + DELETE
+                a.config = sargs.config + DELETE.format(duty=args.duty)
+            config = DELETE.format(duty=args.duty).strip()
             print(f"\n##### round {round_ + 1}, {kind}"
-                  + (f" (config: {DELETE.strip()})" if retention else ""))  # fmt: skip
+                  + (f" (config: {config})" if retention else ""))  # fmt: skip
             scheduler_bench.RATES.clear()
             ok = scheduler_bench.runCase(a, "throughput")
             r: dict[str, Any] = {"kind": kind, "round": round_ + 1, "ok": ok,
@@ -636,7 +644,7 @@ def reportDeletion(args: argparse.Namespace, sargs: argparse.Namespace,
                    results: list[dict[str, Any]]) -> None:  # fmt: skip
     print(f"\n== deletion under load: {sargs.agents} agents, throughput job of {sargs.tasks}"
           f" tasks, steady window up to {sargs.duration:g} s; old job of {args.delete_tasks}"
-          f" tasks ({LINES} lines each), retention max_lock_ms 200 ==")  # fmt: skip
+          f" tasks ({LINES} lines each), max_lock_ms 200, duty {args.duty:g} ==")  # fmt: skip
     for r in results:
         rate = f"{r['rate']:.0f}" if r["rate"] is not None else "-"
         line = f"round {r['round']} {r['kind']:9}: {rate:>6} lifecycles/s (steady window)"
@@ -728,6 +736,8 @@ def main(argv: list[str]) -> int:
         " take, s (1800)")  # fmt: skip
     add("--delete-tasks", type=int, default=100_000, help="tasks of the old job, deletion"
         " (100000)")  # fmt: skip
+    add("--duty", type=float, default=0.5,
+        help="retention.duty of the deletion runs (0.5, the default; 1: no pauses)")  # fmt: skip
     add("--rounds", type=int, default=2, help="baseline + retention pairs (2: ABAB)")
     add("--due", choices=["warmup", "insert"], default="warmup", help="when the old job"
         " becomes 3 days old: as the steady window opens, or once inserted (warmup)")  # fmt: skip
