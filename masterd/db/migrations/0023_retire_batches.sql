@@ -5,3 +5,7 @@
 -- with says which of them the periodic roll-up had folded already. NULL for
 -- a job retired before this migration: it was folded whole then.
 ALTER TABLE farm_history_retired ADD COLUMN folded_from timestamptz;
+
+-- Retention looks for the deletions left unfinished (by hand, on a master
+-- that stopped midway) on every run: few rows, found without a scan.
+CREATE INDEX jobs_deleting ON jobs (id) WHERE deleting;
