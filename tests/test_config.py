@@ -102,6 +102,25 @@ class ConfigTests(SynchronousTestCase):
             ],
         )
 
+    def test_numbersFinite(self) -> None:
+        """
+        NaN and infinities (YAML's .nan, .inf) are refused, naming the key:
+        a NaN passes every comparison with a bound.
+        """
+        raw = good()
+        raw["retention"] = {"duty": float("nan"), "interval_s": float("inf"), "jobs_days": 3}
+        self.assertEqual(
+            self.problems(raw),
+            [
+                "m.yaml: retention.interval_s: must be a finite number, not inf",
+                "m.yaml: retention.duty: must be a finite number, not nan",
+            ],
+        )
+        raw["retention"] = {"duty": 0}
+        self.assertEqual(
+            self.problems(raw), ["m.yaml: retention.duty: must be at least 0.05, not 0"]
+        )
+
     def test_badEndpoint(self) -> None:
         raw = good()
         raw["http"] = {"listen": ["tcp:notaport", 7]}

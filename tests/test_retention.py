@@ -162,6 +162,33 @@ class RetentionTests(RanJobs):
             {page["items"][0]["job"]["id"], second["items"][0]["job"]["id"]}, {jobID, keptID}
         )
 
+    async def test_deleteHistory(self) -> None:
+        """
+        The farm's hourly history of hours history_days old goes, in
+        batches; later hours and the totals stay.
+        """
+        await self.setUpTalkback()
+        for ago in ("10 days", "3 days", "47 hours", "1 hour"):
+            for project in ("a", "b", "c"):
+                await self.sql(
+                    "INSERT INTO farm_history (hour, project, owner, tags, tasks_done)"
+                    " VALUES (date_trunc('hour', now() - %s::interval), %s, 'o', '{}', 1)",
+                    (ago, project),
+                )
+        await self.sql(
+            "INSERT INTO farm_history_totals (project, tasks_done, tasks_failed, attempts,"
+            " cpu_s, wall_s) VALUES ('a', 4, 0, 4, 0, 0)"
+        )
+        retention = self.retention(history_days=2, batch_tasks=2)
+        await retention.run()
+        rows = await self.api.pool.query(
+            "SELECT now() - hour < interval '49 hours', count(*) FROM farm_history GROUP BY 1"
+        )
+        self.assertEqual(rows, [(True, 6)])
+        rows = await self.api.pool.query("SELECT tasks_done FROM farm_history_totals")
+        self.assertEqual(rows, [(4,)])
+        self.assertEqual(await retention.deleteHistory(2), 0)
+
     async def test_byHand(self) -> None:
         """
         A job deleted by hand keeps its agent's histories too.

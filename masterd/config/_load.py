@@ -127,6 +127,7 @@ def _retention(s: Section, base: Path) -> RetentionConfig:
     d = RetentionConfig()
     logs = s.number("logs_days", None, positive=True)
     jobs = s.number("jobs_days", None, positive=True)
+    history = s.number("history_days", None, positive=True)
     archive = s.string("archive_dir", None)
     archiveLogs = s.boolean("archive_logs", d.archive_logs)
     compress = s.boolean("compress_logs", d.compress_logs)
@@ -138,6 +139,7 @@ def _retention(s: Section, base: Path) -> RetentionConfig:
     return RetentionConfig(
         logs_days=None if logs is None else float(logs),
         jobs_days=None if jobs is None else float(jobs),
+        history_days=None if history is None else float(history),
         archive_dir=None if not archive else Path(os.path.normpath(base / archive)),
         archive_logs=archiveLogs,
         compress_logs=compress,

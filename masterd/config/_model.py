@@ -114,6 +114,9 @@ class RetentionConfig:
     #: Delete finished jobs (with their tasks, attempts and logs) this many
     #: days after they finished (None: keep).
     jobs_days: float | None = None
+    #: Delete the farm's hourly history (farm_history) of hours this many
+    #: days old (None: keep); its totals stay.
+    history_days: float | None = None
     #: Write each job to this directory as one JSON document before
     #: retention deletes it (None: no archive).
     archive_dir: Path | None = None

@@ -5,18 +5,22 @@ retention_marks), it
 
     - compresses the logs of attempts that ended (retention.compress_logs),
     - deletes the logs of attempts that ended C{logs_days} ago,
-    - deletes the finished jobs C{jobs_days} after they finished: archived
-      first where C{archive_dir} is set, retired (what waits on them
-      released, their history rolled up, their agents' shares kept:
-      masterd.jobs.retire), then their tasks in batches, each its own
-      short transaction, and at last the job.
+    - deletes the finished jobs C{jobs_days} after they finished, after
+      those whose deletion began and was left unfinished: archived first
+      where C{archive_dir} is set, retired (what waits on them as a whole
+      released, marked C{deleting}), then their tasks in batches, each its
+      own short transaction folding its attempts into the farm's history
+      and its agents' shares (masterd.jobs.retire), and at last the job,
+    - deletes the farm's hourly history of hours C{history_days} old.
 
-Every statement that deletes runs under C{lock_timeout} and
-C{statement_timeout} of C{max_lock_ms}: none can hold its locks longer; one
-cut short is tried again with half the batch, and batches grow back while
-they stay well under it. The walks over ended attempts go by
-(finished_at, task id, attempt) from a mark kept in the database, so that
-any master goes on where another stopped.
+Every transaction that deletes runs under a C{statement_timeout} of
+C{max_lock_ms} and a C{lock_timeout} of half of it: none of its statements
+can hold its locks longer. One cut short by its statement timeout is tried
+again with half the batch, and batches grow back while they stay well
+under it; one cut short by its lock timeout is tried again after a pause.
+After each, a pause keeps a deletion to C{duty} of the time. The walks over
+ended attempts go by (finished_at, task id, attempt) from a mark kept in
+the database, so that any master goes on where another stopped.
 """
 
 from __future__ import annotations
@@ -117,6 +121,8 @@ class Retention:
         # Also without jobs_days: a deletion by hand that a master left
         # unfinished is finished here.
         await self.deleteJobs(self._config.jobs_days)
+        if self._config.history_days is not None:
+            await self.deleteHistory(self._config.history_days)
 
     # -- bounded statements --------------------------------------------------
 
@@ -265,6 +271,35 @@ class Retention:
 
         before = f"now() - interval '{float(days) * 86400:.0f} seconds'"
         return await self._walk("logs", before, step, max(1, self.batch // 4))
+
+    async def deleteHistory(self, days: float) -> int:
+        """
+        Delete the farm's hourly rollups (farm_history) of the hours that
+        ended C{days} ago, in bounded batches by the primary key's order
+        (hour first), for RUN_BUDGET_S at most. The totals (and the
+        Prometheus counters read from them) are kept: they only go up.
+        Returns how many rows went.
+        """
+        gone = 0
+        began = self._now()
+        cutoff = f"now() - {float(days) * 86400:.0f} * interval '1 second' - interval '1 hour'"
+
+        async def batch(txn: Transaction, size: int) -> int:
+            rows = await txn.query(
+                "WITH gone AS (DELETE FROM farm_history WHERE (hour, project, owner, tags) IN"
+                " (SELECT hour, project, owner, tags FROM farm_history"
+                f" WHERE hour < {cutoff} ORDER BY hour LIMIT %s) RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                (size,),
+            )
+            return int(rows[0][0])
+
+        while self._now() - began < RUN_BUDGET_S:
+            deleted = await self._adaptive(batch)
+            gone += deleted
+            if deleted == 0:
+                break
+        return gone
 
     # -- jobs ----------------------------------------------------------------
 
