@@ -460,6 +460,37 @@ class StreamUnitTests(TestCase):
         clock.advance(15)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_slowClientUnderTLS(self) -> None:
+        """
+        Where the master serves TLS itself, the request's transport is TLS's
+        (twisted.protocols.tls), which passes what it encrypts to the TCP
+        transport below it at once and reads that one's attributes: what
+        waits there counts, and a client that reads too slowly has its
+        stream ended as over plain TCP.
+        """
+        from twisted.internet.task import Clock
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        from masterd.http._events import MAX_BUFFERED, EventStreams, waiting
+
+        tcp = type("TCP", (), {"dataBuffer": b"", "_tempDataLen": 0})()
+        tls = TLSMemoryBIOProtocol(None, None)
+        tls.transport = tcp
+        self.assertEqual(waiting(tls), 0)
+        tcp._tempDataLen = 10
+        tcp.dataBuffer = b"x" * 5
+        self.assertEqual(waiting(tls), 15)
+        streams = EventStreams(Clock(), keepalive_s=15)
+        request = _FakeRequest()
+        request.transport = tls
+        ended = streams.open(request, {"master": "m"}, VIEWER)  # type: ignore[arg-type]
+        streams.publish("job", {"id": 1})
+        self.assertFalse(ended.called)
+        tcp.dataBuffer = b"x" * (MAX_BUFFERED + 1)
+        streams.publish("job", {"id": 2})
+        self.assertTrue(ended.called)
+        self.assertEqual(sent(request), [{"id": 1}])
+
     def test_roles(self) -> None:
         """
         An event for a role reaches only the streams whose principal may

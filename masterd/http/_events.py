@@ -50,6 +50,20 @@ KEEPALIVE_S = 15.0
 MAX_BUFFERED = 4 << 20
 
 
+def waiting(transport: object) -> int:
+    """
+    The bytes written to C{transport} and not sent yet. Twisted's TCP
+    transport keeps their length (C{dataBuffer} and C{_tempDataLen}:
+    summing its pieces instead cost a busy master most of its time). Where
+    the master serves TLS itself the request's transport is
+    twisted.protocols.tls's, which hands what it encrypts to the TCP
+    transport below it at once, and (a ProtocolWrapper) reads its
+    attributes from there: the same two give what waits below
+    (tests/test_events_stream.py checks it with TLS's own class).
+    """
+    return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
+
+
 def frame(kind: str, data: Any) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
@@ -72,13 +86,7 @@ class _Stream:
     def write(self, data: bytes) -> None:
         if not self.open:
             return
-        transport = getattr(self.request, "transport", None)
-        # Twisted keeps the length of what waits to be sent: summing its
-        # pieces instead cost a busy master most of its time.
-        buffered = len(getattr(transport, "dataBuffer", b"")) + getattr(
-            transport, "_tempDataLen", 0
-        )
-        if buffered > MAX_BUFFERED:
+        if waiting(getattr(self.request, "transport", None)) > MAX_BUFFERED:
             log.info("closing an event stream that reads too slowly")
             self.end()
             return

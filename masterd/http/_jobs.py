@@ -117,7 +117,10 @@ class JobRoutes:
 
     @operation("DELETE", "/api/v1/jobs/{jobID}", summary="Delete a finished job",
                role=Role.user, owned=True, params=JOB, status=204, errors=(409,),
-               tag="jobs")  # fmt: skip
+               tag="jobs", description="With its layers, tasks, attempts and logs, in "
+               "batches (docs/retention.md); what waits on it is released, its history "
+               "and its agents' shares kept. A job whose deletion began is deleted to its "
+               "end. 409 for a job not finished.")  # fmt: skip
     async def deleteJob(self, request: IRequest, jobID: int) -> None:
         await self.jobs.deleteJob(jobID, self.actor(request))
 
