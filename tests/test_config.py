@@ -120,6 +120,9 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(
             self.problems(raw), ["m.yaml: retention.duty: must be at least 0.05, not 0"]
         )
+        raw["retention"] = {"history_days": 1e300}
+        [line] = self.problems(raw)
+        self.assertEqual(line, "m.yaml: retention.history_days: must be at most 36500, not 1e+300")
 
     def test_badEndpoint(self) -> None:
         raw = good()

@@ -219,6 +219,28 @@ class RetentionTests(RanJobs):
         self.flushLoggedErrors(OSError)
         await self.api.ok("GET", f"/api/v1/jobs/{jobID}")
 
+    async def test_archiveFailsOthersGoOn(self) -> None:
+        """
+        A job whose archive cannot be written does not hold up the other
+        jobs due in the same run.
+        """
+        await self.setUpTalkback()
+        stuck, _ = await self.ranJob(frames="1")
+        other, _ = await self.ranJob(frames="2")
+        await self.sql(
+            "UPDATE jobs SET finished_at = now() - interval '3 days' + id * interval '1 minute'"
+        )
+
+        async def archive(job: int) -> None:
+            if job == stuck:
+                raise OSError("bad file")
+
+        retention = self.retention(jobs_days=2, archiver=archive)
+        self.assertEqual(await retention.deleteJobs(2), 1)
+        self.flushLoggedErrors(OSError)
+        await self.api.ok("GET", f"/api/v1/jobs/{stuck}")
+        self.assertEqual((await self.api.call("GET", f"/api/v1/jobs/{other}")).code, 404)
+
     async def test_deletingRefusesChanges(self) -> None:
         """
         While retention deletes a job, changing it (or one of its tasks) is

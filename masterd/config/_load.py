@@ -123,11 +123,16 @@ def parseConfig(
     )
 
 
+#: The longest retention.*_days: a century (beyond it a number of seconds
+#: stops being one PostgreSQL can read).
+MAX_DAYS = 36_500
+
+
 def _retention(s: Section, base: Path) -> RetentionConfig:
     d = RetentionConfig()
-    logs = s.number("logs_days", None, positive=True)
-    jobs = s.number("jobs_days", None, positive=True)
-    history = s.number("history_days", None, positive=True)
+    logs = s.number("logs_days", None, positive=True, maximum=MAX_DAYS)
+    jobs = s.number("jobs_days", None, positive=True, maximum=MAX_DAYS)
+    history = s.number("history_days", None, positive=True, maximum=MAX_DAYS)
     archive = s.string("archive_dir", None)
     archiveLogs = s.boolean("archive_logs", d.archive_logs)
     compress = s.boolean("compress_logs", d.compress_logs)

@@ -330,10 +330,10 @@ class Retention:
                 break
             for (jobID,) in rows:
                 tried.append(jobID)
+                # One kept (its archive failed) is tried again next run; the
+                # others due go on meanwhile.
                 if await self.deleteJob(jobID):
                     gone += 1
-                else:
-                    return gone  # kept (its archive failed): tried again next run
         return gone
 
     async def deleteJob(self, jobID: int) -> bool:
@@ -408,6 +408,10 @@ class RetentionService(StagedService):
     async def _runOnce(self) -> None:
         try:
             await self.retention.run()
+        except StatementCanceled:
+            # Nothing was lost, but a walk whose statement keeps running
+            # past max_lock_ms would go nowhere, run after run: say so.
+            log.warn("retention: a statement ran past retention.max_lock_ms; the run ends here")
         except DatabaseUnavailable:
             pass  # nothing was lost: the next run goes on from the marks
 
