@@ -7,7 +7,13 @@ from ._batch import Batcher
 from ._connect import ConnectFailed, connect, forget
 from ._embedded import EmbeddedPostgresService
 from ._migrate import MIGRATION_LOCK, Migration, migrate, packagedMigrations
-from ._pool import DatabaseUnavailable, Pool, StatementCanceled, Transaction
+from ._pool import (
+    DatabaseUnavailable,
+    Pool,
+    StatementCanceled,
+    Transaction,
+    TransactionConflict,
+)
 from ._service import DatabaseService
 
 __all__ = [
@@ -21,6 +27,7 @@ __all__ = [
     "Pool",
     "StatementCanceled",
     "Transaction",
+    "TransactionConflict",
     "connect",
     "forget",
     "migrate",

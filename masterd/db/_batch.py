@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from masterd.stats import SchedulingStats
 
-from ._pool import DatabaseUnavailable, Pool, Transaction
+from ._pool import CONFLICT_RETRIES, DatabaseUnavailable, Pool, Transaction, TransactionConflict
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
@@ -114,7 +114,21 @@ class Batcher:
 
         began = self._timer()
         try:
-            results = await self._pool.transaction(work)
+            # A batch this call takes is not run again by the pool on a
+            # conflict (its work has taken it off the queue): it is run
+            # again one by one below, and those the pool may run again.
+            results = await self._pool.transaction(
+                work, conflictRetries=0 if batch is None else CONFLICT_RETRIES
+            )
+        except TransactionConflict as e:
+            if batch is not None:
+                for _, _, done in taken:
+                    done.errback(e)
+                return
+            log.info("a batch of {count} conflicted; retrying one by one", count=len(taken))
+            for entry in taken or self._take():
+                await self._run([entry])
+            return
         except DatabaseUnavailable as e:
             for _, _, done in taken or self._take():
                 done.errback(e)

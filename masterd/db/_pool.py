@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg2
+import psycopg2.errors
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
@@ -43,6 +44,24 @@ class StatementCanceled(DatabaseUnavailable):
     an operator cancelled it. Nothing of its transaction is kept; over HTTP
     it is a 503, like any other moment the database cannot serve.
     """
+
+
+class TransactionConflict(DatabaseUnavailable):
+    """
+    PostgreSQL failed a transaction to break a deadlock or a serialization
+    conflict, and running it again did not get through either. Nothing of it
+    is kept; over HTTP it is a 503, to be tried again.
+    """
+
+
+#: The errors with which PostgreSQL fails one of two transactions that
+#: conflict: the other goes on, and this one, run again, usually succeeds.
+_CONFLICTS: tuple[type[Exception], ...] = (
+    psycopg2.errors.DeadlockDetected,
+    psycopg2.errors.SerializationFailure,
+)
+#: How many times L{Pool.transaction} runs again a transaction that failed so.
+CONFLICT_RETRIES = 3
 
 
 def _connectionIsDead(conn: txpostgres.Connection, error: BaseException) -> bool:
@@ -343,11 +362,41 @@ class Pool:
         self._size -= 1
         self._checkDrained()
 
-    async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def transaction(
+        self,
+        work: Callable[[Transaction], Awaitable[T]],
+        *,
+        conflictRetries: int = CONFLICT_RETRIES,
+    ) -> T:
         """
         Run C{work} inside one transaction: committed when it returns, rolled
         back when it raises.
+
+        When PostgreSQL fails it to break a deadlock or a serialization
+        conflict, C{work} runs again, in a new transaction, up to
+        C{conflictRetries} times, then L{TransactionConflict} is raised. So
+        C{work} must keep its effects inside the transaction (the
+        transaction's L{Transaction.afterCommit} for anything else); a caller
+        whose C{work} changes what is outside passes C{conflictRetries=0}.
         """
+        tries = 0
+        while True:
+            try:
+                return await self._transactionOnce(work)
+            except _CONFLICTS as e:
+                if tries >= conflictRetries:
+                    raise TransactionConflict(
+                        "the database failed the operation to break a conflict"
+                        " with another; try again"
+                    ) from e
+                tries += 1
+                log.info(
+                    "transaction failed on a conflict ({error}); running it again, try {tries}",
+                    error=type(e).__name__,
+                    tries=tries,
+                )
+
+    async def _transactionOnce(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         conn = await self._acquire()
         cursor = conn.cursor()
         txn = Transaction(cursor, self._onQuery)

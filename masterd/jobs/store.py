@@ -3,9 +3,14 @@ Jobs and tasks in PostgreSQL: every operation is one transaction.
 
 Locks are always taken tasks first, jobs second (the count trigger locks the
 jobs of the tasks a statement changed, in id order), so that operations on
-the same job never deadlock. A state change names the states it may come
-from in its WHERE clause: an illegal transition changes nothing and is
-reported as a L{Conflict}.
+the same job never deadlock; a retry locks its job's row first, as every
+release of a job's tasks does (migration 0012). Tasks are locked in id
+order, all those of a statement at once, and C{FOR NO KEY UPDATE}: the lock
+an C{UPDATE} takes, which leaves free the key-share locks that inserting a
+log chunk or an attempt takes on its task. An agents' report batch locks its
+tasks the same way before it changes any (masterd.talkback._store_reports).
+A state change names the states it may come from in its WHERE clause: an
+illegal transition changes nothing and is reported as a L{Conflict}.
 
 L{JobStore} reads with L{JobReading} (masterd.jobs._store_reading, the
 documents and listings) and creates and changes jobs and tasks here.
@@ -158,7 +163,7 @@ class JobStore(JobReading):
         sources = _UNFINISHED if target == "canceled" else [s.value for s in ACTIVE]
         rows = await txn.query(
             "WITH old AS (SELECT id, state, attempt, agent_id FROM tasks"
-            f" WHERE {where} AND state = ANY (%s) ORDER BY id FOR UPDATE)"
+            f" WHERE {where} AND state = ANY (%s) ORDER BY id FOR NO KEY UPDATE)"
             " UPDATE tasks t SET state = %s,"
             " agent_id = CASE WHEN %s = 'queued' THEN NULL ELSE t.agent_id END,"
             " finished_at = CASE WHEN %s = 'canceled' THEN now() ELSE NULL END,"
@@ -285,7 +290,7 @@ class JobStore(JobReading):
         await txn.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (jobID,))
         rows = await txn.query(
             "WITH old AS (SELECT id FROM tasks"
-            f" WHERE {where} AND state = ANY (%s) ORDER BY id FOR UPDATE)"
+            f" WHERE {where} AND state = ANY (%s) ORDER BY id FOR NO KEY UPDATE)"
             " UPDATE tasks t SET state = CASE WHEN t.wait_count > 0 OR l.blockers > 0"
             " THEN 'waiting' ELSE 'queued' END, failures = 0, agent_id = NULL,"
             " progress = 0, started_at = NULL, finished_at = NULL, exit_code = NULL,"

@@ -368,7 +368,8 @@ async def writeArchive(
         await _stream(txn, store, jobID, logs, out)
 
     try:
-        await pool.transaction(work)
+        # Not run again on a conflict: the archive has been written into.
+        await pool.transaction(work, conflictRetries=0)
         # Renamed once the snapshot's transaction is over, whole.
         path = await out.keep()
     except BaseException:

@@ -454,8 +454,8 @@ class Scheduler(StagedService):
                 *(TaskCanceled(t, a, agent, "timeout") for agent, t, a in found),
                 *(TaskCanceled(t, a, agent, "stalled") for agent, t, a in stalled),
             )
-            self.stats.timedOut += len(found)
-            self.stats.stalled += len(stalled)
+            # Counted once committed: a batch may be written again.
+            txn.afterCommit(lambda: self._countTimeouts(len(found), len(stalled), 0))
             return found + stalled
 
         async def unstartedTimeouts(txn: Transaction) -> list[tuple[str, int, int]]:
@@ -465,7 +465,7 @@ class Scheduler(StagedService):
                 *(TaskCanceled(t, a, agent, "not reported running in time")
                   for agent, t, a in found),
             )  # fmt: skip
-            self.stats.unstarted += len(found)
+            txn.afterCommit(lambda: self._countTimeouts(0, 0, len(found)))
             return found
 
         try:
@@ -483,6 +483,11 @@ class Scheduler(StagedService):
         # process stopped, as after any cancel (_stopping).
         preempted = await sweepPreemption(self.batcher, self.events, now, self.settings.preemption)
         self.stats.preempted += len(preempted)
+
+    def _countTimeouts(self, timedOut: int, stalled: int, unstarted: int) -> None:
+        self.stats.timedOut += timedOut
+        self.stats.stalled += stalled
+        self.stats.unstarted += unstarted
 
     async def checkSlots(self) -> None:
         """

@@ -122,6 +122,7 @@ class AgentReports:
         """
         outcomes: list[lifecycle.Outcome] = [lifecycle.Outcome.stale] * len(reports)
         jobs: dict[int, int] = {}
+        await self._lockReported(txn, reports)
         await self._applyStatuses(txn, reports)
         running = [i for i, r in enumerate(reports) if r[1].state == "running"]
         done = [i for i, r in enumerate(reports) if r[1].state == "done"]
@@ -210,6 +211,28 @@ class AgentReports:
             )
             for i, (agentID, u, _) in enumerate(reports)
         ]
+
+    async def _lockReported(
+        self, txn: Transaction, reports: list[tuple[str, TaskUpdate, float | None]]
+    ) -> None:
+        """
+        Lock the reported tasks that are still active, all in one statement
+        and in id order, before any of them changes. The statements that
+        follow lock them again each in its own order (a join's plan decides
+        that of an C{UPDATE ... FROM unnest}; failures go one by one), while
+        a cancel, a pause or a retry locks a job's tasks in id order: taken
+        piecemeal, the two deadlocked, and PostgreSQL failed the operator's
+        cancel. Held from here, the batch waits on no task lock again (its
+        claims skip locked rows). C{NO KEY UPDATE} is the lock the updates
+        take anyway, and leaves the log and attempt inserts' foreign-key
+        locks free.
+        """
+        ids = sorted({update.task_id for _, update, _ in reports})
+        await txn.execute(
+            "SELECT id FROM tasks WHERE id = ANY (%s) AND state IN ('assigned', 'running')"
+            " ORDER BY id FOR NO KEY UPDATE",
+            (ids,),
+        )
 
     async def _applyUsage(
         self, txn: Transaction, reports: list[tuple[str, TaskUpdate, float | None]]

@@ -240,7 +240,9 @@ class AgentStore(AgentReports):
             " RETURNING id, enabled, operator_limits, credential_sha256),"
             " held AS (SELECT agent_id, id, attempt FROM tasks"
             " WHERE agent_id IN (SELECT id FROM up) AND state IN ('assigned', 'running')"
-            " ORDER BY id FOR UPDATE)"
+            # The lock an update takes, as everywhere tasks are held in id
+            # order (masterd.jobs.store): not one a log insert waits on.
+            " ORDER BY id FOR NO KEY UPDATE)"
             " SELECT 'agent', up.id, up.enabled, up.operator_limits, prev.master, prev.session,"
             " NULL::bigint, NULL::int, up.credential_sha256 IS NOT DISTINCT FROM ok.fresh"
             " FROM up JOIN ok ON ok.id = up.id LEFT JOIN prev ON prev.id = up.id"
