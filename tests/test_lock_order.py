@@ -107,6 +107,92 @@ class LockOrderTests(Base):
         )
         self.assertEqual(rows, [(1,), (1,)])
 
+    async def test_reportsLockTheirJobsFirst(self) -> None:
+        """
+        Another transaction holds the first of two jobs and then takes the
+        second, as another master's batch takes the jobs of its reports. A
+        report batch that starts the second job's task, then fails the
+        first's, waits for the first job before it holds the second, so the
+        other gets the second and both go through. (Locked statement by
+        statement by the count trigger, the batch held the second job while
+        it waited for the first: a deadlock.)
+        """
+        await self.setUpTalkback()
+        await self.joined()
+        [first] = await self.assign(frames="1")
+        [second] = await self.assign(frames="1")
+        self.assertLess(first.job_id, second.job_id)
+        pool, store = self.api.pool, self.registry.store
+        lockedFirst: Deferred[None] = Deferred()
+        goOn: Deferred[None] = Deferred()
+
+        async def other(txn: Transaction) -> None:
+            await txn.execute(
+                "SELECT id FROM jobs WHERE id = %s FOR NO KEY UPDATE", (first.job_id,)
+            )
+            lockedFirst.callback(None)
+            await goOn
+            await txn.execute("UPDATE jobs SET updated_at = now() WHERE id = %s", (second.job_id,))
+
+        holding = Deferred.fromCoroutine(pool.transaction(other, conflictRetries=0))
+        await lockedFirst
+        reports = [
+            (AGENT, TaskUpdate(task_id=second.task_id, attempt=second.attempt,
+                               state="running"), None),
+            (AGENT, TaskUpdate(task_id=first.task_id, attempt=first.attempt, state="failed",
+                               exit_code=1, message="boom"), None),
+        ]  # fmt: skip
+        reporting = Deferred.fromCoroutine(
+            pool.transaction(lambda txn: store._applyReports(txn, reports), conflictRetries=0)
+        )
+        await until(lambda: lockWaits(pool))
+        goOn.callback(None)
+        await holding
+        results = await reporting
+        self.assertEqual([r.outcome.name for r in results], ["applied", "applied"])
+
+    async def test_noFunctionLocksJobsForUpdate(self) -> None:
+        """
+        The trigger functions lock jobs C{FOR NO KEY UPDATE} (migration
+        0024), which an attempt's insert (its foreign key's lock on the job)
+        does not wait on.
+        """
+        await self.setUpTalkback()
+        rows = await self.api.pool.query(
+            "SELECT proname FROM pg_proc WHERE proname LIKE 'masterd%'"
+            " AND prosrc ~ 'FROM jobs[^;]*FOR UPDATE'"
+        )
+        self.assertEqual(rows, [])
+        [task] = await self.assign(frames="1")
+        holding: Deferred[None] = Deferred()
+        goOn: Deferred[None] = Deferred()
+
+        async def counting(txn: Transaction) -> None:
+            await txn.execute("UPDATE tasks SET state = 'running' WHERE id = %s", (task.task_id,))
+            holding.callback(None)
+            await goOn
+
+        counted = Deferred.fromCoroutine(self.api.pool.transaction(counting, conflictRetries=0))
+        await holding
+        # The job's row is held by the count trigger; a row that refers to
+        # the job is still inserted at once.
+        inserting = Deferred.fromCoroutine(
+            self.api.pool.query(
+                "INSERT INTO task_attempts (task_id, attempt, job_id, agent_id, state)"
+                " VALUES (%s, 99, %s, %s, 'canceled')",
+                (task.task_id, task.job_id, AGENT),
+            )
+        )
+
+        async def settled() -> bool:
+            return inserting.called or await lockWaits(self.api.pool) > 0
+
+        await until(settled)
+        self.assertTrue(inserting.called, "the insert waits on the job's counts")
+        goOn.callback(None)
+        await counted
+        await inserting
+
     async def test_cancelDoesNotWaitOnLogs(self) -> None:
         """
         A batch that has written a running task's log lines (a foreign-key

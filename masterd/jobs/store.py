@@ -287,7 +287,7 @@ class JobStore(JobReading):
         is made under it (migration 0012): a dependency satisfied meanwhile
         is seen.
         """
-        await txn.execute("SELECT 1 FROM jobs WHERE id = %s FOR UPDATE", (jobID,))
+        await txn.execute("SELECT 1 FROM jobs WHERE id = %s FOR NO KEY UPDATE", (jobID,))
         rows = await txn.query(
             "WITH old AS (SELECT id FROM tasks"
             f" WHERE {where} AND state = ANY (%s) ORDER BY id FOR NO KEY UPDATE)"

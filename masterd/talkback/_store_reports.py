@@ -216,22 +216,28 @@ class AgentReports:
         self, txn: Transaction, reports: list[tuple[str, TaskUpdate, float | None]]
     ) -> None:
         """
-        Lock the reported tasks that are still active, all in one statement
-        and in id order, before any of them changes. The statements that
-        follow lock them again each in its own order (a join's plan decides
-        that of an C{UPDATE ... FROM unnest}; failures go one by one), while
-        a cancel, a pause or a retry locks a job's tasks in id order: taken
+        Lock the reported tasks that are still active, then their jobs, in
+        id order, before any of them changes. The statements that follow
+        lock them again each in its own order (a join's plan decides that of
+        an C{UPDATE ... FROM unnest}; failures go one by one), while a
+        cancel, a pause or a retry locks a job's tasks in id order: taken
         piecemeal, the two deadlocked, and PostgreSQL failed the operator's
-        cancel. Held from here, the batch waits on no task lock again (its
-        claims skip locked rows). C{NO KEY UPDATE} is the lock the updates
-        take anyway, and leaves the log and attempt inserts' foreign-key
-        locks free.
+        cancel. Held from here, the batch's reports wait on no lock again
+        (its claims skip locked tasks). C{NO KEY UPDATE} is the lock the
+        updates take anyway, and leaves the log and attempt inserts'
+        foreign-key locks free.
         """
         ids = sorted({update.task_id for _, update, _ in reports})
+        # Then their jobs, in id order too, in a second statement of the
+        # same round trip: the count trigger of each statement below locks
+        # the jobs it touches, and two batches that took them statement by
+        # statement could each hold a job the other waits for.
         await txn.execute(
-            "SELECT id FROM tasks WHERE id = ANY (%s) AND state IN ('assigned', 'running')"
-            " ORDER BY id FOR NO KEY UPDATE",
-            (ids,),
+            "SELECT id FROM tasks WHERE id = ANY (%(ids)s) AND state IN ('assigned', 'running')"
+            " ORDER BY id FOR NO KEY UPDATE;"
+            " SELECT id FROM jobs WHERE id IN (SELECT job_id FROM tasks WHERE id = ANY (%(ids)s)"
+            " AND state IN ('assigned', 'running')) ORDER BY id FOR NO KEY UPDATE",
+            {"ids": ids},
         )
 
     async def _applyUsage(
