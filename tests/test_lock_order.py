@@ -13,6 +13,7 @@ could deadlock does, and PostgreSQL fails one of the two.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import reactor
@@ -28,6 +29,7 @@ from masterd.db import (
     TransactionConflict,
 )
 from masterd.talkback.messages import Log, TaskUpdate
+from masterd.talkback.store import UpdateResult
 
 from ._postgres import freshDatabase
 from .test_talkback import AGENT, Base
@@ -58,7 +60,35 @@ async def until(condition: Any, timeout: float = 20.0) -> None:
         await deferLater(reactor, 0.02)
 
 
+#: Another transaction's part: it runs its first statements, fires the first
+#: Deferred once it holds what it first locks, then waits for the second.
+Other = Callable[[Transaction, Deferred[None], Deferred[None]], Awaitable[None]]
+
+
 class LockOrderTests(Base):
+    async def reportAcross(
+        self, other: Other, reports: list[tuple[str, TaskUpdate, None]]
+    ) -> list[UpdateResult]:
+        """
+        Run C{other} until it holds its first locks, then the report batch
+        C{reports} until it waits on a lock, then let C{other} go on. Neither
+        is run again on a conflict: both must go through.
+        """
+        pool, store = self.api.pool, self.registry.store
+        held: Deferred[None] = Deferred()
+        goOn: Deferred[None] = Deferred()
+        holding = Deferred.fromCoroutine(
+            pool.transaction(lambda txn: other(txn, held, goOn), conflictRetries=0)
+        )
+        await held
+        reporting = Deferred.fromCoroutine(
+            pool.transaction(lambda txn: store._applyReports(txn, reports), conflictRetries=0)
+        )
+        await until(lambda: lockWaits(pool))
+        goOn.callback(None)
+        await holding
+        return await reporting
+
     async def test_reportsWaitHoldingNothing(self) -> None:
         """
         An operator's transaction locks a job's first task, then its last,
@@ -71,14 +101,11 @@ class LockOrderTests(Base):
         await self.setUpTalkback()
         await self.joined()
         first, _, last = await self.assign(frames="1-3")
-        pool, store = self.api.pool, self.registry.store
-        lockedFirst: Deferred[None] = Deferred()
-        goOn: Deferred[None] = Deferred()
 
-        async def operator(txn: Transaction) -> None:
+        async def operator(txn: Transaction, held: Deferred[None], goOn: Deferred[None]) -> None:
             lock = "SELECT id FROM tasks WHERE id = %s FOR NO KEY UPDATE"
             await txn.execute(lock, (first.task_id,))
-            lockedFirst.callback(None)
+            held.callback(None)
             await goOn
             await txn.execute(lock, (last.task_id,))
             await txn.execute(
@@ -86,22 +113,14 @@ class LockOrderTests(Base):
                 ([first.task_id, last.task_id],),
             )
 
-        operating = Deferred.fromCoroutine(pool.transaction(operator, conflictRetries=0))
-        await lockedFirst
         reports = [
             (AGENT, TaskUpdate(task_id=t.task_id, attempt=t.attempt, state="failed",
                                exit_code=1, message="boom"), None)
             for t in (last, first)
         ]  # fmt: skip
-        reporting = Deferred.fromCoroutine(
-            pool.transaction(lambda txn: store._applyReports(txn, reports), conflictRetries=0)
-        )
-        await until(lambda: lockWaits(pool))
-        goOn.callback(None)
-        await operating
-        results = await reporting
+        results = await self.reportAcross(operator, reports)
         self.assertEqual([r.outcome.name for r in results], ["applied", "applied"])
-        rows = await pool.query(
+        rows = await self.api.pool.query(
             "SELECT failures FROM tasks WHERE id = ANY (%s) ORDER BY id",
             ([first.task_id, last.task_id],),
         )
@@ -122,33 +141,22 @@ class LockOrderTests(Base):
         [first] = await self.assign(frames="1")
         [second] = await self.assign(frames="1")
         self.assertLess(first.job_id, second.job_id)
-        pool, store = self.api.pool, self.registry.store
-        lockedFirst: Deferred[None] = Deferred()
-        goOn: Deferred[None] = Deferred()
 
-        async def other(txn: Transaction) -> None:
+        async def other(txn: Transaction, held: Deferred[None], goOn: Deferred[None]) -> None:
             await txn.execute(
                 "SELECT id FROM jobs WHERE id = %s FOR NO KEY UPDATE", (first.job_id,)
             )
-            lockedFirst.callback(None)
+            held.callback(None)
             await goOn
             await txn.execute("UPDATE jobs SET updated_at = now() WHERE id = %s", (second.job_id,))
 
-        holding = Deferred.fromCoroutine(pool.transaction(other, conflictRetries=0))
-        await lockedFirst
         reports = [
             (AGENT, TaskUpdate(task_id=second.task_id, attempt=second.attempt,
                                state="running"), None),
             (AGENT, TaskUpdate(task_id=first.task_id, attempt=first.attempt, state="failed",
                                exit_code=1, message="boom"), None),
         ]  # fmt: skip
-        reporting = Deferred.fromCoroutine(
-            pool.transaction(lambda txn: store._applyReports(txn, reports), conflictRetries=0)
-        )
-        await until(lambda: lockWaits(pool))
-        goOn.callback(None)
-        await holding
-        results = await reporting
+        results = await self.reportAcross(other, reports)
         self.assertEqual([r.outcome.name for r in results], ["applied", "applied"])
 
     async def test_noFunctionLocksJobsForUpdate(self) -> None:
