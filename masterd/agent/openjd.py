@@ -36,13 +36,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from openjd.model import (
-    ParameterValue,
-    ParameterValueType,
     RevisionExtensions,
     SpecificationRevision,
-    parse_model,
 )
-from openjd.model.v2023_09 import Environment, ExtensionName, StepScript
+from openjd.model.v2023_09 import Environment
 from openjd.sessions import (
     LOG,
     ActionState,
@@ -52,12 +49,13 @@ from openjd.sessions import (
     SessionState,
 )
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from ._openjd_tasks import DEFAULT_EXTENSIONS as DEFAULT_EXTENSIONS
+from ._openjd_tasks import OpenJDSession, OpenJDTask, cleanText, failureText
+from ._openjd_tasks import pathMappingRules as pathMappingRules
 from .accounting import TreeSampler, usageReport
-from .gpus import taskEnvironment
 
 log = Logger()
 
@@ -75,149 +73,13 @@ STOP_BOUND_S = 30.0
 FLUSH_S = 0.2
 #: Lines sent in one log message at the most (as the native runner does).
 LOG_BATCH_LINES = 500
-#: The extensions an action may use when the payload does not say which its
-#: job's template asked for.
-DEFAULT_EXTENSIONS = (
-    ExtensionName.TASK_CHUNKING.value,
-    ExtensionName.REDACTED_ENV_VARS.value,
-    ExtensionName.FEATURE_BUNDLE_1.value,
-)
 #: The longest status (TaskUpdate.status) and message (TaskUpdate.message).
 MAX_STATUS = 1000
 MAX_MESSAGE = 10_000
 
-_RULE_KEYS = {"source_path_format", "source_path", "destination_path"}
-
 #: What openjd-sessions logs as it starts an action's process (the
 #: process's own output comes after it, under "Output:").
 _STARTED = re.compile(r"^Command started as pid: (\d+)$", re.MULTILINE)
-
-
-def pathMappingRules(raw: Any) -> list[PathMappingRule]:
-    """
-    The agent's C{path-mapping} option: a list of C{{source_path_format:
-    POSIX | WINDOWS, source_path, destination_path}}, the OpenJD
-    PathMappingRule shape.
-
-    @raise ValueError: saying which rule is wrong, and why.
-    """
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ValueError("must be a list of {source_path_format, source_path, destination_path}")
-    rules = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict) or set(item) != _RULE_KEYS:
-            raise ValueError(
-                f"[{i}]: must have source_path_format, source_path and destination_path"
-            )
-        if not all(isinstance(v, str) and v for v in item.values()):
-            raise ValueError(f"[{i}]: each field must be a non-empty string")
-        if item["source_path_format"].upper() not in ("POSIX", "WINDOWS"):
-            raise ValueError(f"[{i}].source_path_format: must be POSIX or WINDOWS")
-        try:
-            rules.append(PathMappingRule.from_dict(item))
-        except ValueError as e:
-            raise ValueError(f"[{i}]: {e}") from None
-    return rules
-
-
-def _clean(text: str, limit: int) -> str:
-    # The master refuses NUL in text (PostgreSQL cannot store it).
-    return text.replace("\0", "\ufffd")[:limit]
-
-
-def _parameters(raw: Any) -> dict[str, ParameterValue]:
-    """
-    Parameter values as the assign payload carries them (C{{"Name": {"type":
-    "INT", "value": "5"}}}).
-    """
-    return {
-        str(name): ParameterValue(type=ParameterValueType(v["type"]), value=v["value"])
-        for name, v in (raw or {}).items()
-    }
-
-
-class _Task:
-    """
-    An OpenJD task this agent runs.
-    """
-
-    def __init__(self, task: dict[str, Any], gpus: int) -> None:
-        payload = task["openjd"]
-        self.task_id: int = task["task_id"]
-        self.attempt: int = task["attempt"]
-        job, step = payload["job"], payload["step"]
-        self.job_id: int = int(job["id"])
-        self.job_name: str | None = job.get("name")
-        extensions = job.get("extensions")
-        self.extensions: tuple[str, ...] = (
-            DEFAULT_EXTENSIONS if extensions is None else tuple(map(str, extensions))
-        )
-        self.job_parameters = _parameters(job.get("parameters"))
-        self.job_environments = [
-            parse_model(model=Environment, obj=e, supported_extensions=self.extensions)
-            for e in job.get("environments") or ()
-        ]
-        self.step_name: str = step["name"]
-        self.script = parse_model(
-            model=StepScript, obj=step["script"], supported_extensions=self.extensions
-        )
-        self.step_environments = [
-            parse_model(model=Environment, obj=e, supported_extensions=self.extensions)
-            for e in step.get("environments") or ()
-        ]
-        self.parameters = _parameters(payload.get("parameters"))
-        self.env: dict[str, str] = {str(k): str(v) for k, v in (task.get("env") or {}).items()}
-        #: What the task's own action sees beside the environments' variables.
-        self.task_env = dict(self.env)
-        self.task_env["MASTERD_TASK_ID"] = str(self.task_id)
-        self.task_env["MASTERD_ATTEMPT"] = str(self.attempt)
-        self.task_env.update(taskEnvironment(task.get("gpu_devices") or (), gpus))
-        self.timeout_s: float | None = task.get("timeout_s")
-        self.session: _Session | None = None
-        self.canceled = False
-        self.reason = ""
-        #: Canceled because the agent stops: handed back (rejected), not failed.
-        self.stopping = False
-        #: Its own action (not an environment's) is the one running.
-        self.running = False
-        #: When its run action started and ended (time.monotonic), and the
-        #: sampler of the action's process tree, once its pid is known.
-        self.runStarted: float | None = None
-        self.runEnded: float | None = None
-        self.sampler: TreeSampler | None = None
-        self.lines: list[str] = []
-        self.progress: float | None = None
-        self.status: str | None = None
-        self.sent: tuple[float | None, str | None] = (None, None)
-        self.flushCall: IDelayedCall | None = None
-        self.timeoutCall: IDelayedCall | None = None
-
-
-class _Session:
-    """
-    One OpenJD session of a job, and what it has entered.
-    """
-
-    def __init__(self, sessionID: str, first: _Task) -> None:
-        self.id = sessionID
-        self.job_id = first.job_id
-        self.first = first
-        self.session: Session | None = None
-        #: The step whose environments are entered (None: none yet).
-        self.step: str | None = None
-        self.step_entered: list[str] = []
-        self.task: _Task | None = None
-        #: The action under way: fired with its final status.
-        self.action: Deferred[ActionStatus] | None = None
-        #: The call that starts it has returned: it may be canceled.
-        self.started = False
-        self.linger: IDelayedCall | None = None
-        self.ending = False
-        #: Past the agent's stop bound: no more environment exits.
-        self.hurry = False
-        self.ended: Deferred[None] = Deferred()
 
 
 class _Forward(logging.Handler):
@@ -263,10 +125,10 @@ class OpenJDRunner:
         self.linger = linger
         self.gpus = gpus
         #: The tasks it runs, by task id.
-        self.tasks: dict[int, _Task] = {}
+        self.tasks: dict[int, OpenJDTask] = {}
         #: The sessions, by job id, and by session id.
-        self.sessions: dict[int, list[_Session]] = {}
-        self.byID: dict[str, _Session] = {}
+        self.sessions: dict[int, list[OpenJDSession]] = {}
+        self.byID: dict[str, OpenJDSession] = {}
         self.stopping = False
         self._serial = 0
         self._handler: _Forward | None = None
@@ -288,14 +150,14 @@ class OpenJDRunner:
         if taskID in self.tasks:
             return
         try:
-            task = _Task(assigned, self.gpus)
+            task = OpenJDTask(assigned, self.gpus)
         except Exception as e:
             log.warn("task {taskId}: cannot read its OpenJD payload: {why}", taskId=taskID,
                      why=str(e))  # fmt: skip
             self._final(
                 {"type": "task_update", "task_id": taskID, "attempt": attempt,
                  "state": "failed", "exit_code": None,
-                 "message": _clean(f"cannot read the OpenJD payload: {e}", MAX_MESSAGE)}
+                 "message": cleanText(f"cannot read the OpenJD payload: {e}", MAX_MESSAGE)}
             )  # fmt: skip
             return
         if self.stopping:
@@ -375,7 +237,7 @@ class OpenJDRunner:
         DeferredList([s.ended for s in sessions], consumeErrors=True).addCallback(stopped)
         return result
 
-    def _hurry(self, sessions: list[_Session]) -> None:
+    def _hurry(self, sessions: list[OpenJDSession]) -> None:
         log.warn("OpenJD sessions still ending after {s:.0f} s: terminating them", s=STOP_BOUND_S)
         for session in sessions:
             session.hurry = True
@@ -384,7 +246,7 @@ class OpenJDRunner:
 
     # -- sessions -----------------------------------------------------------
 
-    def _sessionFor(self, task: _Task) -> _Session:
+    def _sessionFor(self, task: OpenJDTask) -> OpenJDSession:
         """
         An idle session of the task's job (one on the task's step first),
         or a new one.
@@ -396,7 +258,7 @@ class OpenJDRunner:
         if idle:
             return idle[0]
         self._serial += 1
-        session = _Session(f"masterd-job{task.job_id}-{self._serial}", task)
+        session = OpenJDSession(f"masterd-job{task.job_id}-{self._serial}", task)
         self.sessions.setdefault(task.job_id, []).append(session)
         self.byID[session.id] = session
         if self._handler is None:
@@ -421,7 +283,7 @@ class OpenJDRunner:
                 if task.running and status.progress is not None:
                     task.progress = min(max(float(status.progress) / 100.0, 0.0), 1.0)
                 if status.status_message is not None:
-                    task.status = _clean(status.status_message, MAX_STATUS)
+                    task.status = cleanText(status.status_message, MAX_STATUS)
                 self._soon(task)
             return
         action, session.action = session.action, None
@@ -429,7 +291,7 @@ class OpenJDRunner:
             action.callback(status)
 
     async def _action(
-        self, session: _Session, f: Callable[..., object], **kwargs: Any
+        self, session: OpenJDSession, f: Callable[..., object], **kwargs: Any
     ) -> ActionStatus:
         """
         Start an action with C{f(**kwargs)} (a Session method) and wait for
@@ -455,7 +317,7 @@ class OpenJDRunner:
         finally:
             session.started = False
 
-    def _cancelAction(self, session: _Session, limit: timedelta | None = None) -> None:
+    def _cancelAction(self, session: OpenJDSession, limit: timedelta | None = None) -> None:
         if session.session is None or session.action is None:
             return
         d = self._thread(session.session.cancel_action, time_limit=limit)
@@ -464,7 +326,7 @@ class OpenJDRunner:
         d.addErrback(lambda f: log.failure("canceling an OpenJD action", f))
 
     async def _enter(
-        self, session: _Session, env: Environment, task: _Task, step: bool
+        self, session: OpenJDSession, env: Environment, task: OpenJDTask, step: bool
     ) -> str | None:
         """
         Enter an environment for C{task}; None if it went well, else why not.
@@ -484,9 +346,9 @@ class OpenJDRunner:
         if status.state == ActionState.SUCCESS:
             return None
         kind = "step" if step else "job"
-        return f"entering the {kind} environment {env.name}: " + _why(status)
+        return f"entering the {kind} environment {env.name}: " + failureText(status)
 
-    async def _runOn(self, session: _Session, task: _Task) -> None:
+    async def _runOn(self, session: OpenJDSession, task: OpenJDTask) -> None:
         try:
             why = await self._prepare(session, task)
             if task.canceled:
@@ -519,7 +381,7 @@ class OpenJDRunner:
         else:
             self._endSoon(session)
 
-    async def _prepare(self, session: _Session, task: _Task) -> str | None:
+    async def _prepare(self, session: OpenJDSession, task: OpenJDTask) -> str | None:
         """
         The session ready to run C{task}: made, its job's environments
         entered, the task's step's too. None, or why it cannot run.
@@ -559,7 +421,7 @@ class OpenJDRunner:
                     return why
         return None
 
-    async def _exitStep(self, session: _Session, keepRunning: bool) -> str | None:
+    async def _exitStep(self, session: OpenJDSession, keepRunning: bool) -> str | None:
         """
         Exit the step's environments, in reverse order.
         """
@@ -572,7 +434,7 @@ class OpenJDRunner:
         session.step = None
         return None
 
-    async def _exit(self, session: _Session, identifier: str, keepRunning: bool) -> str | None:
+    async def _exit(self, session: OpenJDSession, identifier: str, keepRunning: bool) -> str | None:
         assert session.session is not None
         status = await self._action(
             session,
@@ -582,9 +444,9 @@ class OpenJDRunner:
         )
         if status.state == ActionState.SUCCESS:
             return None
-        return f"exiting the environment {identifier.split(':', 1)[1]}: " + _why(status)
+        return f"exiting the environment {identifier.split(':', 1)[1]}: " + failureText(status)
 
-    def _endSoon(self, session: _Session) -> None:
+    def _endSoon(self, session: OpenJDSession) -> None:
         if session.ending:
             return
         session.ending = True
@@ -593,7 +455,7 @@ class OpenJDRunner:
         d = Deferred.fromCoroutine(self._end(session))
         d.addErrback(lambda f: log.failure("ending OpenJD session {id}", f, id=session.id))
 
-    async def _end(self, session: _Session) -> None:
+    async def _end(self, session: OpenJDSession) -> None:
         """
         Exit every environment the session entered, in reverse order (those
         whose entering failed too, as openjd-sessions lists them), and
@@ -647,11 +509,11 @@ class OpenJDRunner:
         task.lines.extend(text.split("\n"))
         self._soon(task)
 
-    def _soon(self, task: _Task) -> None:
+    def _soon(self, task: OpenJDTask) -> None:
         if task.flushCall is None or not task.flushCall.active():
             task.flushCall = self.reactor.callLater(FLUSH_S, self._flush, task)
 
-    def _flush(self, task: _Task) -> None:
+    def _flush(self, task: OpenJDTask) -> None:
         if task.flushCall is not None and task.flushCall.active():
             task.flushCall.cancel()
         task.flushCall = None
@@ -669,7 +531,7 @@ class OpenJDRunner:
             task.sent = (task.progress, task.status)
             self._report(update)
 
-    def _ended(self, task: _Task, status: ActionStatus) -> None:
+    def _ended(self, task: OpenJDTask, status: ActionStatus) -> None:
         if status.state == ActionState.SUCCESS:
             self._finish(task, "done", status.exit_code or 0, None)
         elif status.state == ActionState.TIMEOUT:
@@ -678,9 +540,11 @@ class OpenJDRunner:
         elif status.state == ActionState.CANCELED or task.canceled:
             self._finish(task, "failed", status.exit_code, f"stopped: {task.reason or 'canceled'}")
         else:
-            self._finish(task, "failed", status.exit_code, _why(status))
+            self._finish(task, "failed", status.exit_code, failureText(status))
 
-    def _finish(self, task: _Task, state: str, exitCode: int | None, message: str | None) -> None:
+    def _finish(
+        self, task: OpenJDTask, state: str, exitCode: int | None, message: str | None
+    ) -> None:
         if self.tasks.get(task.task_id) is not task:
             return
         self._flush(task)
@@ -699,12 +563,12 @@ class OpenJDRunner:
             "exit_code": exitCode,
         }
         if message:
-            update["message"] = _clean(message, MAX_MESSAGE)
+            update["message"] = cleanText(message, MAX_MESSAGE)
         if usage is not None and state in ("done", "failed"):
             update["usage"] = usage
         self._final(update)
 
-    def _usage(self, task: _Task) -> dict[str, Any] | None:
+    def _usage(self, task: OpenJDTask) -> dict[str, Any] | None:
         """
         What the task's run action used (its sampler stopped), or None if it
         never started one.
@@ -717,15 +581,3 @@ class OpenJDRunner:
         ended = time.monotonic() if task.runEnded is None else task.runEnded
         wallS = ended - task.runStarted
         return usageReport(wallS) if sampler is None else sampler.report(wallS)
-
-
-def _why(status: ActionStatus) -> str:
-    if status.fail_message:
-        return status.fail_message
-    if status.state == ActionState.TIMEOUT:
-        return "timed out"
-    if status.state == ActionState.CANCELED:
-        return "canceled"
-    if status.exit_code is not None:
-        return f"exited with status {status.exit_code}"
-    return "failed"
