@@ -4,11 +4,13 @@ Jobs and tasks in PostgreSQL: every operation is one transaction.
 Locks are always taken tasks first, jobs second (the count trigger locks the
 jobs of the tasks a statement changed, in id order), so that operations on
 the same job never deadlock; a retry locks its job's row first, as every
-release of a job's tasks does (migration 0012). Tasks are locked in id
-order, all those of a statement at once, and C{FOR NO KEY UPDATE}: the lock
-an C{UPDATE} takes, which leaves free the key-share locks that inserting a
-log chunk or an attempt takes on its task. An agents' report batch locks its
-tasks the same way before it changes any (masterd.talkback._store_reports).
+release of a job's tasks does (migration 0012). Tasks and jobs are locked
+in id order, all those of a statement at once, and C{FOR NO KEY UPDATE}: the
+lock an C{UPDATE} takes, which leaves free the key-share locks that
+inserting a log chunk or an attempt takes on its task and its job (only a
+deletion takes C{FOR UPDATE}). An agents' report batch locks its tasks, then
+their jobs, the same way before it changes any
+(masterd.talkback._store_reports).
 A state change names the states it may come from in its WHERE clause: an
 illegal transition changes nothing and is reported as a L{Conflict}.
 

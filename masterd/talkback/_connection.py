@@ -377,7 +377,7 @@ class TalkbackConnection:
             self.send(
                 m.Error(
                     retry=True,
-                    message="the master cannot reach its database; send it again later",
+                    message="the master cannot write it to its database now; send it again later",
                 )
             )
             return

@@ -228,9 +228,9 @@ class AgentReports:
         foreign-key locks free.
         """
         ids = sorted({update.task_id for _, update, _ in reports})
-        # Then their jobs, in id order too, in a second statement of the
-        # same round trip: the count trigger of each statement below locks
-        # the jobs it touches, and two batches that took them statement by
+        # The jobs in a second statement of the same round trip, once every
+        # task is held: the count trigger of each statement below locks the
+        # jobs it touches, and two batches that took them statement by
         # statement could each hold a job the other waits for.
         await txn.execute(
             "SELECT id FROM tasks WHERE id = ANY (%(ids)s) AND state IN ('assigned', 'running')"
