@@ -13,7 +13,7 @@ import psycopg2.errors
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -222,6 +222,79 @@ class PoolTests(TestCase):
 
         return d(run())
 
+    def test_heldThroughALoss(self) -> Deferred[None]:
+        """
+        Connections that transactions held while the pool lost the database
+        come back dead after it has recovered: each fails (or ends) only its
+        own transaction, and the recovered pool stays healthy. Before, the
+        first of them failed the whole pool again, a second outage right
+        after the first (CI saw /readyz answer 503 just after recovery).
+        """
+
+        async def run() -> None:
+            dsn = await freshDatabase(self)
+            # Four: three held, one idle to notice the loss.
+            pool = Pool(reactor, dsn, minSize=4, maxSize=6)
+            await pool.open()
+            self.addCleanup(pool.close)
+            admin = Pool(reactor, dsn, minSize=1, maxSize=1)
+            await admin.open()
+            self.addCleanup(admin.close)
+            gate: Deferred[None] = Deferred()
+
+            async def queriedThenCommits(txn: Transaction) -> str:
+                await txn.query("SELECT 1")
+                await gate
+                return "committed"
+
+            async def queriedThenFails(txn: Transaction) -> None:
+                await txn.query("SELECT 1")
+                await gate
+                raise ValueError("the work's own error")
+
+            async def sentNothing(txn: Transaction) -> str:
+                await gate
+                return "nothing to commit"
+
+            commits = d(pool.transaction(queriedThenCommits))
+            fails = d(pool.transaction(queriedThenFails))
+            nothing = d(pool.transaction(sentNothing))
+            self.addCleanup(lambda: None if gate.called else gate.callback(None))
+            await waitFor(lambda: pool.inUse == 3)
+            # The server "restarts": every backend of the pool goes away.
+            await admin.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+            async def othersGone() -> bool:
+                rows = await admin.query(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                return bool(rows[0][0] == 0)
+
+            while not await othersGone():
+                await deferLater(reactor, 0.05)
+            await waitFor(lambda: not pool.healthy)
+            await pool.recover()
+            self.assertTrue(pool.healthy)
+
+            gate.callback(None)
+            with self.assertRaises(DatabaseUnavailable):
+                await commits
+            with self.assertRaises(DatabaseUnavailable):
+                await fails
+            self.assertEqual(await nothing, "nothing to commit")
+            self.assertTrue(pool.healthy)
+            # Enough at once to take every idle connection there is.
+            answers = await gatherResults([d(pool.query("SELECT 1")) for _ in range(5)])
+            self.assertEqual(answers, [[(1,)]] * 5)
+            self.assertTrue(pool.healthy)
+            self.assertEqual(pool.inUse, 0)
+
+        return d(run())
+
     def test_unreachable(self) -> Deferred[None]:
         async def run() -> None:
             missing = tempfile.mkdtemp()
@@ -273,6 +346,52 @@ class DatabaseServiceTests(TestCase):
             self.flushLoggedErrors()
 
         return d(run())
+
+
+class _LostWhileFilling:
+    """
+    A pool that, on its first recovery, is lost again while it fills (a
+    connection found dead): it fails and asks its service to reconnect, as
+    L{Pool} does, while the service's loop is still running.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.size = 1
+        self.healthy = False
+        self.recoveries = 0
+        self.onDead: Any = None
+
+    async def recover(self) -> None:
+        await deferLater(self.clock, 0)
+        self.recoveries += 1
+        self.healthy = True
+        if self.recoveries == 1:
+            self.healthy = False
+            self.onDead()
+
+
+class ReconnectLoopTests(TestCase):
+    def test_lostAgainWhileFilling(self) -> None:
+        """
+        A pool lost again while it recovers sends the reconnect loop round
+        again. Before, the loop ended, the pool's own call to reconnect had
+        found the loop running, and the master stayed unready for good.
+        """
+        clock = Clock()
+        service = DatabaseService(clock, _config(), lambda: "unused", initialDelay=1.0)
+        pool = _LostWhileFilling(clock)
+        pool.onDead = service._reconnect
+        service.pool = pool  # type: ignore[assignment]
+        service._migrated = True  # the fake has no schema to migrate
+        ready: list[None] = []
+        service.onReady.append(lambda: ready.append(None))
+        Deferred.fromCoroutine(service.start())
+        for _ in range(20):
+            clock.advance(1)
+        self.assertEqual(pool.recoveries, 2)
+        self.assertTrue(service.ready)
+        self.assertEqual(ready, [None])
 
 
 class ServerRestartTests(TestCase):
@@ -335,7 +454,8 @@ class ServerRestartTests(TestCase):
             server = await deferToThread(pgserver.get_server, directory, "delete")
             self.addCleanup(deferToThread, server.cleanup)
             await waitFor(lambda: master.database.ready)
-            self.assertEqual(await status(base + "/readyz"), 200)
+            response = await treq.get(base + "/readyz", persistent=False)
+            self.assertEqual(response.code, 200, await response.text())
 
             # An idle keep-alive connection does not hold up the stop.
             client = socket.create_connection(("127.0.0.1", port))

@@ -73,6 +73,15 @@ def _connectionIsDead(conn: txpostgres.Connection, error: BaseException) -> bool
     return raw is None or bool(raw.closed)
 
 
+def _isClosed(conn: txpostgres.Connection) -> bool:
+    raw = conn.pollable()
+    return raw is None or bool(raw.closed)
+
+
+def _generationOf(conn: txpostgres.Connection) -> int:
+    return int(getattr(conn, "generation", 0))
+
+
 class _Connection(txpostgres.Connection):  # type: ignore[misc]
     """
     A connection that tells its pool when the server goes away while it sits
@@ -80,6 +89,8 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
     """
 
     onIdleLoss: Callable[[_Connection], None] = staticmethod(lambda conn: None)
+    #: The pool's generation when this connection was opened (L{Pool}).
+    generation = 0
 
     def doRead(self) -> None:
         fd = self.fileno()
@@ -230,6 +241,12 @@ class Pool:
         self._closing = False
         self._drained: list[Deferred[None]] = []
         self.healthy = False
+        #: How many times the pool has lost the database. A connection
+        #: opened before the last loss that is found dead later (one a
+        #: transaction held through the outage) says nothing about the server
+        #: now: it is dropped without failing the pool again, which after a
+        #: recovery would mean a second outage for every request.
+        self._generation = 0
 
     @property
     def size(self) -> int:
@@ -240,9 +257,12 @@ class Pool:
         return self._size - len(self._idle)
 
     async def _connect(self) -> txpostgres.Connection:
+        generation = self._generation
+
         def factory() -> _Connection:
             conn = _Connection(reactor=self._reactor)
             conn.onIdleLoss = self._idleLost
+            conn.generation = generation
             return conn
 
         options = f"-c statement_timeout={int(self._statementTimeout * 1000)}"
@@ -293,7 +313,15 @@ class Pool:
     def _idleLost(self, conn: txpostgres.Connection) -> None:
         if conn in self._idle:
             self._idle.remove(conn)
-            self._discard(conn)
+            self._lost(conn)
+
+    def _lost(self, conn: txpostgres.Connection) -> None:
+        """
+        C{conn} was found dead: drop it, and fail the pool unless the
+        connection dates from before the pool's last loss.
+        """
+        self._discard(conn)
+        if _generationOf(conn) == self._generation:
             self._markDead()
 
     def _markDead(self) -> None:
@@ -310,6 +338,7 @@ class Pool:
             self._waiters.popleft().errback(DatabaseUnavailable("the database connection was lost"))
         if self.healthy:
             self.healthy = False
+            self._generation += 1
             log.warn("lost the database connection; failing requests fast until it is back")
             self._onDead()
 
@@ -320,12 +349,11 @@ class Pool:
             raise DatabaseUnavailable("the database is not available")
         while self._idle:
             conn = self._idle.pop()
-            raw = conn.pollable()
-            if raw is not None and not raw.closed:
+            if not _isClosed(conn):
                 return conn
-            self._discard(conn)
-            self._markDead()
-            raise DatabaseUnavailable("the database connection was lost")
+            self._lost(conn)
+            if not self.healthy:
+                raise DatabaseUnavailable("the database connection was lost")
         if self._size < self._maxSize:
             self._size += 1
             try:
@@ -350,6 +378,15 @@ class Pool:
             self._size -= 1
             self._checkDrained()
             return
+        if _isClosed(conn):
+            self._lost(conn)
+            self._replace()
+            return
+        if _generationOf(conn) != self._generation:
+            # Held through an outage: alive, perhaps, but from before it.
+            self._discard(conn)
+            self._replace()
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.called:
@@ -361,6 +398,27 @@ class Pool:
         _closeQuietly(conn)
         self._size -= 1
         self._checkDrained()
+
+    def _replace(self) -> None:
+        """
+        A connection was dropped instead of coming back: open one for the
+        first waiter, who would otherwise wait for a connection that is not
+        coming.
+        """
+        if not self._waiters or not self.healthy or self._size >= self._maxSize:
+            return
+        self._size += 1
+
+        async def serve() -> None:
+            try:
+                conn = await self._connect()
+            except DatabaseUnavailable:
+                self._size -= 1
+                self._markDead()
+                return
+            self._release(conn)
+
+        Deferred.fromCoroutine(serve())
 
     async def transaction(
         self,
@@ -405,15 +463,13 @@ class Pool:
             await txn.commit()
         except BaseException as e:
             if _connectionIsDead(conn, e):
-                self._discard(conn)
-                self._markDead()
+                self._lost(conn)
                 raise DatabaseUnavailable("the database connection was lost") from e
             try:
                 if txn.begun:
                     await txn.execute("ROLLBACK")
             except Exception:
-                self._discard(conn)
-                self._markDead()
+                self._lost(conn)
                 raise DatabaseUnavailable("the database connection was lost") from e
             self._release(conn)
             raise

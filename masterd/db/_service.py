@@ -142,15 +142,22 @@ class DatabaseService(StagedService):
                     await self.pool.open()
                 else:
                     await self.pool.recover()
-                break
+                if self.pool.healthy:
+                    break
+                # Lost again while the pool was filling: the pool's own
+                # call to reconnect found this loop still running, so it
+                # is this loop's to go round again.
+                why = "the database connection was lost again"
             except DatabaseUnavailable as e:
-                delay = backoff(failures)
-                failures += 1
-                log.warn(
-                    "database unavailable ({why}); retrying in {delay:.1f} s",
-                    why=str(e),
-                    delay=delay,
-                )
+                if self.pool.healthy:
+                    # Recovered, though not to the pool's full size: it
+                    # grows on demand.
+                    break
+                why = str(e)
+            delay = backoff(failures)
+            failures += 1
+            log.warn("database unavailable ({why}); retrying in {delay:.1f} s", why=why,
+                     delay=delay)  # fmt: skip
             if self._stopping:
                 break
             self._sleeping = deferLater(self._reactor, delay)
