@@ -69,17 +69,12 @@ def _connectionIsDead(conn: txpostgres.Connection, error: BaseException) -> bool
         return True
     if not isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError):
         return False
-    raw = conn.pollable()
-    return raw is None or bool(raw.closed)
+    return _isClosed(conn)
 
 
 def _isClosed(conn: txpostgres.Connection) -> bool:
     raw = conn.pollable()
     return raw is None or bool(raw.closed)
-
-
-def _generationOf(conn: txpostgres.Connection) -> int:
-    return int(getattr(conn, "generation", 0))
 
 
 class _Connection(txpostgres.Connection):  # type: ignore[misc]
@@ -321,7 +316,7 @@ class Pool:
         connection dates from before the pool's last loss.
         """
         self._discard(conn)
-        if _generationOf(conn) == self._generation:
+        if conn.generation == self._generation:
             self._markDead()
 
     def _markDead(self) -> None:
@@ -382,7 +377,7 @@ class Pool:
             self._lost(conn)
             self._replace()
             return
-        if _generationOf(conn) != self._generation:
+        if conn.generation != self._generation:
             # Held through an outage: alive, perhaps, but from before it.
             self._discard(conn)
             self._replace()
